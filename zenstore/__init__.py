@@ -1,0 +1,24 @@
+"""zenstore: an embedded storage engine for 1-bit compressed high-dimensional embeddings.
+
+Quick start::
+
+    import numpy as np, zenstore
+    with zenstore.Store.create("my.zen", dim=384) as store:
+        store.add([1, 2], np.random.rand(2, 384), payloads=[{"t": "a"}, {"t": "b"}])
+        hits = store.search(np.random.rand(384), k=1)
+"""
+
+import logging as _logging
+
+__version__ = "0.1.0"
+
+from .errors import *  # noqa: E402,F401,F403
+from .errors import __all__ as _error_names  # noqa: E402
+from .format import FORMAT_VERSION, StoreConfig  # noqa: E402
+from .store import Store  # noqa: E402
+from .types import Hit, Record, SearchOptions  # noqa: E402
+
+_logging.getLogger("zenstore").addHandler(_logging.NullHandler())
+
+__all__ = ["Store", "StoreConfig", "Hit", "Record", "SearchOptions", "FORMAT_VERSION",
+           "__version__", *_error_names]

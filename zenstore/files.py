@@ -1,0 +1,138 @@
+"""Immutable data files: atomic creation and validated, memory-mapped reading.
+
+Segments and the base matrix are written once, under a temporary name, fsynced, then
+renamed into place (and the directory fsynced), so a file under its final name is always
+complete. Readers check the framing (``format.parse_file_header``) and every section's
+crc32 before any byte is used.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import format as fmt
+from .errors import CorruptStore, NotAStore
+
+TMP_SUFFIX = ".tmp"
+VERIFY_CHUNK = 4 << 20
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, int]:
+    """Atomically write a framed file; returns (file_size, header_crc32).
+
+    ``sections`` is a list of ``(name, payload)`` where payload is a bytes-like object
+    (e.g. a numpy array), or ``(name, (length, chunks))`` where ``chunks`` is an iterable
+    of bytes-like pieces totalling ``length`` bytes, so large sections can be streamed.
+    """
+    specs = []
+    for name, payload in sections:
+        if isinstance(payload, tuple):
+            length, chunks = payload
+        else:
+            mv = memoryview(payload).cast("B")
+            length, chunks = mv.nbytes, (mv,)
+        specs.append((name, int(length), chunks))
+    _, offsets, size = fmt.section_offsets(meta, [length for _, length, _ in specs])
+    tmp = path + TMP_SUFFIX
+    crcs = []
+    with open(tmp, "wb") as f:
+        for (name, length, chunks), offset in zip(specs, offsets):
+            f.seek(offset)
+            crc, written = 0, 0
+            for chunk in chunks:
+                mv = memoryview(chunk).cast("B")
+                f.write(mv)
+                crc = zlib.crc32(mv, crc)
+                written += mv.nbytes
+            if written != length:
+                raise ValueError(f"section {name!r}: wrote {written} bytes, declared {length}")
+            crcs.append(crc & 0xFFFFFFFF)
+        header = fmt.build_header(kind, meta, [(n, ln, c) for (n, ln, _), c in zip(specs, crcs)])
+        f.seek(0)
+        f.write(header)
+        f.truncate(size)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+    return size, fmt.crc32(header)
+
+
+@dataclass
+class MappedFile:
+    """A validated framed file mapped read-only; arrays returned alias the mapping."""
+
+    path: str
+    header: fmt.FileHeader
+    buf: mmap.mmap | bytes
+
+    def array(self, name: str, dtype, shape) -> np.ndarray:
+        entry = self.header.sections.get(name)
+        if entry is None:
+            raise CorruptStore(f"{self.path}: section {name!r} is missing")
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape)) if len(shape) else 1
+        if entry.length != count * dtype.itemsize:
+            raise CorruptStore(
+                f"{self.path}: section {name!r} has {entry.length} bytes, expected "
+                f"{count * dtype.itemsize} for shape {tuple(shape)}"
+            )
+        if count == 0:
+            return np.zeros(shape, dtype=dtype)
+        return np.frombuffer(self.buf, dtype=dtype, count=count, offset=entry.offset).reshape(shape)
+
+    def verify_sections(self) -> None:
+        """Check every section's crc32, reading the file (not the mapping) in chunks."""
+        with open(self.path, "rb") as f:
+            for entry in self.header.sections.values():
+                f.seek(entry.offset)
+                crc, left = 0, entry.length
+                while left:
+                    chunk = f.read(min(left, VERIFY_CHUNK))
+                    if not chunk:
+                        break
+                    crc = zlib.crc32(chunk, crc)
+                    left -= len(chunk)
+                if left or (crc & 0xFFFFFFFF) != entry.crc32:
+                    raise CorruptStore(
+                        f"{self.path}: section {entry.name!r} checksum mismatch (stored "
+                        f"{entry.crc32:#010x}, computed {crc & 0xFFFFFFFF:#010x})"
+                    )
+
+
+def open_framed_file(path: str, kind: int, *, verify: bool = True) -> MappedFile:
+    """Map and validate a framed file. ``verify`` also checks every section's crc32."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError as exc:
+        raise CorruptStore(f"{path}: file listed in the catalog is missing") from exc
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise CorruptStore(f"{path}: file is empty")
+        buf = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    header = fmt.parse_file_header(buf, expect_kind=kind, actual_size=size, what=path)
+    mapped = MappedFile(path, header, buf)
+    if verify:
+        mapped.verify_sections()
+    return mapped
+
+
+def require_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        raise NotAStore(f"{path}: no such store directory")

@@ -1,0 +1,416 @@
+"""The on-disk contract: magic numbers, versions, records and their validation.
+
+Everything here is pure: it turns bytes into validated values and back, and never opens
+a file. ``docs/format.md`` specifies the same bytes in prose; the two must agree.
+
+Forward-compatibility rule: a reader accepts every format version up to its own
+``FORMAT_VERSION`` and refuses a newer one with :class:`FormatVersionError` naming both
+versions. Unknown keys in JSON records are ignored only if their name starts with
+``x-`` (extensions); anything else unknown is a newer writer's data and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import zstandard
+
+from .errors import CorruptStore, FormatVersionError, InvalidArgument
+
+FORMAT_VERSION = 1
+STORE_MAGIC = "zenstore"
+
+METRICS = ("cosine", "ip", "l2")
+SCALE_ESTIMATORS = ("unbiased", "l2")
+ROTATIONS = ("none", "hadamard")
+ID_TYPES = ("int", "str")
+MAX_STR_ID_BYTES = 256
+
+# --- the framed file container (segments and base matrices) ---------------------------------
+
+FILE_MAGIC = b"\x89ZEN\r\n\x1a\n"
+FILE_KIND_SEGMENT = 1
+FILE_KIND_BASE = 2
+FILE_KINDS = {FILE_KIND_SEGMENT: "segment", FILE_KIND_BASE: "base"}
+_FILE_HEADER = struct.Struct("<8sHHIQII")  # magic, version, kind, n_sections, file_size, meta_len, header_crc
+_SECTION = struct.Struct("<8sQQII")  # name, offset, length, crc32, reserved
+FILE_HEADER_SIZE = _FILE_HEADER.size  # 32
+SECTION_ENTRY_SIZE = _SECTION.size  # 32
+SECTION_ALIGN = 64
+
+
+def crc32(data) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class SectionEntry:
+    name: str
+    offset: int
+    length: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """The parsed, validated header of a framed file."""
+
+    version: int
+    kind: int
+    file_size: int
+    meta: dict
+    sections: dict  # name -> SectionEntry
+    header_size: int
+
+
+def _align(n: int) -> int:
+    return (n + SECTION_ALIGN - 1) // SECTION_ALIGN * SECTION_ALIGN
+
+
+def section_offsets(meta: dict, lengths: list[int]) -> tuple[int, list[int], int]:
+    """(header_len, section offsets, file_size) of a framed file with these sections.
+
+    The header is: fixed part, section table, JSON metadata; then each section starts on a
+    64-byte boundary (so uint64 and float arrays can be mapped in place), zero padding
+    between sections.
+    """
+    header_len = FILE_HEADER_SIZE + SECTION_ENTRY_SIZE * len(lengths) + len(_meta_bytes(meta))
+    offsets = []
+    pos = _align(header_len)
+    for length in lengths:
+        offsets.append(pos)
+        pos = _align(pos + length)
+    file_size = offsets[-1] + lengths[-1] if lengths else header_len
+    return header_len, offsets, file_size
+
+
+def _meta_bytes(meta: dict) -> bytes:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+
+
+def build_header(kind: int, meta: dict, sections: list[tuple[str, int, int]]) -> bytes:
+    """Header bytes for sections given as (name, length, crc32), laid out by section_offsets."""
+    _, offsets, file_size = section_offsets(meta, [length for _, length, _ in sections])
+    entries = []
+    for (name, length, crc), offset in zip(sections, offsets):
+        name_b = name.encode("ascii")
+        if len(name_b) > 8:
+            raise ValueError(f"section name too long: {name}")
+        entries.append(_SECTION.pack(name_b.ljust(8, b"\0"), offset, length, crc, 0))
+    meta_b = _meta_bytes(meta)
+    fixed = _FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, kind, len(sections), file_size,
+                              len(meta_b), 0)
+    header = bytearray(fixed + b"".join(entries) + meta_b)
+    struct.pack_into("<I", header, 28, crc32(header))
+    return bytes(header)
+
+
+def parse_file_header(buf, *, expect_kind: int, actual_size: int, what: str) -> FileHeader:
+    """Validate the header of a framed file held in ``buf`` (bytes or mmap) before use."""
+    if actual_size < FILE_HEADER_SIZE:
+        raise CorruptStore(f"{what}: file is {actual_size} bytes, too short for a header")
+    magic, version, kind, n_sections, file_size, meta_len, header_crc = _FILE_HEADER.unpack_from(
+        buf, 0
+    )
+    if magic != FILE_MAGIC:
+        raise CorruptStore(f"{what}: not a zenstore file (bad magic {bytes(magic)!r})")
+    if version > FORMAT_VERSION or version < 1:
+        raise FormatVersionError(
+            f"{what}: written by format version {version}; this zenstore reads up to "
+            f"version {FORMAT_VERSION}"
+        )
+    if kind != expect_kind:
+        raise CorruptStore(
+            f"{what}: holds a {FILE_KINDS.get(kind, f'kind-{kind}')} file, expected "
+            f"{FILE_KINDS[expect_kind]}"
+        )
+    header_len = FILE_HEADER_SIZE + SECTION_ENTRY_SIZE * n_sections + meta_len
+    if n_sections > 64 or header_len > actual_size:
+        raise CorruptStore(f"{what}: header claims {header_len} bytes, file has {actual_size}")
+    header = bytearray(buf[:header_len])
+    struct.pack_into("<I", header, 28, 0)
+    if crc32(header) != header_crc:
+        raise CorruptStore(
+            f"{what}: header checksum mismatch (stored {header_crc:#010x}, "
+            f"computed {crc32(header):#010x})"
+        )
+    if file_size != actual_size:
+        raise CorruptStore(
+            f"{what}: file is {actual_size} bytes but its header says {file_size} (truncated?)"
+        )
+    sections = {}
+    for i in range(n_sections):
+        name_b, offset, length, crc, _ = _SECTION.unpack_from(buf, FILE_HEADER_SIZE + i * SECTION_ENTRY_SIZE)
+        name = name_b.rstrip(b"\0").decode("ascii", "replace")
+        if offset < header_len or offset + length > file_size or offset % SECTION_ALIGN:
+            raise CorruptStore(f"{what}: section {name!r} lies outside the file")
+        sections[name] = SectionEntry(name, offset, length, crc)
+    meta_start = FILE_HEADER_SIZE + SECTION_ENTRY_SIZE * n_sections
+    try:
+        meta = json.loads(bytes(buf[meta_start:header_len]))
+    except ValueError as exc:
+        raise CorruptStore(f"{what}: header metadata is not valid JSON") from exc
+    if not isinstance(meta, dict):
+        raise CorruptStore(f"{what}: header metadata is not an object")
+    return FileHeader(version, kind, file_size, meta, sections, header_len)
+
+
+# --- the store configuration ------------------------------------------------------------------
+
+
+def default_scale_blocks(dim: int, metric: str) -> int:
+    """Default number of per-vector fp16 scale blocks.
+
+    One block: measured against two in docs/design.md ("Choosing the estimator and the
+    block count"); it also keeps 7680-dim vectors at 962 bytes for every metric.
+    """
+    return 1
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Everything needed to rebuild the codec of a store; fixed when the store is created."""
+
+    dim: int = 7680
+    metric: str = "cosine"
+    n_base: int = 1024
+    scale_blocks: int = 0  # 0: pick default_scale_blocks(dim, metric)
+    scale_estimator: str = "unbiased"
+    rotation: str = "hadamard"
+    train_sample: int = 65536
+    min_rows_per_base: int = 32
+    segment_fanout: int = 8
+    seed: int = 0
+    extensions: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scale_blocks == 0:
+            object.__setattr__(self, "scale_blocks", default_scale_blocks(self.dim, self.metric))
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg):
+            raise InvalidArgument(f"invalid store option: {msg}")
+
+        if not isinstance(self.dim, int) or self.dim <= 0 or self.dim % 64:
+            bad(f"dim must be a positive multiple of 64, got {self.dim!r}")
+        if self.metric not in METRICS:
+            bad(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if not isinstance(self.n_base, int) or not 1 <= self.n_base <= 1 << 20:
+            bad(f"n_base must be an int in [1, 2^20], got {self.n_base!r}")
+        words = self.dim // 64
+        if not isinstance(self.scale_blocks, int) or self.scale_blocks < 1 or words % self.scale_blocks:
+            bad(f"scale_blocks must divide dim/64 = {words}, got {self.scale_blocks!r}")
+        if self.scale_estimator not in SCALE_ESTIMATORS:
+            bad(f"scale_estimator must be one of {SCALE_ESTIMATORS}, got {self.scale_estimator!r}")
+        if self.rotation not in ROTATIONS:
+            bad(f"rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        if not isinstance(self.train_sample, int) or self.train_sample < 1:
+            bad(f"train_sample must be a positive int, got {self.train_sample!r}")
+        if not isinstance(self.min_rows_per_base, int) or self.min_rows_per_base < 1:
+            bad(f"min_rows_per_base must be a positive int, got {self.min_rows_per_base!r}")
+        if not isinstance(self.segment_fanout, int) or self.segment_fanout < 2:
+            bad(f"segment_fanout must be an int >= 2, got {self.segment_fanout!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            bad(f"seed must be a non-negative int, got {self.seed!r}")
+
+    @property
+    def words(self) -> int:
+        return self.dim // 64
+
+    @property
+    def has_norms(self) -> bool:
+        """l2 stores each vector's squared norm (as a ratio, see codec.py); others need none."""
+        return self.metric == "l2"
+
+    @property
+    def bytes_per_vector(self) -> int:
+        """Vector data per row: sign bits + fp16 scales (+ fp16 norm term for l2)."""
+        return self.dim // 8 + 2 * self.scale_blocks + (2 if self.has_norms else 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StoreConfig:
+        if not isinstance(data, dict):
+            raise CorruptStore("store config is not an object")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = [k for k in data if k not in known and not k.startswith("x-")]
+        if unknown:
+            raise FormatVersionError(f"store config has fields this zenstore does not know: {unknown}")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, InvalidArgument) as exc:
+            raise CorruptStore(f"store config is invalid: {exc}") from exc
+
+    def with_options(self, **options) -> StoreConfig:
+        return replace(self, **options)
+
+
+# --- the manifest: which files make up the store ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    id: int
+    file: str
+    rows: int
+    deleted: int
+    size: int
+    header_crc: int
+
+    @property
+    def live(self) -> int:
+        return self.rows - self.deleted
+
+
+@dataclass(frozen=True)
+class BaseRecord:
+    file: str
+    n_base: int
+    size: int
+    header_crc: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    generation: int = 0
+    next_segment_id: int = 1
+    id_type: str | None = None
+    base: BaseRecord | None = None
+    segments: tuple[SegmentRecord, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return sum(s.live for s in self.segments)
+
+    def to_dict(self) -> dict:
+        return {
+            "generation": self.generation,
+            "next_segment_id": self.next_segment_id,
+            "id_type": self.id_type,
+            "base": asdict(self.base) if self.base else None,
+            "segments": [asdict(s) for s in self.segments],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        try:
+            base = BaseRecord(**data["base"]) if data.get("base") else None
+            segs = tuple(SegmentRecord(**s) for s in data["segments"])
+            m = cls(int(data["generation"]), int(data["next_segment_id"]), data["id_type"], base, segs)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptStore(f"manifest is malformed: {exc}") from exc
+        if m.id_type not in (None, *ID_TYPES):
+            raise CorruptStore(f"manifest has unknown id type {m.id_type!r}")
+        for s in segs:
+            if s.rows < 0 or not 0 <= s.deleted <= s.rows or s.id >= m.next_segment_id:
+                raise CorruptStore(f"manifest segment record is inconsistent: {s}")
+        return m
+
+
+def dumps_json(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def loads_json(raw: bytes, what: str):
+    try:
+        return json.loads(bytes(raw))
+    except ValueError as exc:
+        raise CorruptStore(f"{what} is not valid JSON") from exc
+
+
+# --- catalog key encodings ---------------------------------------------------------------------
+
+
+def segment_key(segment_id: int) -> bytes:
+    return struct.pack(">Q", segment_id)
+
+
+def id_key(ext_id) -> bytes:
+    """Catalog key of an external id: ints sort numerically, strings by their UTF-8 bytes."""
+    if isinstance(ext_id, str):
+        return b"s" + ext_id.encode("utf-8")
+    return b"i" + struct.pack(">Q", (int(ext_id) + (1 << 63)) & 0xFFFFFFFFFFFFFFFF)
+
+
+# --- compressed catalog values -------------------------------------------------------------------
+
+_ZSTD_LEVEL = 3
+_COL_HEADER = struct.Struct("<4sBBHQ")  # tag, kind, encoding, reserved, n
+COL_INT64 = 1
+COL_STR = 2
+COL_UINT32 = 3
+ENC_RAW = 0
+ENC_DELTA_SHUFFLE = 1
+
+
+def compress(raw: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True).compress(raw)
+
+
+def decompress(blob: bytes, what: str, max_size: int = 1 << 34) -> bytes:
+    try:
+        return zstandard.ZstdDecompressor().decompress(bytes(blob), max_output_size=max_size)
+    except zstandard.ZstdError as exc:
+        raise CorruptStore(f"{what}: compressed record is corrupt ({exc})") from exc
+
+
+def encode_column(values: np.ndarray) -> bytes:
+    """Encode an id or row column for the catalog: header + body, zstd-compressed.
+
+    int64 columns are delta-encoded and byte-shuffled (all first bytes, then all second
+    bytes...) before compression: ids that are close together become runs of zero bytes.
+    uint32 columns (tombstoned rows) use the same scheme; str columns are UTF-8 strings
+    with a uint32 offset table.
+    """
+    if values.dtype == object or values.dtype.kind in "US":
+        encoded = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+        offsets = np.zeros(len(encoded) + 1, dtype="<u4")
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        body = offsets.tobytes() + b"".join(encoded)
+        head = _COL_HEADER.pack(b"ZCOL", COL_STR, ENC_RAW, 0, len(encoded))
+        return compress(head + body)
+    kind, dtype = (COL_INT64, "<i8") if values.dtype.kind == "i" else (COL_UINT32, "<u4")
+    arr = np.ascontiguousarray(values, dtype=dtype)
+    delta = np.diff(arr, prepend=arr.dtype.type(0)) if arr.size else arr
+    shuffled = np.ascontiguousarray(delta).view(np.uint8).reshape(-1, arr.itemsize).T.tobytes()
+    head = _COL_HEADER.pack(b"ZCOL", kind, ENC_DELTA_SHUFFLE, 0, arr.size)
+    return compress(head + shuffled)
+
+
+def decode_column(blob: bytes, what: str) -> np.ndarray:
+    raw = decompress(blob, what)
+    if len(raw) < _COL_HEADER.size:
+        raise CorruptStore(f"{what}: column record too short")
+    tag, kind, enc, _, n = _COL_HEADER.unpack_from(raw, 0)
+    body = memoryview(raw)[_COL_HEADER.size :]
+    if tag != b"ZCOL":
+        raise CorruptStore(f"{what}: not a column record")
+    if kind == COL_STR:
+        need = 4 * (n + 1)
+        if len(body) < need:
+            raise CorruptStore(f"{what}: string column truncated")
+        offsets = np.frombuffer(body[:need], dtype="<u4")
+        data = bytes(body[need:])
+        if offsets[-1] != len(data) or np.any(np.diff(offsets.astype(np.int64)) < 0):
+            raise CorruptStore(f"{what}: string column offsets are inconsistent")
+        out = np.empty(n, dtype=object)
+        try:
+            for i in range(n):
+                out[i] = data[offsets[i] : offsets[i + 1]].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptStore(f"{what}: string column is not UTF-8") from exc
+        return out
+    if kind not in (COL_INT64, COL_UINT32) or enc != ENC_DELTA_SHUFFLE:
+        raise CorruptStore(f"{what}: unknown column kind {kind}/encoding {enc}")
+    dtype = np.dtype("<i8") if kind == COL_INT64 else np.dtype("<u4")
+    if len(body) != n * dtype.itemsize:
+        raise CorruptStore(f"{what}: column has {len(body)} bytes for {n} values")
+    delta = np.frombuffer(bytes(body), dtype=np.uint8).reshape(dtype.itemsize, n).T.copy().view(dtype)
+    return np.cumsum(delta.ravel(), dtype=dtype).astype(np.int64 if kind == COL_INT64 else np.uint32)

@@ -1,0 +1,23 @@
+"""numba kernels (bottom layer): imports only numpy and numba. Each has a numpy twin in
+``reference.py`` and a property test against it."""
+
+from . import _threads  # noqa: F401  (must precede the first parallel launch)
+from .bits import pack_signs, unpack_signs
+from .rescore import build_byte_lut, build_byte_luts, dot_rows, rescore
+from .scan import hamming_distances, scan_many, scan_one
+from .topk import heap_push, heap_sorted, topk_largest
+
+__all__ = [
+    "pack_signs",
+    "unpack_signs",
+    "build_byte_lut",
+    "build_byte_luts",
+    "rescore",
+    "dot_rows",
+    "hamming_distances",
+    "scan_many",
+    "scan_one",
+    "heap_push",
+    "heap_sorted",
+    "topk_largest",
+]

@@ -1,0 +1,68 @@
+"""Structured random rotation kernels: sign flips, permutations, block Walsh-Hadamard."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def _fwht_row(v, block):
+    """Orthonormal Walsh-Hadamard transform of each ``block``-sized slice of vector v."""
+    d = v.shape[0]
+    norm = np.float32(1.0 / np.sqrt(block))
+    for start in range(0, d, block):
+        h = 1
+        while h < block:
+            for j in range(start, start + block, 2 * h):
+                for k in range(j, j + h):
+                    a = v[k]
+                    b = v[k + h]
+                    v[k] = a + b
+                    v[k + h] = a - b
+            h *= 2
+    for k in range(d):
+        v[k] *= norm
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def rotate_rows(x, signs, perms, block, out):
+    """out[i] = (H P_r S_r) ... (H P_1 S_1) x[i] for the rounds r in signs/perms.
+
+    Round step: ``y[j] = s[perm[j]] * x[perm[j]]`` then the block Hadamard transform.
+    """
+    n, d = x.shape
+    rounds = signs.shape[0]
+    for i in nb.prange(n):
+        cur = np.empty(d, dtype=np.float32)
+        nxt = np.empty(d, dtype=np.float32)
+        for j in range(d):
+            cur[j] = x[i, j]
+        for r in range(rounds):
+            for j in range(d):
+                p = perms[r, j]
+                nxt[j] = cur[p] * signs[r, p]
+            _fwht_row(nxt, block)
+            cur, nxt = nxt, cur
+        for j in range(d):
+            out[i, j] = cur[j]
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def unrotate_rows(y, signs, perms, block, out):
+    """Inverse of ``rotate_rows``."""
+    n, d = y.shape
+    rounds = signs.shape[0]
+    for i in nb.prange(n):
+        cur = np.empty(d, dtype=np.float32)
+        nxt = np.empty(d, dtype=np.float32)
+        for j in range(d):
+            cur[j] = y[i, j]
+        for r in range(rounds - 1, -1, -1):
+            _fwht_row(cur, block)
+            for j in range(d):
+                p = perms[r, j]
+                nxt[p] = cur[j] * signs[r, p]
+            cur, nxt = nxt, cur
+        for j in range(d):
+            out[i, j] = cur[j]

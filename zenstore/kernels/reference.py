@@ -1,0 +1,63 @@
+"""Plain-numpy twins of every kernel: slow, obviously correct, used by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pack_signs_ref(x: np.ndarray) -> np.ndarray:
+    bits = np.packbits(np.asarray(x) > 0, axis=1, bitorder="little")
+    return np.ascontiguousarray(bits).view("<u8")
+
+
+def hamming_ref(codes: np.ndarray, qcode: np.ndarray) -> np.ndarray:
+    x = np.bitwise_xor(codes, qcode[None, :])
+    return np.unpackbits(x.view(np.uint8), axis=1).sum(axis=1).astype(np.int64)
+
+
+def signs_ref(codes: np.ndarray) -> np.ndarray:
+    bits = np.unpackbits(np.ascontiguousarray(codes).view(np.uint8), axis=1, bitorder="little")
+    return bits.astype(np.float64) * 2 - 1
+
+
+def row_groups_ref(group_offsets: np.ndarray) -> np.ndarray:
+    """Group index of every row."""
+    return np.repeat(np.arange(len(group_offsets) - 1), np.diff(group_offsets))
+
+
+def proxy_ref(codes, scales, rownorm, group_offsets, qcode, alpha, qoff, ip_w, norm_w):
+    """Proxy of every row (see kernels/scan.py), computed with float64 sign arithmetic."""
+    n, words = codes.shape
+    nb = scales.shape[1]
+    signs = signs_ref(codes).reshape(n, nb, -1)
+    qsign = signs_ref(qcode[None, :]).reshape(nb, -1)
+    dots = np.einsum("nbd,bd->nb", signs, qsign)
+    ip = qoff[row_groups_ref(group_offsets)] + (scales * alpha[None, :] * dots).sum(1)
+    val = ip_w * ip
+    if norm_w:
+        val = val - norm_w * rownorm
+    return val
+
+
+def dequantize_ref(codes, scales, base_rows):
+    """base_rows[i] + s[i, b] * sign(code_i) in block b, as float64 (n, d)."""
+    n = codes.shape[0]
+    nb = scales.shape[1]
+    signs = signs_ref(codes).reshape(n, nb, -1)
+    return base_rows + (signs * scales[:, :, None]).reshape(n, -1)
+
+
+def rescore_ref(codes, scales, rownorm, group_offsets, base, q, ip_w, norm_w):
+    groups = row_groups_ref(group_offsets)
+    xhat = dequantize_ref(codes, scales, base[groups].astype(np.float64))
+    ip = xhat @ q.astype(np.float64)
+    val = ip_w * ip
+    if norm_w:
+        val = val - norm_w * rownorm
+    return val
+
+
+def topk_ref(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, ties broken by smaller index."""
+    order = np.lexsort((np.arange(len(values)), -np.asarray(values)))
+    return order[:k]

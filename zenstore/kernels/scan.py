@@ -1,0 +1,156 @@
+"""The coarse pass: XOR + popcount over uint64 sign codes, scored as a cheap proxy.
+
+For a stored row ``i`` in base group ``g`` with per-block scales ``s[i, b]``, and a query
+whose sign code is ``qcode`` and per-block weights ``alpha[b]``, the proxy is
+
+    ip(i)    = qoff[g] + sum_b s[i, b] * alpha[b] * (D_b - 2 * hamming_b(qcode, code_i))
+    proxy(i) = ip_w * ip(i) - norm_w * rownorm[i]
+
+``D_b - 2 * hamming_b`` is exactly ``sign(q_b) . sign(r_b)``, so ``ip`` estimates the
+inner product of the query with the dequantized vector using a 1-bit query. ``qoff[g]``
+is the exact ``q . base[g]``. With ``ip_w = 1, norm_w = 0`` the proxy ranks by inner
+product (cosine, ip); with ``ip_w = 2, norm_w = 1`` it is ``||q||^2 - ||q - x||^2`` (l2).
+
+Results go into per-query bounded heaps (see ``topk.py``) which callers carry across
+segments; the value kept for each candidate is its proxy and the index is
+``row_tag + row``, so candidates of several segments can share one heap.
+
+Rows are grouped by base row: ``group_offsets[g] .. group_offsets[g + 1]`` are the rows
+of group ``g``, and only the groups listed in ``groups`` (one query) or flagged in
+``probe`` (a batch) are scanned. ``dead[i] != 0`` marks a deleted row; an empty ``dead``
+means no row is deleted.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ._popcount import popcount64
+from .topk import heap_push
+
+TILE_BYTES = 32 * 1024  # code rows scored by a query block before moving on
+
+
+@nb.njit(nogil=True, cache=True)
+def hamming_distances(codes, qcode, out):
+    """out[i] = number of differing bits between codes[i] and qcode (plain Hamming)."""
+    n, words = codes.shape
+    for i in range(n):
+        acc = np.uint64(0)
+        for w in range(words):
+            acc += popcount64(codes[i, w] ^ qcode[w])
+        out[i] = acc
+
+
+@nb.njit(nogil=True, cache=True)
+def _scan_rows(codes, scales, rownorm, dead, qcodes, q, alpha, base_ip, ip_w, norm_w,
+               first, stop, row_tag, vals, idxs, size):
+    """Proxy of rows first..stop-1 for query q, offered to the heap vals/idxs; returns size.
+
+    A separate (non-parallel) function: compiled on its own it keeps the tight
+    XOR + popcount loop that LLVM produces for a plain loop (measured ~8x faster than the
+    same code written inside the prange body).
+    """
+    nblocks = scales.shape[1]
+    words_per_block = codes.shape[1] // nblocks
+    bits_per_block = words_per_block * 64
+    has_dead = dead.shape[0] > 0
+    for r in range(first, stop):
+        if has_dead and dead[r] != 0:
+            continue
+        ip = base_ip
+        for b in range(nblocks):
+            h = np.uint64(0)
+            w0 = b * words_per_block
+            # `range(n)` + offset, not `range(w0, w0 + n)`: only this form vectorizes
+            # (measured 35 vs 5 M codes/s at 7680 dims)
+            for w in range(words_per_block):
+                h += popcount64(codes[r, w0 + w] ^ qcodes[q, w0 + w])
+            ip += scales[r, b] * alpha[q, b] * np.float32(bits_per_block - 2 * np.int64(h))
+        val = ip_w * ip
+        if norm_w != 0:
+            val -= norm_w * rownorm[r]
+        size = heap_push(vals, idxs, size, val, row_tag + r)
+    return size
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def scan_one(codes, scales, rownorm, dead, group_offsets, groups, qcodes, alpha, qoff,
+             ip_w, norm_w, row_tag, n_chunks, heap_vals, heap_idx, heap_size):
+    """Proxy-scan the rows of ``groups`` for one query (row 0 of ``qcodes``/``alpha``/``qoff``).
+
+    Work is split into ``n_chunks`` equal pieces of the probed rows, each scanned by its own
+    thread into a private heap; the private heaps are then merged into
+    ``heap_vals[0] / heap_idx[0]``. Returns nothing; ``heap_size[0]`` is updated.
+    """
+    n_groups = groups.shape[0]
+    starts = np.empty(n_groups + 1, dtype=np.int64)
+    starts[0] = 0
+    for k in range(n_groups):
+        g = groups[k]
+        starts[k + 1] = starts[k] + group_offsets[g + 1] - group_offsets[g]
+    total = starts[n_groups]
+    cap = heap_vals.shape[1]
+    if total == 0 or cap == 0:
+        return
+    n_chunks = max(1, min(n_chunks, total))
+    priv_vals = np.empty((n_chunks, cap), dtype=np.float32)
+    priv_idx = np.empty((n_chunks, cap), dtype=np.int64)
+    priv_size = np.zeros(n_chunks, dtype=np.int64)
+    for c in nb.prange(n_chunks):
+        lo = total * c // n_chunks
+        hi = total * (c + 1) // n_chunks
+        # locate the probed group holding virtual row `lo`
+        k = np.searchsorted(starts, lo, side="right") - 1
+        pos = lo
+        size = 0
+        while pos < hi:
+            g = groups[k]
+            first = group_offsets[g] + (pos - starts[k])
+            take = min(starts[k + 1], hi) - pos
+            size = _scan_rows(codes, scales, rownorm, dead, qcodes, 0, alpha, qoff[0, g], ip_w,
+                              norm_w, first, first + take, row_tag, priv_vals[c], priv_idx[c], size)
+            pos += take
+            k += 1
+        priv_size[c] = size
+    size = heap_size[0]
+    for c in range(n_chunks):
+        for t in range(priv_size[c]):
+            size = heap_push(heap_vals[0], heap_idx[0], size, priv_vals[c, t], priv_idx[c, t])
+    heap_size[0] = size
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def scan_many(codes, scales, rownorm, dead, group_offsets, probe, qcodes, alpha, qoff,
+              ip_w, norm_w, row_tag, block, heap_vals, heap_idx, heap_size):
+    """Proxy-scan for a batch of queries; ``probe[q, g]`` says whether query q scans group g.
+
+    Queries are processed in blocks of ``block``: each block walks the union of its
+    queries' groups once, so every code row is read from memory once per block and scored
+    for all of the block's queries while it sits in L1. Blocks run in parallel.
+    """
+    nq = qcodes.shape[0]
+    n_groups = group_offsets.shape[0] - 1
+    tile = max(1, TILE_BYTES // (codes.shape[1] * 8))
+    n_qblocks = (nq + block - 1) // block
+    for qb in nb.prange(n_qblocks):
+        q0 = qb * block
+        q1 = min(nq, q0 + block)
+        for g in range(n_groups):
+            wanted = False
+            for q in range(q0, q1):
+                if probe[q, g]:
+                    wanted = True
+                    break
+            if not wanted:
+                continue
+            # rows in tiles small enough to stay in L1/L2 while each query of the block
+            # scans them
+            for t0 in range(group_offsets[g], group_offsets[g + 1], tile):
+                t1 = min(t0 + tile, group_offsets[g + 1])
+                for q in range(q0, q1):
+                    if probe[q, g]:
+                        heap_size[q] = _scan_rows(codes, scales, rownorm, dead, qcodes, q, alpha,
+                                                  qoff[q, g], ip_w, norm_w, t0, t1, row_tag,
+                                                  heap_vals[q], heap_idx[q], heap_size[q])

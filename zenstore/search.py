@@ -1,0 +1,166 @@
+"""The query pipeline as plain functions over a codec and loaded segments.
+
+1. ``prepare_queries``: normalise (cosine), rotate, and derive everything the kernels
+   need per query: its sign code, per-block weights, and ``q . base[g]`` for every base row.
+2. ``probe_mask``: which base rows each query scans (all, or the ``nprobe`` nearest).
+3. ``coarse_pass``: XOR + popcount proxy over the probed rows of every segment, keeping a
+   shortlist of the best ``shortlist`` rows per query in bounded heaps.
+4. ``rescore``: exact scores of the shortlisted rows against their dequantized vectors
+   with the full-precision query; the best ``k`` win.
+
+Nothing here touches LMDB, so it is tested on in-memory segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .codec import Codec
+from .kernels import build_byte_luts, pack_signs, rescore, scan_many, scan_one
+from .segment import Segment
+
+ROW_BITS = 40  # candidate tag = (segment ordinal << ROW_BITS) | row
+ROW_MASK = (1 << ROW_BITS) - 1
+QUERY_BLOCK = 8  # queries scored together per code row in scan_many
+LUT_BATCH = 32  # queries whose rescoring tables are built at once (~1 MB each at 7680 dims)
+
+
+def metric_weights(metric: str) -> tuple[float, float]:
+    """(ip_w, norm_w): kernels rank by ip_w * <q, x> - norm_w * ||x||^2."""
+    return (2.0, 1.0) if metric == "l2" else (1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class PreparedQueries:
+    q: np.ndarray  # (nq, d) float32, rotated (and normalised for cosine)
+    qcodes: np.ndarray  # (nq, words) uint64 sign code
+    alpha: np.ndarray  # (nq, blocks) float32 weight of sign agreement per block
+    qoff: np.ndarray  # (nq, n_base) float32 q . base[g]
+    qsq: np.ndarray  # (nq,) float32 ||q||^2
+    qsums: np.ndarray  # (nq, blocks) float32 sum of q over each block
+
+    def __len__(self) -> int:
+        return self.q.shape[0]
+
+
+def prepare_queries(codec: Codec, queries: np.ndarray) -> PreparedQueries:
+    """Queries must already be validated (2-d, right dim, finite, nonzero for cosine)."""
+    q = codec.prepare(queries)
+    nq, d = q.shape
+    blocks = q.reshape(nq, codec.config.scale_blocks, -1)
+    # 1-bit query: q_b . sign(r_b) ~ mean|q_b| * (sign(q_b) . sign(r_b))
+    alpha = np.abs(blocks).mean(axis=2).astype(np.float32)
+    qoff = codec.base_dots(q).astype(np.float32)
+    qsq = np.einsum("ij,ij->i", q, q).astype(np.float32)
+    qsums = blocks.sum(axis=2).astype(np.float32)
+    return PreparedQueries(q, pack_signs(q), alpha, qoff, qsq, qsums)
+
+
+def probe_mask(prep: PreparedQueries, codec: Codec, nprobe: int | None) -> np.ndarray:
+    """(nq, n_base) bool: the base rows each query scans."""
+    nq, g = prep.qoff.shape
+    if nprobe is None or nprobe >= g:
+        return np.ones((nq, g), dtype=np.bool_)
+    if codec.config.metric == "l2":
+        closeness = 2 * prep.qoff - codec.base_sqnorm[None, :]  # = ||q||^2 - ||q - c||^2
+    else:
+        closeness = prep.qoff
+    top = np.argpartition(-closeness, nprobe - 1, axis=1)[:, :nprobe]
+    mask = np.zeros((nq, g), dtype=np.bool_)
+    np.put_along_axis(mask, top, True, axis=1)
+    return mask
+
+
+@dataclass
+class Shortlist:
+    vals: np.ndarray  # (nq, L) float32 proxy values (heap order)
+    tags: np.ndarray  # (nq, L) int64 candidate tags
+    size: np.ndarray  # (nq,) int64 filled entries
+
+
+def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarray,
+                shortlist: int, metric: str) -> Shortlist:
+    nq = len(prep)
+    vals = np.empty((nq, shortlist), dtype=np.float32)
+    tags = np.empty((nq, shortlist), dtype=np.int64)
+    size = np.zeros(nq, dtype=np.int64)
+    ip_w, norm_w = (np.float32(w) for w in metric_weights(metric))
+    threads = numba.get_num_threads()
+    groups_one = np.flatnonzero(probe[0]).astype(np.int64) if nq == 1 else None
+    for ordinal, seg in enumerate(segments):
+        if seg.rows == 0:
+            continue
+        tag = np.int64(ordinal << ROW_BITS)
+        if nq == 1:
+            scan_one(seg.codes, seg.scales, seg.rownorm, seg.dead, seg.group_offsets, groups_one,
+                     prep.qcodes, prep.alpha, prep.qoff, ip_w, norm_w, tag, 2 * threads,
+                     vals, tags, size)
+        else:
+            scan_many(seg.codes, seg.scales, seg.rownorm, seg.dead, seg.group_offsets, probe,
+                      prep.qcodes, prep.alpha, prep.qoff, ip_w, norm_w, tag, QUERY_BLOCK,
+                      vals, tags, size)
+    return Shortlist(vals, tags, size)
+
+
+def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
+                 tags: np.ndarray, metric: str) -> np.ndarray:
+    """Exact dequantized ranking values (ip_w * ip - norm_w * ||x||^2) of (query, tag) pairs."""
+    out = np.empty(len(tags), dtype=np.float32)
+    if len(tags) == 0:
+        return out
+    ip_w, norm_w = (np.float32(w) for w in metric_weights(metric))
+    d = prep.q.shape[1]
+    for q0 in range(0, len(prep), LUT_BATCH):
+        q1 = min(len(prep), q0 + LUT_BATCH)
+        in_batch = (qidx >= q0) & (qidx < q1)
+        if not in_batch.any():
+            continue
+        luts = np.empty((q1 - q0, d // 8, 256), dtype=np.float32)
+        build_byte_luts(prep.q[q0:q1], luts)
+        ords = tags >> ROW_BITS
+        for ordinal in np.unique(ords[in_batch]):
+            sel = np.flatnonzero(in_batch & (ords == ordinal))
+            seg = segments[int(ordinal)]
+            rows = (tags[sel] & ROW_MASK).astype(np.int64)
+            qrow = qidx[sel].astype(np.int64)
+            res = np.empty(len(sel), dtype=np.float32)
+            rescore(seg.codes.view(np.uint8), seg.scales, seg.rownorm, seg.group_offsets, rows,
+                    qrow - q0, luts, prep.qsums[q0:q1], prep.qoff, qrow, ip_w, norm_w, res)
+            out[sel] = res
+    return out
+
+
+def to_scores(values: np.ndarray, prep_qsq: np.ndarray, metric: str) -> np.ndarray:
+    """Ranking values -> user-facing scores (squared distance for l2, similarity otherwise)."""
+    if metric == "l2":
+        return np.maximum(prep_qsq - values, 0.0).astype(np.float32)
+    return values.astype(np.float32)
+
+
+def rank(values: np.ndarray, tags: np.ndarray, k: int) -> np.ndarray:
+    """Order (positions) of the best ``k`` of one query's candidates: value desc, tag asc."""
+    order = np.lexsort((tags, -values))
+    return order[:k]
+
+
+def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries, k: int,
+                    shortlist: int, nprobe: int | None):
+    """Run the whole pipeline; returns per query a (tags, scores) pair, best first."""
+    metric = codec.config.metric
+    probe = probe_mask(prep, codec, nprobe)
+    sl = coarse_pass(segments, prep, probe, shortlist, metric)
+    qidx = np.repeat(np.arange(len(prep)), sl.size)
+    flat_tags = np.concatenate([sl.tags[i, : sl.size[i]] for i in range(len(prep))]) if len(prep) else np.zeros(0, np.int64)
+    values = exact_scores(segments, prep, qidx, flat_tags, metric)
+    results = []
+    start = 0
+    for i in range(len(prep)):
+        stop = start + int(sl.size[i])
+        t, v = flat_tags[start:stop], values[start:stop]
+        order = rank(v, t, k)
+        results.append((t[order], to_scores(v[order], prep.qsq[i], metric)))
+        start = stop
+    return results

@@ -1,0 +1,270 @@
+"""Segment files (encoded vectors grouped by base row) and the base-matrix file.
+
+A segment holds rows sorted by (base row, id): the rows of base row ``g`` are
+``group_offsets[g] .. group_offsets[g + 1]``, so a vector's base row costs no bytes and
+search can scan just the groups nearest a query. Segments are immutable; deletes live in
+the catalog as tombstones and merging writes a new segment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import format as fmt
+from .codec import Codec, EncodedBatch
+from .errors import CorruptStore
+from .files import MappedFile, open_framed_file, write_framed_file
+from .rotation import Rotation
+
+SEGMENT_DIR = "segments"
+
+
+def segment_filename(segment_id: int) -> str:
+    return f"{SEGMENT_DIR}/seg-{segment_id:08d}.zseg"
+
+
+def base_filename(n: int) -> str:
+    return f"base-{n:06d}.zbase"
+
+
+def order_rows(groups: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Permutation sorting rows by (group, id)."""
+    by_id = np.argsort(ids, kind="stable")
+    return by_id[np.argsort(groups[by_id], kind="stable")]
+
+
+def write_segment(root: str, segment_id: int, config: fmt.StoreConfig, n_groups: int,
+                  batch: EncodedBatch) -> fmt.SegmentRecord:
+    """Write an already (group, id)-ordered batch as a segment file; return its record."""
+    counts = np.bincount(batch.groups, minlength=n_groups)
+    if counts.shape[0] != n_groups or np.any(np.diff(batch.groups) < 0):
+        raise ValueError("segment rows must be sorted by group and groups < n_groups")
+    offsets = np.zeros(n_groups + 1, dtype="<u8")
+    np.cumsum(counts, out=offsets[1:])
+    sections = [
+        ("groups", offsets),
+        ("codes", np.ascontiguousarray(batch.codes, dtype="<u8")),
+        ("scales", np.ascontiguousarray(batch.scales, dtype="<f2")),
+    ]
+    if config.has_norms:
+        sections.append(("norms", np.ascontiguousarray(batch.norms, dtype="<f2")))
+    meta = {
+        "segment_id": segment_id,
+        "dim": config.dim,
+        "rows": len(batch),
+        "n_groups": n_groups,
+        "scale_blocks": config.scale_blocks,
+        "has_norms": config.has_norms,
+    }
+    rel = segment_filename(segment_id)
+    size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_SEGMENT, meta, sections)
+    return fmt.SegmentRecord(segment_id, rel, len(batch), 0, size, header_crc)
+
+
+@dataclass
+class Segment:
+    """One loaded segment: mapped arrays plus the catalog's ids and tombstones for it."""
+
+    record: fmt.SegmentRecord
+    mapped: MappedFile
+    group_offsets: np.ndarray  # (n_groups + 1,) int64
+    codes: np.ndarray  # (rows, words) uint64, read-only view of the file
+    scales16: np.ndarray  # (rows, blocks) float16 view
+    scales: np.ndarray  # (rows, blocks) float32 copy for the kernels
+    norms16: np.ndarray | None
+    rownorm: np.ndarray  # (rows,) float32 ||x||^2 (l2) or empty
+    groups: np.ndarray  # (rows,) int64 base row of each row
+    ids: np.ndarray  # (rows,) int64 or object (str)
+    sorted_ids: np.ndarray = field(repr=False, default=None)
+    sorted_rows: np.ndarray = field(repr=False, default=None)
+    dead: np.ndarray = field(default=None)  # (rows,) uint8, or empty when nothing deleted
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.ids, kind="stable")
+        self.sorted_ids = self.ids[order]
+        self.sorted_rows = order.astype(np.int64)
+        if self.dead is None:
+            self.dead = np.zeros(0, dtype=np.uint8)
+
+    @property
+    def rows(self) -> int:
+        return self.codes.shape[0]
+
+    def with_tombstones(self, dead_rows: np.ndarray, record: fmt.SegmentRecord) -> Segment:
+        """A copy sharing the mapped data, with a new tombstone set."""
+        dead = np.zeros(0, dtype=np.uint8)
+        if dead_rows.size:
+            dead = np.zeros(self.rows, dtype=np.uint8)
+            dead[dead_rows] = 1
+        clone = Segment.__new__(Segment)
+        clone.__dict__.update(self.__dict__)
+        clone.record = record
+        clone.dead = dead
+        return clone
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id in this segment, or -1 (deleted rows count as absent)."""
+        if self.rows == 0 or len(ids) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        pos = np.searchsorted(self.sorted_ids, ids)
+        pos = np.minimum(pos, self.rows - 1)
+        hit = self.sorted_ids[pos] == ids
+        rows = np.where(hit, self.sorted_rows[pos], -1)
+        if self.dead.size:
+            rows = np.where((rows >= 0) & (self.dead[np.maximum(rows, 0)] == 0), rows, -1)
+        return rows
+
+
+def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, codec: Codec,
+                 ids: np.ndarray, dead_rows: np.ndarray, *, verify: bool = True) -> Segment:
+    path = os.path.join(root, record.file)
+    mapped = open_framed_file(path, fmt.FILE_KIND_SEGMENT, verify=verify)
+    meta = mapped.header.meta
+    expect = {
+        "segment_id": record.id,
+        "dim": config.dim,
+        "rows": record.rows,
+        "n_groups": codec.n_base,
+        "scale_blocks": config.scale_blocks,
+        "has_norms": config.has_norms,
+    }
+    for key, want in expect.items():
+        if meta.get(key) != want:
+            raise CorruptStore(f"{path}: header field {key}={meta.get(key)!r}, catalog expects {want!r}")
+    if mapped.header.file_size != record.size:
+        raise CorruptStore(f"{path}: size {mapped.header.file_size} differs from catalog {record.size}")
+    n, g = record.rows, codec.n_base
+    offsets = mapped.array("groups", "<u8", (g + 1,)).astype(np.int64)
+    if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
+        raise CorruptStore(f"{path}: group offsets are inconsistent")
+    codes = mapped.array("codes", "<u8", (n, config.words))
+    scales16 = mapped.array("scales", "<f2", (n, config.scale_blocks))
+    if len(ids) != n:
+        raise CorruptStore(f"{path}: catalog lists {len(ids)} ids for {n} rows")
+    groups = np.repeat(np.arange(g, dtype=np.int64), np.diff(offsets))
+    norms16 = None
+    rownorm = np.zeros(0, dtype=np.float32)
+    if config.has_norms:
+        norms16 = mapped.array("norms", "<f2", (n,))
+        rownorm = codec.row_sqnorms(groups, scales16, norms16)
+    scales = scales16.astype(np.float32)
+    if not np.all(np.isfinite(scales)) or (rownorm.size and not np.all(np.isfinite(rownorm))):
+        raise CorruptStore(f"{path}: non-finite scale or norm values")
+    seg = Segment(record, mapped, offsets, codes, scales16, scales, norms16, rownorm, groups, ids)
+    if dead_rows.size:
+        seg = seg.with_tombstones(dead_rows, record)
+    return seg
+
+
+def write_base(root: str, n: int, base16: np.ndarray, rotation: Rotation) -> fmt.BaseRecord:
+    rel = base_filename(n)
+    meta = {
+        "dim": int(base16.shape[1]),
+        "n_base": int(base16.shape[0]),
+        "rotation_rounds": int(rotation.signs.shape[0]),
+    }
+    sections = [
+        ("base", np.ascontiguousarray(base16, dtype="<f2")),
+        ("rsigns", np.ascontiguousarray(rotation.signs, dtype=np.int8)),
+        ("rperms", np.ascontiguousarray(rotation.perms, dtype="<u4")),
+    ]
+    size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_BASE, meta, sections)
+    return fmt.BaseRecord(rel, int(base16.shape[0]), size, header_crc)
+
+
+def load_base(root: str, record: fmt.BaseRecord, config: fmt.StoreConfig) -> tuple[np.ndarray, Rotation]:
+    path = os.path.join(root, record.file)
+    mapped = open_framed_file(path, fmt.FILE_KIND_BASE, verify=True)
+    meta = mapped.header.meta
+    if meta.get("dim") != config.dim or meta.get("n_base") != record.n_base:
+        raise CorruptStore(f"{path}: header dim/n_base {meta.get('dim')}/{meta.get('n_base')} "
+                           f"differ from the catalog's {config.dim}/{record.n_base}")
+    rounds = meta.get("rotation_rounds")
+    if not isinstance(rounds, int) or not 0 <= rounds <= 16:
+        raise CorruptStore(f"{path}: bad rotation_rounds {rounds!r}")
+    base = np.array(mapped.array("base", "<f2", (record.n_base, config.dim)))
+    if not np.all(np.isfinite(base)):
+        raise CorruptStore(f"{path}: base matrix has non-finite values")
+    rotation = Rotation(
+        np.array(mapped.array("rsigns", np.int8, (rounds, config.dim))),
+        np.array(mapped.array("rperms", "<u4", (rounds, config.dim))),
+    )
+    try:
+        rotation.validate(config.dim)
+    except ValueError as exc:
+        raise CorruptStore(f"{path}: {exc}") from exc
+    return base, rotation
+
+
+MERGE_CHUNK_ROWS = 4096
+
+
+def merge_plan(segments: list[Segment], n_groups: int):
+    """Final (group, id) order of the live rows of ``segments``.
+
+    Returns (src_segment, src_row, group_of_row, ids) arrays in the merged order.
+    """
+    src_seg, src_row, grp, ids = [], [], [], []
+    for s, seg in enumerate(segments):
+        live = np.ones(seg.rows, dtype=bool) if seg.dead.size == 0 else seg.dead == 0
+        rows = np.flatnonzero(live)
+        src_seg.append(np.full(len(rows), s, dtype=np.int64))
+        src_row.append(rows.astype(np.int64))
+        grp.append(seg.groups[rows])
+        ids.append(seg.ids[rows])
+    if not src_seg:
+        return (np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.int64),)
+    src_seg = np.concatenate(src_seg)
+    src_row = np.concatenate(src_row)
+    grp = np.concatenate(grp)
+    ids = np.concatenate(ids)
+    order = order_rows(grp, ids)
+    return src_seg[order], src_row[order], grp[order], ids[order]
+
+
+def _gather_chunks(segments, src_seg, src_row, attr):
+    """Yield the rows of ``attr`` (codes/scales16/norms16) of the sources, in plan order."""
+    for start in range(0, len(src_seg), MERGE_CHUNK_ROWS):
+        s_chunk = src_seg[start : start + MERGE_CHUNK_ROWS]
+        r_chunk = src_row[start : start + MERGE_CHUNK_ROWS]
+        first = getattr(segments[0], attr)
+        out = np.empty((len(s_chunk),) + first.shape[1:], dtype=first.dtype)
+        for s in np.unique(s_chunk):
+            sel = s_chunk == s
+            out[sel] = getattr(segments[int(s)], attr)[r_chunk[sel]]
+        yield out
+
+
+def merge_segments(root: str, segment_id: int, config: fmt.StoreConfig, n_groups: int,
+                   segments: list[Segment]):
+    """Write one segment holding the live rows of ``segments``; stream, never load them whole.
+
+    Returns (record, ids in row order).
+    """
+    src_seg, src_row, grp, ids = merge_plan(segments, n_groups)
+    n = len(src_seg)
+    counts = np.bincount(grp, minlength=n_groups)
+    offsets = np.zeros(n_groups + 1, dtype="<u8")
+    np.cumsum(counts, out=offsets[1:])
+    words, blocks = config.words, config.scale_blocks
+    sections = [
+        ("groups", offsets),
+        ("codes", (n * words * 8, _gather_chunks(segments, src_seg, src_row, "codes"))),
+        ("scales", (n * blocks * 2, _gather_chunks(segments, src_seg, src_row, "scales16"))),
+    ]
+    if config.has_norms:
+        sections.append(("norms", (n * 2, _gather_chunks(segments, src_seg, src_row, "norms16"))))
+    meta = {
+        "segment_id": segment_id,
+        "dim": config.dim,
+        "rows": n,
+        "n_groups": n_groups,
+        "scale_blocks": blocks,
+        "has_norms": config.has_norms,
+    }
+    rel = segment_filename(segment_id)
+    size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_SEGMENT, meta, sections)
+    return fmt.SegmentRecord(segment_id, rel, n, 0, size, header_crc), ids

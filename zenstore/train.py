@@ -1,0 +1,37 @@
+"""Learning the base matrix: k-means on a sample (faiss, imported lazily)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def effective_n_base(requested: int, n_sample: int, min_rows_per_base: int) -> int:
+    """How many base rows a sample of ``n_sample`` vectors can support.
+
+    k-means with fewer than ~``min_rows_per_base`` points per centroid overfits the sample
+    (centroids collapse onto single points), so small first batches get fewer base rows.
+    """
+    return max(1, min(requested, n_sample // min_rows_per_base))
+
+
+def train_base(sample: np.ndarray, n_base: int, seed: int = 0, niter: int = 20) -> np.ndarray:
+    """Return an (n_base, d) float32 matrix of k-means centroids of ``sample``.
+
+    ``n_base == 1`` is the sample mean, computed exactly.
+    """
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if n_base == 1:
+        return sample.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+    import faiss  # heavy import, only needed when training
+
+    kmeans = faiss.Kmeans(
+        sample.shape[1],
+        n_base,
+        niter=niter,
+        seed=seed,
+        max_points_per_centroid=256,
+        min_points_per_centroid=1,
+        verbose=False,
+    )
+    kmeans.train(sample)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
