@@ -17,15 +17,58 @@ LMDB are copied (``bytes(...)``) before the read transaction ends.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 
 import lmdb
 
-from .errors import CorruptStore, NotAStore
+from .errors import CorruptStore, NotAStore, ReadOnlyStore
 
 CATALOG_FILE = "catalog.mdb"
 DB_NAMES = ("meta", "ids", "tombstones", "payloads", "jobs")
 DEFAULT_MAP_SIZE = int(os.environ.get("ZENSTORE_MAP_SIZE", 1 << 40))
+
+
+class _SharedEnv:
+    """LMDB forbids opening one environment twice in a process, so every Store on the
+    same directory in this process shares one handle (reference counted)."""
+
+    _lock = threading.Lock()
+    _open: dict = {}
+
+    @classmethod
+    def acquire(cls, path: str, create: bool):
+        key = os.path.realpath(path)
+        with cls._lock:
+            entry = cls._open.get(key)
+            if entry is None:
+                writable = create or os.access(path, os.W_OK)
+                env = lmdb.open(
+                    path,
+                    subdir=False,
+                    map_size=DEFAULT_MAP_SIZE,
+                    max_dbs=len(DB_NAMES) + 1,
+                    readonly=not writable,
+                    create=create,
+                    lock=True,
+                    readahead=False,
+                    max_readers=256,
+                )
+                entry = cls._open[key] = [env, 0, writable]
+            entry[1] += 1
+            return entry[0], entry[2]
+
+    @classmethod
+    def release(cls, path: str) -> None:
+        key = os.path.realpath(path)
+        with cls._lock:
+            entry = cls._open.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                del cls._open[key]
+                entry[0].close()
 
 
 class Catalog:
@@ -36,23 +79,17 @@ class Catalog:
         self.path = path
         self.readonly = readonly
         try:
-            self.env = lmdb.open(
-                path,
-                subdir=False,
-                map_size=DEFAULT_MAP_SIZE,
-                max_dbs=len(DB_NAMES) + 1,
-                readonly=readonly,
-                create=create,
-                lock=True,
-                readahead=False,
-                max_readers=256,
-            )
+            self.env, writable = _SharedEnv.acquire(path, create)
         except lmdb.Error as exc:
             raise CorruptStore(f"{path}: cannot open catalog ({exc})") from exc
+        if not readonly and not writable:
+            _SharedEnv.release(path)
+            raise ReadOnlyStore(f"{path}: catalog is not writable")
+        self._closed = False
         try:
-            self.dbs = {n: self.env.open_db(n.encode(), create=not readonly) for n in DB_NAMES}
+            self.dbs = {n: self.env.open_db(n.encode(), create=create) for n in DB_NAMES}
         except lmdb.Error as exc:
-            self.env.close()
+            self.close()
             raise CorruptStore(f"{path}: catalog lacks zenstore tables ({exc})") from exc
 
     @contextmanager
@@ -76,7 +113,9 @@ class Catalog:
         return (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
 
     def close(self) -> None:
-        self.env.close()
+        if not self._closed:
+            self._closed = True
+            _SharedEnv.release(self.path)
 
 
 class Txn:

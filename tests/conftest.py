@@ -1,0 +1,41 @@
+import os
+
+import numpy as np
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="run slow tests and full fault-injection counts")
+
+
+def pytest_configure(config):
+    if config.getoption("--runslow"):
+        os.environ["ZENSTORE_SLOW"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("ZENSTORE_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: use --runslow or ZENSTORE_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return str(tmp_path / "store.zen")
+
+
+def clustered(rng, n, dim, n_clusters=8, spread=0.6):
+    """Small clustered float32 data: enough structure for k-means, cheap to make."""
+    centers = rng.standard_normal((n_clusters, dim)).astype(np.float32)
+    labels = rng.integers(0, n_clusters, n)
+    x = centers[labels] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return x.astype(np.float32)

@@ -1,0 +1,249 @@
+"""Every kernel against its numpy twin, on random inputs across word boundaries."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zenstore.kernels import (
+    build_byte_luts,
+    dot_rows,
+    hamming_distances,
+    heap_sorted,
+    pack_signs,
+    rescore,
+    scan_many,
+    scan_one,
+    topk_largest,
+    unpack_signs,
+)
+from zenstore.kernels import reference as ref
+from zenstore.rotation import Rotation
+
+DIMS = [64, 128, 192, 960, 7680]
+settings.register_profile("kernels", max_examples=25, deadline=None)
+settings.load_profile("kernels")
+
+
+def _data(seed, n, dim, kind):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    if kind == "zeros":
+        x[: n // 2] = 0.0
+    elif kind == "duplicates":
+        x[1::2] = x[0::2][: len(x[1::2])]
+    elif kind == "negated":
+        x[1::2] = -x[0::2][: len(x[1::2])]
+    return x
+
+
+kinds = st.sampled_from(["random", "zeros", "duplicates", "negated"])
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 40), dim=st.sampled_from(DIMS), kind=kinds)
+def test_pack_signs_matches_reference(seed, n, dim, kind):
+    x = _data(seed, n, dim, kind)
+    codes = pack_signs(x)
+    assert codes.dtype == np.uint64 and codes.shape == (n, dim // 64)
+    np.testing.assert_array_equal(codes, ref.pack_signs_ref(x))
+    np.testing.assert_array_equal(unpack_signs(codes), ref.signs_ref(codes).astype(np.float32))
+
+
+def test_pack_signs_bit_layout():
+    x = -np.ones((1, 128), dtype=np.float32)
+    x[0, [0, 5, 63, 64, 127]] = 1.0
+    codes = pack_signs(x)
+    assert codes[0, 0] == (1 << 0) | (1 << 5) | (1 << 63)
+    assert codes[0, 1] == (1 << 0) | (1 << 63)
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 60), dim=st.sampled_from(DIMS), kind=kinds)
+def test_hamming_matches_reference(seed, n, dim, kind):
+    x = _data(seed, n + 1, dim, kind)
+    codes = pack_signs(x[1:])
+    q = pack_signs(x[:1])[0]
+    out = np.empty(n, dtype=np.int64)
+    hamming_distances(codes, q, out)
+    np.testing.assert_array_equal(out, ref.hamming_ref(codes, q))
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(0, 300), k=st.integers(1, 50),
+       ties=st.booleans())
+def test_topk_matches_reference(seed, n, k, ties):
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(n).astype(np.float32)
+    if ties:
+        v = np.round(v, 1)
+    np.testing.assert_array_equal(topk_largest(v, k), ref.topk_ref(v, k))
+
+
+def _segment(seed, n, dim, blocks, n_groups):
+    rng = np.random.default_rng(seed)
+    codes = pack_signs(rng.standard_normal((n, dim)).astype(np.float32))
+    cuts = np.sort(rng.integers(0, n + 1, n_groups - 1))
+    offsets = np.concatenate([[0], cuts, [n]]).astype(np.int64)
+    scales = (rng.random((n, blocks)) + 0.1).astype(np.float32)
+    rownorm = rng.random(n).astype(np.float32)
+    return codes, offsets, scales, rownorm
+
+
+def _check_topl(vals, idx, size, reference, candidates, L):
+    """The kernel's shortlist must equal the reference top-L up to float32 rounding ties."""
+    got_v, got_i = heap_sorted(vals, idx, size)
+    assert size == min(L, len(candidates))
+    assert len(set(got_i.tolist())) == size and set(got_i.tolist()) <= set(candidates.tolist())
+    np.testing.assert_allclose(got_v, reference[got_i], rtol=1e-4, atol=1e-3)
+    if size < len(candidates):
+        outside = np.setdiff1d(candidates, got_i)
+        assert reference[outside].max() <= reference[got_i].min() + 1e-3
+
+
+metric_weights = st.sampled_from([(1.0, 0.0), (2.0, 1.0)])
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 400),
+       shape=st.sampled_from([(64, 1), (192, 3), (960, 1), (960, 5), (7680, 2)]),
+       n_groups=st.integers(1, 6), L=st.integers(1, 64),
+       weights=metric_weights, with_dead=st.booleans(), chunks=st.integers(1, 5))
+def test_scan_one_matches_reference(seed, n, shape, n_groups, L, weights, with_dead, chunks):
+    dim, blocks = shape
+    codes, offsets, scales, rownorm = _segment(seed, n, dim, blocks, n_groups)
+    rng = np.random.default_rng(seed + 1)
+    q = rng.standard_normal(dim).astype(np.float32)
+    qcodes = pack_signs(q[None])
+    alpha = rng.random((1, blocks)).astype(np.float32)
+    qoff = rng.standard_normal((1, n_groups)).astype(np.float32)
+    groups = np.flatnonzero(rng.random(n_groups) < 0.7).astype(np.int64)
+    dead = (rng.random(n) < 0.2).astype(np.uint8) if with_dead else np.zeros(0, np.uint8)
+    ip_w, norm_w = weights
+    vals = np.empty((1, L), np.float32)
+    idx = np.empty((1, L), np.int64)
+    size = np.zeros(1, np.int64)
+    tag = np.int64(7 << 40)
+    scan_one(codes, scales, rownorm, dead, offsets, groups, qcodes, alpha, qoff, np.float32(ip_w),
+             np.float32(norm_w), tag, chunks, vals, idx, size)
+    expect = ref.proxy_ref(codes, scales.astype(np.float64), rownorm, offsets, qcodes[0],
+                           alpha[0].astype(np.float64), qoff[0].astype(np.float64), ip_w, norm_w)
+    in_groups = np.isin(ref.row_groups_ref(offsets), groups)
+    alive = dead == 0 if with_dead else np.ones(n, bool)
+    candidates = np.flatnonzero(in_groups & alive)
+    _check_topl(vals[0], idx[0] - tag, size[0], expect, candidates, L)
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 300), nq=st.integers(1, 11),
+       n_groups=st.integers(1, 5), L=st.integers(1, 40), weights=metric_weights,
+       block=st.integers(1, 4))
+def test_scan_many_matches_reference(seed, n, nq, n_groups, L, weights, block):
+    dim, blocks = 128, 2
+    codes, offsets, scales, rownorm = _segment(seed, n, dim, blocks, n_groups)
+    rng = np.random.default_rng(seed + 2)
+    qcodes = pack_signs(rng.standard_normal((nq, dim)).astype(np.float32))
+    alpha = rng.random((nq, blocks)).astype(np.float32)
+    qoff = rng.standard_normal((nq, n_groups)).astype(np.float32)
+    probe = rng.random((nq, n_groups)) < 0.6
+    ip_w, norm_w = weights
+    vals = np.empty((nq, L), np.float32)
+    idx = np.empty((nq, L), np.int64)
+    size = np.zeros(nq, np.int64)
+    scan_many(codes, scales, rownorm, np.zeros(0, np.uint8), offsets, probe, qcodes, alpha, qoff,
+              np.float32(ip_w), np.float32(norm_w), np.int64(0), block, vals, idx, size)
+    groups_of = ref.row_groups_ref(offsets)
+    for i in range(nq):
+        expect = ref.proxy_ref(codes, scales.astype(np.float64), rownorm, offsets, qcodes[i],
+                               alpha[i].astype(np.float64), qoff[i].astype(np.float64), ip_w, norm_w)
+        candidates = np.flatnonzero(probe[i][groups_of])
+        _check_topl(vals[i], idx[i], size[i], expect, candidates, L)
+
+
+def test_scan_heap_carries_across_calls():
+    """Two segments scanned into one heap == one scan of their union."""
+    codes, offsets, scales, rownorm = _segment(5, 200, 128, 1, 3)
+    rng = np.random.default_rng(0)
+    qcodes = pack_signs(rng.standard_normal((1, 128)).astype(np.float32))
+    alpha = np.ones((1, 1), np.float32)
+    qoff = np.zeros((1, 3), np.float32)
+    groups = np.arange(3, dtype=np.int64)
+    args = (np.float32(1), np.float32(0))
+
+    def run(parts):
+        vals, idx, size = np.empty((1, 20), np.float32), np.empty((1, 20), np.int64), np.zeros(1, np.int64)
+        for tag, (lo, hi) in parts:
+            sub_off = np.clip(offsets - lo, 0, hi - lo)
+            scan_one(codes[lo:hi], scales[lo:hi], rownorm[lo:hi], np.zeros(0, np.uint8), sub_off, groups,
+                     qcodes, alpha, qoff, *args, np.int64(tag), 2, vals, idx, size)
+        return heap_sorted(vals[0], idx[0], size[0])
+
+    whole_v, whole_i = run([(0, (0, 200))])
+    split_v, split_i = run([(0, (0, 120)), (120, (120, 200))])
+    np.testing.assert_array_equal(whole_i, split_i)
+    np.testing.assert_array_equal(whole_v, split_v)
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 80),
+       shape=st.sampled_from([(64, 1), (128, 2), (960, 3), (7680, 1), (7680, 2)]),
+       weights=metric_weights, nq=st.integers(1, 3))
+def test_rescore_matches_dequantized_reference(seed, n, shape, weights, nq):
+    dim, blocks = shape
+    n_groups = 3
+    codes, offsets, scales, rownorm = _segment(seed, n, dim, blocks, n_groups)
+    rng = np.random.default_rng(seed + 3)
+    base = rng.standard_normal((n_groups, dim)).astype(np.float32)
+    queries = rng.standard_normal((nq, dim)).astype(np.float32)
+    luts = np.empty((nq, dim // 8, 256), np.float32)
+    build_byte_luts(queries, luts)
+    qsums = queries.reshape(nq, blocks, -1).sum(axis=2).astype(np.float32)
+    qoff = (queries @ base.T).astype(np.float32)
+    rows = np.tile(np.arange(n, dtype=np.int64), nq)
+    qrow = np.repeat(np.arange(nq, dtype=np.int64), n)
+    out = np.empty(len(rows), np.float32)
+    ip_w, norm_w = weights
+    rescore(codes.view(np.uint8), scales, rownorm, offsets, rows, qrow, luts, qsums, qoff, qrow,
+            np.float32(ip_w), np.float32(norm_w), out)
+    for i in range(nq):
+        expect = ref.rescore_ref(codes, scales.astype(np.float64), rownorm, offsets, base, queries[i],
+                                 ip_w, norm_w)
+        scale = np.abs(queries[i]).sum() * scales.max() + np.abs(expect).max() + 1
+        np.testing.assert_allclose(out[qrow == i], expect, atol=2e-6 * scale * np.sqrt(dim), rtol=1e-5)
+
+
+@given(seed=st.integers(0, 2**31), m=st.integers(1, 5), n=st.integers(1, 50), dim=st.sampled_from(DIMS))
+def test_dot_rows_matches_numpy(seed, m, n, dim):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, dim)).astype(np.float32)
+    b = rng.standard_normal((n, dim)).astype(np.float32)
+    out = np.empty((m, n), np.float32)
+    dot_rows(a, b, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b.T.astype(np.float64), atol=1e-3 * np.sqrt(dim))
+
+
+@pytest.mark.parametrize("dim", DIMS + [384, 768, 1024])
+def test_rotation_is_orthogonal_and_invertible(dim):
+    rng = np.random.default_rng(dim)
+    rot = Rotation.random(dim, seed=3)
+    rot.validate(dim)
+    x = rng.standard_normal((7, dim)).astype(np.float32)
+    y = rot.apply(x)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(y @ y.T, x @ x.T, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(rot.invert(y), x, atol=1e-4)
+    # it really mixes: a basis vector spreads over many coordinates
+    e = np.zeros((1, dim), np.float32)
+    e[0, 0] = 1
+    assert np.count_nonzero(np.abs(rot.apply(e)) > 1e-6) > min(dim, 64) // 2
+
+
+def test_rotation_matches_dense_reference():
+    """apply() equals multiplying by the dense matrix built from its definition."""
+    dim = 192
+    rot = Rotation.random(dim, seed=9)
+    block = 64
+    h = np.array([[1.0]])
+    while h.shape[0] < block:
+        h = np.block([[h, h], [h, -h]])
+    hb = np.kron(np.eye(dim // block), h / np.sqrt(block))
+    m = np.eye(dim)
+    for signs, perm in zip(rot.signs, rot.perms):
+        step = np.diag(signs.astype(np.float64))[perm]  # y[j] = s[p[j]] x[p[j]]
+        m = hb @ step @ m
+    x = np.random.default_rng(0).standard_normal((3, dim)).astype(np.float32)
+    np.testing.assert_allclose(rot.apply(x), x @ m.T, atol=1e-4)
