@@ -23,7 +23,8 @@ import numpy as np
 
 from .errors import InvalidVector
 from .format import StoreConfig
-from .kernels import dot_rows, pack_signs, unpack_signs
+from .kernels import dot_rows, unpack_signs
+from .kernels.bits import encode_residuals
 from .rotation import Rotation
 
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -114,13 +115,12 @@ class Codec:
     def _encode_chunk(self, vectors: np.ndarray) -> EncodedBatch:
         xr = self.prepare(vectors)
         groups = self.assign(xr)
-        resid = xr - self.base[groups]
-        codes = pack_signs(resid)
-        n, nb = resid.shape[0], self.config.scale_blocks
-        blocks = resid.reshape(n, nb, self.block_dims).astype(np.float64)
-        l1 = np.abs(blocks).sum(axis=2)
+        n, nb = xr.shape[0], self.config.scale_blocks
+        codes = np.empty((n, self.config.words), dtype=np.uint64)
+        l1 = np.empty((n, nb), dtype=np.float64)
+        sq = np.empty((n, nb), dtype=np.float64)
+        encode_residuals(xr, self.base, groups, nb, codes, l1, sq)
         if self.config.scale_estimator == "unbiased":
-            sq = (blocks * blocks).sum(axis=2)
             scales = np.divide(sq, l1, out=np.zeros_like(sq), where=l1 > 0)
         else:
             scales = l1 / self.block_dims
@@ -131,7 +131,7 @@ class Codec:
         scales16 = scales.astype(np.float16)
         norms = None
         if self.config.has_norms:
-            sqnorm = np.einsum("ij,ij->i", xr.astype(np.float64), xr.astype(np.float64))
+            sqnorm = np.einsum("ij,ij->i", xr, xr, dtype=np.float64)
             ref = self._norm_reference(groups, scales16)
             ratio = np.divide(sqnorm, ref, out=np.zeros_like(sqnorm), where=ref > 0)
             norms = ratio.astype(np.float16)

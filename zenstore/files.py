@@ -42,6 +42,8 @@ def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, 
         if isinstance(payload, tuple):
             length, chunks = payload
         else:
+            if isinstance(payload, np.ndarray) and payload.size == 0:
+                payload = b""  # memoryview cannot cast zero-sized shapes
             mv = memoryview(payload).cast("B")
             length, chunks = mv.nbytes, (mv,)
         specs.append((name, int(length), chunks))

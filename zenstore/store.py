@@ -726,37 +726,75 @@ class Store:
         }
 
     def verify(self) -> list[str]:
-        """Check every file's checksums and the catalog's consistency; returns problems
-        found (empty list: healthy). Never raises for corruption, reports it."""
-        problems: list[str] = []
+        """Check every file's checksums and the catalog's consistency; see :func:`verify_store`."""
         self._check_open()
-        try:
-            with self._catalog.read() as txn:
-                snap = self._build_snapshot(txn, _Snapshot(fmt.Manifest(), None, ()))
-                payload_keys = txn.keys("payloads")
-                id_keys = set(txn.keys("ids"))
-                tomb_keys = set(txn.keys("tombstones"))
-        except (CorruptStore, FormatVersionError) as exc:
-            return [str(exc)]
-        seen: dict = {}
-        for seg in snap.segments:
-            live = seg.ids if seg.dead.size == 0 else seg.ids[seg.dead == 0]
-            for v in live.tolist():
-                if v in seen:
-                    problems.append(f"id {v!r} is live in segments {seen[v]} and {seg.record.id}")
-                seen[v] = seg.record.id
-        want_keys = {fmt.segment_key(s.record.id) for s in snap.segments}
-        if id_keys != want_keys:
-            problems.append(f"id columns exist for {len(id_keys)} segments, manifest lists {len(want_keys)}")
-        if not tomb_keys <= want_keys:
-            problems.append("tombstones recorded for segments not in the manifest")
-        live_keys = {fmt.id_key(v) for v in seen}
-        stray = [k for k in payload_keys if k not in live_keys]
-        if stray:
-            problems.append(f"{len(stray)} payload(s) belong to no live id")
-        if snap.manifest.count != len(seen):
-            problems.append(f"manifest counts {snap.manifest.count} live rows, segments hold {len(seen)}")
-        return problems
+        return verify_store(self._root)
+
+
+def verify_store(path) -> list[str]:
+    """Check a store without trusting it: every file's framing and checksums, and the
+    catalog's consistency (id columns, tombstones, counts, payloads). Returns the problems
+    found, one line each; an empty list means healthy. Reports, never raises, for
+    corruption; works on a store that cannot be opened."""
+    path = os.fspath(path)
+    try:
+        catalog = Catalog(path, readonly=True)
+    except (NotAStore, CorruptStore, ReadOnlyStore) as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    try:
+        config = _read_config(catalog, path)
+        with catalog.read() as txn:
+            raw = txn.get("meta", b"manifest")
+            manifest = fmt.Manifest.from_dict(fmt.loads_json(raw or b"", "manifest"))
+            codec = None
+            if manifest.base is not None:
+                base, rotation = load_base(path, manifest.base, config)
+                codec = Codec(config, base, rotation)
+            elif manifest.segments:
+                problems.append("manifest lists segments but no base matrix")
+            seen: dict = {}
+            for rec in manifest.segments:
+                key = fmt.segment_key(rec.id)
+                try:
+                    raw_ids = txn.get("ids", key)
+                    if raw_ids is None:
+                        raise CorruptStore(f"catalog has no id column for segment {rec.id}")
+                    ids = fmt.decode_column(raw_ids, f"id column of segment {rec.id}")
+                    raw_dead = txn.get("tombstones", key)
+                    dead = (fmt.decode_column(raw_dead, f"tombstones of segment {rec.id}").astype(np.int64)
+                            if raw_dead is not None else np.zeros(0, np.int64))
+                    if len(dead) != rec.deleted:
+                        raise CorruptStore(f"segment {rec.id}: {len(dead)} tombstones, manifest says {rec.deleted}")
+                    if codec is not None:
+                        load_segment(path, rec, config, codec, ids, dead, verify=True)
+                except (CorruptStore, FormatVersionError) as exc:
+                    problems.append(str(exc))
+                    continue
+                alive = np.ones(len(ids), bool)
+                alive[dead] = False
+                for v in ids[alive].tolist():
+                    if v in seen:
+                        problems.append(f"id {v!r} is live in segments {seen[v]} and {rec.id}")
+                    seen[v] = rec.id
+            want = {fmt.segment_key(r.id) for r in manifest.segments}
+            id_keys = set(txn.keys("ids"))
+            if id_keys != want:
+                problems.append(f"id columns exist for {len(id_keys)} segments, manifest lists {len(want)}")
+            if not set(txn.keys("tombstones")) <= want:
+                problems.append("tombstones recorded for segments not in the manifest")
+            if not problems:
+                live_keys = {fmt.id_key(v) for v in seen}
+                stray = [k for k in txn.keys("payloads") if k not in live_keys]
+                if stray:
+                    problems.append(f"{len(stray)} payload(s) belong to no live id")
+                if manifest.count != len(seen):
+                    problems.append(f"manifest counts {manifest.count} live rows, segments hold {len(seen)}")
+    except (CorruptStore, FormatVersionError, NotAStore) as exc:
+        problems.append(str(exc))
+    finally:
+        catalog.close()
+    return problems
 
 
 # --- catalog helpers ------------------------------------------------------------------------

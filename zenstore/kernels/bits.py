@@ -44,3 +44,32 @@ def unpack_signs(codes: np.ndarray) -> np.ndarray:
     codes = np.ascontiguousarray(codes, dtype=np.uint64)
     bits = np.unpackbits(codes.view(np.uint8), axis=1, bitorder="little")
     return bits.astype(np.float32) * 2.0 - 1.0
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def encode_residuals(xr, base, groups, nblocks, codes, l1, sq):
+    """Sign-pack ``xr[i] - base[groups[i]]`` and its per-block L1 norm and squared norm.
+
+    One pass per row, so the (n, d) residual matrix is never materialised; block sums
+    are accumulated in float64.
+    """
+    n, d = xr.shape
+    words = d // 64
+    words_per_block = words // nblocks
+    for i in nb.prange(n):
+        g = groups[i]
+        for b in range(nblocks):
+            a1 = 0.0
+            a2 = 0.0
+            for wb in range(words_per_block):
+                w = b * words_per_block + wb
+                acc = np.uint64(0)
+                for j in range(64):
+                    r = xr[i, w * 64 + j] - base[g, w * 64 + j]
+                    if r > 0:
+                        acc |= np.uint64(1) << np.uint64(j)
+                    a1 += abs(r)
+                    a2 += r * r
+                codes[i, w] = acc
+            l1[i, b] = a1
+            sq[i, b] = a2

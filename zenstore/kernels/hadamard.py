@@ -14,12 +14,14 @@ def _fwht_row(v, block):
     for start in range(0, d, block):
         h = 1
         while h < block:
-            for j in range(start, start + block, 2 * h):
-                for k in range(j, j + h):
-                    a = v[k]
-                    b = v[k + h]
-                    v[k] = a + b
-                    v[k + h] = a - b
+            for j in range(0, block, 2 * h):
+                base = start + j
+                # range(n) + offset: the form LLVM vectorizes (see kernels/scan.py)
+                for k in range(h):
+                    a = v[base + k]
+                    b = v[base + k + h]
+                    v[base + k] = a + b
+                    v[base + k + h] = a - b
             h *= 2
     for k in range(d):
         v[k] *= norm
