@@ -23,6 +23,14 @@ def _cmd_stats(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from .demo import format_report, run_demo
+
+    report = run_demo(args.path, dim=args.dim, docs=args.docs, queries=args.queries)
+    print(format_report(report))
+    return 0 if report.identical_after_reopen else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zenstore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"zenstore {__version__}")
@@ -31,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_stats)
+    p = sub.add_parser("demo", help="build and search a small synthetic store, print a report")
+    p.add_argument("--path", default=None, help="where to build the store (default: a temp dir)")
+    p.add_argument("--dim", type=int, default=7680)
+    p.add_argument("--docs", type=int, default=5000)
+    p.add_argument("--queries", type=int, default=100)
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
