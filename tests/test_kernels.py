@@ -83,8 +83,9 @@ def _segment(seed, n, dim, blocks, n_groups):
     cuts = np.sort(rng.integers(0, n + 1, n_groups - 1))
     offsets = np.concatenate([[0], cuts, [n]]).astype(np.int64)
     scales = (rng.random((n, blocks)) + 0.1).astype(np.float32)
-    rownorm = rng.random(n).astype(np.float32)
-    return codes, offsets, scales, rownorm
+    rowlam = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    rowterm = rng.standard_normal(n).astype(np.float32)
+    return codes, offsets, scales, rowlam, rowterm
 
 
 def _check_topl(vals, idx, size, reference, candidates, L):
@@ -98,16 +99,16 @@ def _check_topl(vals, idx, size, reference, candidates, L):
         assert reference[outside].max() <= reference[got_i].min() + 1e-3
 
 
-metric_weights = st.sampled_from([(1.0, 0.0), (2.0, 1.0)])
+ip_weights = st.sampled_from([1.0, 2.0])
 
 
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 400),
        shape=st.sampled_from([(64, 1), (192, 3), (960, 1), (960, 5), (7680, 2)]),
        n_groups=st.integers(1, 6), L=st.integers(1, 64),
-       weights=metric_weights, with_dead=st.booleans(), chunks=st.integers(1, 5))
-def test_scan_one_matches_reference(seed, n, shape, n_groups, L, weights, with_dead, chunks):
+       ip_w=ip_weights, with_dead=st.booleans(), chunks=st.integers(1, 5))
+def test_scan_one_matches_reference(seed, n, shape, n_groups, L, ip_w, with_dead, chunks):
     dim, blocks = shape
-    codes, offsets, scales, rownorm = _segment(seed, n, dim, blocks, n_groups)
+    codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
     rng = np.random.default_rng(seed + 1)
     q = rng.standard_normal(dim).astype(np.float32)
     qcodes = pack_signs(q[None])
@@ -115,15 +116,14 @@ def test_scan_one_matches_reference(seed, n, shape, n_groups, L, weights, with_d
     qoff = rng.standard_normal((1, n_groups)).astype(np.float32)
     groups = np.flatnonzero(rng.random(n_groups) < 0.7).astype(np.int64)
     dead = (rng.random(n) < 0.2).astype(np.uint8) if with_dead else np.zeros(0, np.uint8)
-    ip_w, norm_w = weights
     vals = np.empty((1, L), np.float32)
     idx = np.empty((1, L), np.int64)
     size = np.zeros(1, np.int64)
     tag = np.int64(7 << 40)
-    scan_one(codes, scales, rownorm, dead, offsets, groups, qcodes, alpha, qoff, np.float32(ip_w),
-             np.float32(norm_w), tag, chunks, vals, idx, size)
-    expect = ref.proxy_ref(codes, scales.astype(np.float64), rownorm, offsets, qcodes[0],
-                           alpha[0].astype(np.float64), qoff[0].astype(np.float64), ip_w, norm_w)
+    scan_one(codes, scales, rowlam, rowterm, dead, offsets, groups, qcodes, alpha, qoff,
+             np.float32(ip_w), tag, chunks, vals, idx, size)
+    expect = ref.proxy_ref(codes, scales.astype(np.float64), rowlam, rowterm, offsets, qcodes[0],
+                           alpha[0].astype(np.float64), qoff[0].astype(np.float64), ip_w)
     in_groups = np.isin(ref.row_groups_ref(offsets), groups)
     alive = dead == 0 if with_dead else np.ones(n, bool)
     candidates = np.flatnonzero(in_groups & alive)
@@ -131,46 +131,44 @@ def test_scan_one_matches_reference(seed, n, shape, n_groups, L, weights, with_d
 
 
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 300), nq=st.integers(1, 11),
-       n_groups=st.integers(1, 5), L=st.integers(1, 40), weights=metric_weights,
+       n_groups=st.integers(1, 5), L=st.integers(1, 40), ip_w=ip_weights,
        block=st.integers(1, 4))
-def test_scan_many_matches_reference(seed, n, nq, n_groups, L, weights, block):
+def test_scan_many_matches_reference(seed, n, nq, n_groups, L, ip_w, block):
     dim, blocks = 128, 2
-    codes, offsets, scales, rownorm = _segment(seed, n, dim, blocks, n_groups)
+    codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
     rng = np.random.default_rng(seed + 2)
     qcodes = pack_signs(rng.standard_normal((nq, dim)).astype(np.float32))
     alpha = rng.random((nq, blocks)).astype(np.float32)
     qoff = rng.standard_normal((nq, n_groups)).astype(np.float32)
     probe = rng.random((nq, n_groups)) < 0.6
-    ip_w, norm_w = weights
     vals = np.empty((nq, L), np.float32)
     idx = np.empty((nq, L), np.int64)
     size = np.zeros(nq, np.int64)
-    scan_many(codes, scales, rownorm, np.zeros(0, np.uint8), offsets, probe, qcodes, alpha, qoff,
-              np.float32(ip_w), np.float32(norm_w), np.int64(0), block, vals, idx, size)
+    scan_many(codes, scales, rowlam, rowterm, np.zeros(0, np.uint8), offsets, probe, qcodes, alpha,
+              qoff, np.float32(ip_w), np.int64(0), block, vals, idx, size)
     groups_of = ref.row_groups_ref(offsets)
     for i in range(nq):
-        expect = ref.proxy_ref(codes, scales.astype(np.float64), rownorm, offsets, qcodes[i],
-                               alpha[i].astype(np.float64), qoff[i].astype(np.float64), ip_w, norm_w)
+        expect = ref.proxy_ref(codes, scales.astype(np.float64), rowlam, rowterm, offsets, qcodes[i],
+                               alpha[i].astype(np.float64), qoff[i].astype(np.float64), ip_w)
         candidates = np.flatnonzero(probe[i][groups_of])
         _check_topl(vals[i], idx[i], size[i], expect, candidates, L)
 
 
 def test_scan_heap_carries_across_calls():
     """Two segments scanned into one heap == one scan of their union."""
-    codes, offsets, scales, rownorm = _segment(5, 200, 128, 1, 3)
+    codes, offsets, scales, rowlam, rowterm = _segment(5, 200, 128, 1, 3)
     rng = np.random.default_rng(0)
     qcodes = pack_signs(rng.standard_normal((1, 128)).astype(np.float32))
     alpha = np.ones((1, 1), np.float32)
     qoff = np.zeros((1, 3), np.float32)
     groups = np.arange(3, dtype=np.int64)
-    args = (np.float32(1), np.float32(0))
 
     def run(parts):
         vals, idx, size = np.empty((1, 20), np.float32), np.empty((1, 20), np.int64), np.zeros(1, np.int64)
         for tag, (lo, hi) in parts:
             sub_off = np.clip(offsets - lo, 0, hi - lo)
-            scan_one(codes[lo:hi], scales[lo:hi], rownorm[lo:hi], np.zeros(0, np.uint8), sub_off, groups,
-                     qcodes, alpha, qoff, *args, np.int64(tag), 2, vals, idx, size)
+            scan_one(codes[lo:hi], scales[lo:hi], rowlam[lo:hi], rowterm[lo:hi], np.zeros(0, np.uint8),
+                     sub_off, groups, qcodes, alpha, qoff, np.float32(1), np.int64(tag), 2, vals, idx, size)
         return heap_sorted(vals[0], idx[0], size[0])
 
     whole_v, whole_i = run([(0, (0, 200))])
@@ -181,11 +179,11 @@ def test_scan_heap_carries_across_calls():
 
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 80),
        shape=st.sampled_from([(64, 1), (128, 2), (960, 3), (7680, 1), (7680, 2)]),
-       weights=metric_weights, nq=st.integers(1, 3))
-def test_rescore_matches_dequantized_reference(seed, n, shape, weights, nq):
+       ip_w=ip_weights, nq=st.integers(1, 3))
+def test_rescore_matches_dequantized_reference(seed, n, shape, ip_w, nq):
     dim, blocks = shape
     n_groups = 3
-    codes, offsets, scales, rownorm = _segment(seed, n, dim, blocks, n_groups)
+    codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
     rng = np.random.default_rng(seed + 3)
     base = rng.standard_normal((n_groups, dim)).astype(np.float32)
     queries = rng.standard_normal((nq, dim)).astype(np.float32)
@@ -196,12 +194,11 @@ def test_rescore_matches_dequantized_reference(seed, n, shape, weights, nq):
     rows = np.tile(np.arange(n, dtype=np.int64), nq)
     qrow = np.repeat(np.arange(nq, dtype=np.int64), n)
     out = np.empty(len(rows), np.float32)
-    ip_w, norm_w = weights
-    rescore(codes.view(np.uint8), scales, rownorm, offsets, rows, qrow, luts, qsums, qoff, qrow,
-            np.float32(ip_w), np.float32(norm_w), out)
+    rescore(codes.view(np.uint8), scales, rowlam, rowterm, offsets, rows, qrow, luts, qsums, qoff, qrow,
+            np.float32(ip_w), out)
     for i in range(nq):
-        expect = ref.rescore_ref(codes, scales.astype(np.float64), rownorm, offsets, base, queries[i],
-                                 ip_w, norm_w)
+        expect = ref.rescore_ref(codes, scales.astype(np.float64), rowlam, rowterm, offsets, base,
+                                 queries[i], ip_w)
         scale = np.abs(queries[i]).sum() * scales.max() + np.abs(expect).max() + 1
         np.testing.assert_allclose(out[qrow == i], expect, atol=2e-6 * scale * np.sqrt(dim), rtol=1e-5)
 

@@ -4,15 +4,24 @@ Encoding a (rotated) vector ``x``:
 
 1. ``g`` = the base row nearest to ``x`` (L2), ``c = base[g]`` (the fp16 values, so
    encoder and decoder agree exactly);
-2. ``r = x - c``; the code is the sign bits of ``r`` (``kernels.pack_signs``);
-3. per block ``b`` of dims one fp16 scale: ``||r_b||^2 / ||r_b||_1`` ("unbiased": makes
-   ``s * sign(r) . q`` an unbiased estimate of ``r . q`` for a rotated query, RaBitQ's
-   choice) or ``mean |r_b|`` ("l2": the least-squares reconstruction, BitDelta's choice);
-4. for the l2 metric only, ``||x||^2`` as an fp16 ratio to ``max(||c||^2, ||r_hat||^2)``,
-   so distances use the true norm (the dequantized vector's norm is biased upwards).
+2. ``r = x - c``; the code is the sign bits ``b`` of ``r``;
+3. per block of dims one fp16 scale ``s``: ``||r_b||^2 / ||r_b||_1`` ("unbiased": makes
+   ``s * b . q`` an unbiased estimate of ``r . q`` for a rotated query, RaBitQ's choice)
+   or ``mean |r_b|`` ("l2": least squares, BitDelta's choice);
+4. one more fp16, ``aux``, that removes the part of the quantization error
+   ``e = r - s * b`` lying along the base row; ``delta = c . e`` is known exactly at
+   encode time. For cosine and ip, ``aux = delta / ||c||^2`` and the dequantized vector is
 
-The dequantized vector is ``c + s_b * sign(r_b)``; with the unbiased scale its inner
-product with any query equals the score search ranks by.
+       x_hat = (1 + aux) * c + s * b        so that  x_hat . c == x . c  exactly.
+
+   Queries are strongly aligned with base rows (both share the data's mean and topic
+   directions), so this removes the largest error term (docs/design.md has the numbers).
+   For l2, ``aux = (2 delta - ||x||^2) / ref`` with ``ref = max(||c||^2, ||s b||^2)``: the
+   ranking value ``2 (q.c + s q.b) + 2 delta - ||x||^2`` estimates ``||q||^2 - ||q - x||^2``
+   with the residual measured against ``q - c`` (RaBitQ's centred form) and the true norm
+   of ``x``; storing a ratio keeps fp16's relative precision at any vector scale.
+
+Vector data per row: dim/8 + 2 * blocks + 2 bytes (964 at 7680 dims with one block).
 """
 
 from __future__ import annotations
@@ -39,18 +48,18 @@ class EncodedBatch:
     groups: np.ndarray  # (n,) int64 base row of each vector
     codes: np.ndarray  # (n, dim/64) uint64 sign bits of the residual
     scales: np.ndarray  # (n, scale_blocks) float16
-    norms: np.ndarray | None  # (n,) float16 norm ratio (l2 metric) or None
+    aux: np.ndarray  # (n,) float16 base coefficient (cosine, ip) or norm-term ratio (l2)
 
     def __len__(self) -> int:
         return self.codes.shape[0]
 
     def take(self, order: np.ndarray) -> EncodedBatch:
-        return EncodedBatch(
-            self.groups[order],
-            self.codes[order],
-            self.scales[order],
-            None if self.norms is None else self.norms[order],
-        )
+        return EncodedBatch(self.groups[order], self.codes[order], self.scales[order], self.aux[order])
+
+    @staticmethod
+    def concat(parts: list[EncodedBatch]) -> EncodedBatch:
+        return EncodedBatch(*(np.concatenate([getattr(p, f) for p in parts])
+                              for f in ("groups", "codes", "scales", "aux")))
 
 
 class Codec:
@@ -64,7 +73,7 @@ class Codec:
         self.rotation = rotation
         self.base16 = base
         self.base = base.astype(np.float32)  # rotated space
-        self.base_sqnorm = np.einsum("ij,ij->i", self.base, self.base)
+        self.base_sqnorm = np.einsum("ij,ij->i", self.base, self.base, dtype=np.float64)
         self.block_dims = config.dim // config.scale_blocks
 
     @property
@@ -99,27 +108,21 @@ class Codec:
         d = self.base_sqnorm[None, :] - 2.0 * self.base_dots(xr)
         return np.argmin(d, axis=1).astype(np.int64)
 
-    # --- encode / decode ---------------------------------------------------------------------
+    # --- encode ---------------------------------------------------------------------------
 
     def encode(self, vectors: np.ndarray) -> EncodedBatch:
         """Encode validated (n, dim) vectors (original space), in bounded-memory chunks."""
-        parts = [self._encode_chunk(vectors[i : i + ENCODE_CHUNK])
-                 for i in range(0, vectors.shape[0], ENCODE_CHUNK)]
-        return EncodedBatch(
-            np.concatenate([p.groups for p in parts]),
-            np.concatenate([p.codes for p in parts]),
-            np.concatenate([p.scales for p in parts]),
-            None if parts[0].norms is None else np.concatenate([p.norms for p in parts]),
-        )
+        return EncodedBatch.concat([self._encode_chunk(vectors[i : i + ENCODE_CHUNK])
+                                    for i in range(0, vectors.shape[0], ENCODE_CHUNK)])
 
     def _encode_chunk(self, vectors: np.ndarray) -> EncodedBatch:
         xr = self.prepare(vectors)
         groups = self.assign(xr)
         n, nb = xr.shape[0], self.config.scale_blocks
         codes = np.empty((n, self.config.words), dtype=np.uint64)
-        l1 = np.empty((n, nb), dtype=np.float64)
-        sq = np.empty((n, nb), dtype=np.float64)
-        encode_residuals(xr, self.base, groups, nb, codes, l1, sq)
+        l1, sq, cb = (np.empty((n, nb), dtype=np.float64) for _ in range(3))
+        cr = np.empty(n, dtype=np.float64)
+        encode_residuals(xr, self.base, groups, nb, codes, l1, sq, cb, cr)
         if self.config.scale_estimator == "unbiased":
             scales = np.divide(sq, l1, out=np.zeros_like(sq), where=l1 > 0)
         else:
@@ -129,31 +132,44 @@ class Codec:
                 f"vector values too large: a residual scale exceeds the fp16 range ({FP16_MAX:g})"
             )
         scales16 = scales.astype(np.float16)
-        norms = None
-        if self.config.has_norms:
-            sqnorm = np.einsum("ij,ij->i", xr, xr, dtype=np.float64)
-            ref = self._norm_reference(groups, scales16)
-            ratio = np.divide(sqnorm, ref, out=np.zeros_like(sqnorm), where=ref > 0)
-            norms = ratio.astype(np.float16)
-        return EncodedBatch(groups, codes, scales16, norms)
-
-    def _norm_reference(self, groups: np.ndarray, scales16: np.ndarray) -> np.ndarray:
-        """max(||c||^2, ||r_hat||^2): the scale the l2 norm ratio is stored against."""
         s = scales16.astype(np.float64)
-        rhat_sq = (s * s).sum(axis=1) * self.block_dims
-        return np.maximum(self.base_sqnorm[groups].astype(np.float64), rhat_sq)
+        delta = cr - (s * cb).sum(axis=1)  # c . (r - s b), with the scale as stored
+        if self.config.metric == "l2":
+            xsq = np.einsum("ij,ij->i", xr, xr, dtype=np.float64)
+            ref = self._l2_reference(groups, scales16)
+            aux = np.divide(2 * delta - xsq, ref, out=np.zeros_like(ref), where=ref > 0)
+        else:
+            csq = self.base_sqnorm[groups]
+            aux = np.divide(delta, csq, out=np.zeros_like(csq), where=csq > 0)
+        with np.errstate(over="ignore"):
+            aux16 = aux.astype(np.float16)
+        aux16[~np.isfinite(aux16)] = 0  # a base row of ~zero norm: drop the correction
+        return EncodedBatch(groups, codes, scales16, aux16)
 
-    def row_sqnorms(self, groups: np.ndarray, scales16: np.ndarray, norms16: np.ndarray) -> np.ndarray:
-        """Decoded ||x||^2 of each row (l2 metric), float32."""
-        return (norms16.astype(np.float64) * self._norm_reference(groups, scales16)).astype(np.float32)
+    # --- decode -----------------------------------------------------------------------------
 
-    def dequantize_rotated(self, groups, codes, scales16) -> np.ndarray:
-        """base[g] + s_b * sign(r_b), in the rotated space (float32)."""
+    def _l2_reference(self, groups: np.ndarray, scales16: np.ndarray) -> np.ndarray:
+        """max(||c||^2, ||s b||^2): the l2 norm term is stored as an fp16 ratio to this."""
+        s = scales16.astype(np.float64)
+        sb_sq = (s * s).sum(axis=1) * self.block_dims
+        return np.maximum(self.base_sqnorm[groups], sb_sq)
+
+    def row_terms(self, groups: np.ndarray, scales16: np.ndarray, aux16: np.ndarray):
+        """(lam, term) float32 per row: kernels rank by ip_w * (lam q.c + s q.b) + term."""
+        if self.config.metric == "l2":
+            term = aux16.astype(np.float64) * self._l2_reference(groups, scales16)
+            return np.ones(len(groups), np.float32), term.astype(np.float32)
+        return 1.0 + aux16.astype(np.float32), np.zeros(len(groups), np.float32)
+
+    def dequantize_rotated(self, groups, codes, scales16, aux16) -> np.ndarray:
+        """lam * base[g] + s_b * sign(r_b) in the rotated space (float32); lam = 1 for l2."""
         n = codes.shape[0]
         signs = unpack_signs(codes).reshape(n, self.config.scale_blocks, self.block_dims)
         signs *= scales16.astype(np.float32)[:, :, None]
-        return self.base[groups] + signs.reshape(n, -1)
+        lam, _ = self.row_terms(groups, scales16, aux16)
+        return lam[:, None] * self.base[groups] + signs.reshape(n, -1)
 
-    def decode(self, groups, codes, scales16) -> np.ndarray:
+    def decode(self, groups, codes, scales16, aux16) -> np.ndarray:
         """The dequantized vectors in the caller's original space (float32)."""
-        return self.rotation.invert(self.dequantize_rotated(groups, codes, scales16))
+        return self.rotation.invert(self.dequantize_rotated(groups, codes, scales16, aux16))
+

@@ -166,7 +166,7 @@ def default_scale_blocks(dim: int, metric: str) -> int:
     """Default number of per-vector fp16 scale blocks.
 
     One block: measured against two in docs/design.md ("Choosing the estimator and the
-    block count"); it also keeps 7680-dim vectors at 962 bytes for every metric.
+    block count"); with the aux term it puts 7680-dim vectors at exactly 964 bytes.
     """
     return 1
 
@@ -223,14 +223,9 @@ class StoreConfig:
         return self.dim // 64
 
     @property
-    def has_norms(self) -> bool:
-        """l2 stores each vector's squared norm (as a ratio, see codec.py); others need none."""
-        return self.metric == "l2"
-
-    @property
     def bytes_per_vector(self) -> int:
-        """Vector data per row: sign bits + fp16 scales (+ fp16 norm term for l2)."""
-        return self.dim // 8 + 2 * self.scale_blocks + (2 if self.has_norms else 0)
+        """Vector data per row: sign bits + fp16 scales + one fp16 aux term (codec.py)."""
+        return self.dim // 8 + 2 * self.scale_blocks + 2
 
     def to_dict(self) -> dict:
         return asdict(self)

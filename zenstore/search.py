@@ -28,9 +28,9 @@ QUERY_BLOCK = 8  # queries scored together per code row in scan_many
 LUT_BATCH = 32  # queries whose rescoring tables are built at once (~1 MB each at 7680 dims)
 
 
-def metric_weights(metric: str) -> tuple[float, float]:
-    """(ip_w, norm_w): kernels rank by ip_w * <q, x> - norm_w * ||x||^2."""
-    return (2.0, 1.0) if metric == "l2" else (1.0, 0.0)
+def ip_weight(metric: str) -> np.float32:
+    """Kernels rank by ip_w * <q, x_hat> + term: 2 for l2 (-> ||q||^2 - ||q - x||^2), else 1."""
+    return np.float32(2.0 if metric == "l2" else 1.0)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
     vals = np.empty((nq, shortlist), dtype=np.float32)
     tags = np.empty((nq, shortlist), dtype=np.int64)
     size = np.zeros(nq, dtype=np.int64)
-    ip_w, norm_w = (np.float32(w) for w in metric_weights(metric))
+    ip_w = ip_weight(metric)
     threads = numba.get_num_threads()
     groups_one = np.flatnonzero(probe[0]).astype(np.int64) if nq == 1 else None
     for ordinal, seg in enumerate(segments):
@@ -95,23 +95,23 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
             continue
         tag = np.int64(ordinal << ROW_BITS)
         if nq == 1:
-            scan_one(seg.codes, seg.scales, seg.rownorm, seg.dead, seg.group_offsets, groups_one,
-                     prep.qcodes, prep.alpha, prep.qoff, ip_w, norm_w, tag, 2 * threads,
+            scan_one(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
+                     groups_one, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag, 2 * threads,
                      vals, tags, size)
         else:
-            scan_many(seg.codes, seg.scales, seg.rownorm, seg.dead, seg.group_offsets, probe,
-                      prep.qcodes, prep.alpha, prep.qoff, ip_w, norm_w, tag, QUERY_BLOCK,
+            scan_many(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
+                      probe, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag, QUERY_BLOCK,
                       vals, tags, size)
     return Shortlist(vals, tags, size)
 
 
 def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
                  tags: np.ndarray, metric: str) -> np.ndarray:
-    """Exact dequantized ranking values (ip_w * ip - norm_w * ||x||^2) of (query, tag) pairs."""
+    """Exact dequantized ranking values (ip_w * ip + term) of (query, tag) pairs."""
     out = np.empty(len(tags), dtype=np.float32)
     if len(tags) == 0:
         return out
-    ip_w, norm_w = (np.float32(w) for w in metric_weights(metric))
+    ip_w = ip_weight(metric)
     d = prep.q.shape[1]
     for q0 in range(0, len(prep), LUT_BATCH):
         q1 = min(len(prep), q0 + LUT_BATCH)
@@ -127,8 +127,8 @@ def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarra
             rows = (tags[sel] & ROW_MASK).astype(np.int64)
             qrow = qidx[sel].astype(np.int64)
             res = np.empty(len(sel), dtype=np.float32)
-            rescore(seg.codes.view(np.uint8), seg.scales, seg.rownorm, seg.group_offsets, rows,
-                    qrow - q0, luts, prep.qsums[q0:q1], prep.qoff, qrow, ip_w, norm_w, res)
+            rescore(seg.codes.view(np.uint8), seg.scales, seg.rowlam, seg.rowterm, seg.group_offsets,
+                    rows, qrow - q0, luts, prep.qsums[q0:q1], prep.qoff, qrow, ip_w, res)
             out[sel] = res
     return out
 

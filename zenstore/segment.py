@@ -48,16 +48,15 @@ def write_segment(root: str, segment_id: int, config: fmt.StoreConfig, n_groups:
         ("groups", offsets),
         ("codes", np.ascontiguousarray(batch.codes, dtype="<u8")),
         ("scales", np.ascontiguousarray(batch.scales, dtype="<f2")),
+        ("aux", np.ascontiguousarray(batch.aux, dtype="<f2")),
     ]
-    if config.has_norms:
-        sections.append(("norms", np.ascontiguousarray(batch.norms, dtype="<f2")))
     meta = {
         "segment_id": segment_id,
         "dim": config.dim,
         "rows": len(batch),
         "n_groups": n_groups,
         "scale_blocks": config.scale_blocks,
-        "has_norms": config.has_norms,
+        "metric": config.metric,
     }
     rel = segment_filename(segment_id)
     size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_SEGMENT, meta, sections)
@@ -74,8 +73,9 @@ class Segment:
     codes: np.ndarray  # (rows, words) uint64, read-only view of the file
     scales16: np.ndarray  # (rows, blocks) float16 view
     scales: np.ndarray  # (rows, blocks) float32 copy for the kernels
-    norms16: np.ndarray | None
-    rownorm: np.ndarray  # (rows,) float32 ||x||^2 (l2) or empty
+    aux16: np.ndarray  # (rows,) float16 view
+    rowlam: np.ndarray  # (rows,) float32 coefficient of q . base[g] (codec.row_terms)
+    rowterm: np.ndarray  # (rows,) float32 additive term of the ranking value
     groups: np.ndarray  # (rows,) int64 base row of each row
     ids: np.ndarray  # (rows,) int64 or object (str)
     sorted_ids: np.ndarray = field(repr=False, default=None)
@@ -129,7 +129,7 @@ def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, 
         "rows": record.rows,
         "n_groups": codec.n_base,
         "scale_blocks": config.scale_blocks,
-        "has_norms": config.has_norms,
+        "metric": config.metric,
     }
     for key, want in expect.items():
         if meta.get(key) != want:
@@ -145,15 +145,12 @@ def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, 
     if len(ids) != n:
         raise CorruptStore(f"{path}: catalog lists {len(ids)} ids for {n} rows")
     groups = np.repeat(np.arange(g, dtype=np.int64), np.diff(offsets))
-    norms16 = None
-    rownorm = np.zeros(0, dtype=np.float32)
-    if config.has_norms:
-        norms16 = mapped.array("norms", "<f2", (n,))
-        rownorm = codec.row_sqnorms(groups, scales16, norms16)
+    aux16 = mapped.array("aux", "<f2", (n,))
+    rowlam, rowterm = codec.row_terms(groups, scales16, aux16)
     scales = scales16.astype(np.float32)
-    if not np.all(np.isfinite(scales)) or (rownorm.size and not np.all(np.isfinite(rownorm))):
-        raise CorruptStore(f"{path}: non-finite scale or norm values")
-    seg = Segment(record, mapped, offsets, codes, scales16, scales, norms16, rownorm, groups, ids)
+    if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(rowlam)) and np.all(np.isfinite(rowterm))):
+        raise CorruptStore(f"{path}: non-finite scale or aux values")
+    seg = Segment(record, mapped, offsets, codes, scales16, scales, aux16, rowlam, rowterm, groups, ids)
     if dead_rows.size:
         seg = seg.with_tombstones(dead_rows, record)
     return seg
@@ -226,7 +223,7 @@ def merge_plan(segments: list[Segment], n_groups: int):
 
 
 def _gather_chunks(segments, src_seg, src_row, attr):
-    """Yield the rows of ``attr`` (codes/scales16/norms16) of the sources, in plan order."""
+    """Yield the rows of ``attr`` (codes/scales16/aux16) of the sources, in plan order."""
     for start in range(0, len(src_seg), MERGE_CHUNK_ROWS):
         s_chunk = src_seg[start : start + MERGE_CHUNK_ROWS]
         r_chunk = src_row[start : start + MERGE_CHUNK_ROWS]
@@ -254,16 +251,15 @@ def merge_segments(root: str, segment_id: int, config: fmt.StoreConfig, n_groups
         ("groups", offsets),
         ("codes", (n * words * 8, _gather_chunks(segments, src_seg, src_row, "codes"))),
         ("scales", (n * blocks * 2, _gather_chunks(segments, src_seg, src_row, "scales16"))),
+        ("aux", (n * 2, _gather_chunks(segments, src_seg, src_row, "aux16"))),
     ]
-    if config.has_norms:
-        sections.append(("norms", (n * 2, _gather_chunks(segments, src_seg, src_row, "norms16"))))
     meta = {
         "segment_id": segment_id,
         "dim": config.dim,
         "rows": n,
         "n_groups": n_groups,
         "scale_blocks": blocks,
-        "has_norms": config.has_norms,
+        "metric": config.metric,
     }
     rel = segment_filename(segment_id)
     size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_SEGMENT, meta, sections)

@@ -573,7 +573,8 @@ class Store:
             raise IdNotFound(f"id {ext_id!r} not found")
         seg = snap.segments[int(seg_ord[0])]
         r = int(rows[0])
-        vec = snap.codec.decode(seg.groups[r : r + 1], seg.codes[r : r + 1], seg.scales16[r : r + 1])[0]
+        vec = snap.codec.decode(seg.groups[r : r + 1], seg.codes[r : r + 1], seg.scales16[r : r + 1],
+                                seg.aux16[r : r + 1])[0]
         return Record(arr[0].item() if kind == "int" else arr[0], vec, self._payloads([arr[0]])[0])
 
     def ids(self) -> np.ndarray:
@@ -684,22 +685,22 @@ class Store:
     # --- introspection --------------------------------------------------------------------
 
     def stats(self) -> dict:
-        """Counts and bytes. ``bytes_per_vector`` is vector data only (codes + scales (+
-        l2 norm term)); ``bytes_on_disk`` splits every byte of the directory by part."""
+        """Counts and bytes. ``bytes_per_vector`` is vector data only (codes + scales + aux
+        term); ``bytes_on_disk`` splits every byte of the directory by part."""
         snap = self._current()
         cfg = self._config
         rows = sum(s.record.rows for s in snap.segments)
         seg_bytes = sum(s.record.size for s in snap.segments)
         codes = rows * cfg.words * 8
         scales = rows * cfg.scale_blocks * 2
-        norms = rows * 2 if cfg.has_norms else 0
+        aux = rows * 2
         base = snap.manifest.base.size if snap.manifest.base else 0
         catalog_file = os.path.getsize(self._catalog.path)
         parts = {
             "codes": codes,
             "scales": scales,
-            "norms": norms,
-            "segment_headers": seg_bytes - codes - scales - norms,
+            "aux": aux,
+            "segment_headers": seg_bytes - codes - scales - aux,
             "base": base,
             "ids": self._catalog.db_bytes("ids"),
             "payloads": self._catalog.db_bytes("payloads"),

@@ -47,29 +47,39 @@ def unpack_signs(codes: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def encode_residuals(xr, base, groups, nblocks, codes, l1, sq):
-    """Sign-pack ``xr[i] - base[groups[i]]`` and its per-block L1 norm and squared norm.
+def encode_residuals(xr, base, groups, nblocks, codes, l1, sq, cb, cr):
+    """Sign-pack ``r = xr[i] - base[groups[i]]`` and gather the sums the codec needs.
 
-    One pass per row, so the (n, d) residual matrix is never materialised; block sums
-    are accumulated in float64.
+    Per row and block: ``l1 = sum |r|``, ``sq = sum r^2``, ``cb = sum c * sign(r)``; per
+    row: ``cr = c . r``. One pass per row, so the (n, d) residual matrix is never
+    materialised; sums are accumulated in float64.
     """
     n, d = xr.shape
     words = d // 64
     words_per_block = words // nblocks
     for i in nb.prange(n):
         g = groups[i]
+        dot_cr = 0.0
         for b in range(nblocks):
             a1 = 0.0
             a2 = 0.0
+            a3 = 0.0
             for wb in range(words_per_block):
                 w = b * words_per_block + wb
                 acc = np.uint64(0)
                 for j in range(64):
-                    r = xr[i, w * 64 + j] - base[g, w * 64 + j]
+                    c = base[g, w * 64 + j]
+                    r = xr[i, w * 64 + j] - c
                     if r > 0:
                         acc |= np.uint64(1) << np.uint64(j)
+                        a3 += c
+                    else:
+                        a3 -= c
                     a1 += abs(r)
                     a2 += r * r
+                    dot_cr += c * r
                 codes[i, w] = acc
             l1[i, b] = a1
             sq[i, b] = a2
+            cb[i, b] = a3
+        cr[i] = dot_cr

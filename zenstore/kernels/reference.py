@@ -25,36 +25,29 @@ def row_groups_ref(group_offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(group_offsets) - 1), np.diff(group_offsets))
 
 
-def proxy_ref(codes, scales, rownorm, group_offsets, qcode, alpha, qoff, ip_w, norm_w):
+def proxy_ref(codes, scales, rowlam, rowterm, group_offsets, qcode, alpha, qoff, ip_w):
     """Proxy of every row (see kernels/scan.py), computed with float64 sign arithmetic."""
     n, words = codes.shape
     nb = scales.shape[1]
     signs = signs_ref(codes).reshape(n, nb, -1)
     qsign = signs_ref(qcode[None, :]).reshape(nb, -1)
     dots = np.einsum("nbd,bd->nb", signs, qsign)
-    ip = qoff[row_groups_ref(group_offsets)] + (scales * alpha[None, :] * dots).sum(1)
-    val = ip_w * ip
-    if norm_w:
-        val = val - norm_w * rownorm
-    return val
+    ip = qoff[row_groups_ref(group_offsets)] * rowlam + (scales * alpha[None, :] * dots).sum(1)
+    return ip_w * ip + rowterm
 
 
-def dequantize_ref(codes, scales, base_rows):
-    """base_rows[i] + s[i, b] * sign(code_i) in block b, as float64 (n, d)."""
+def dequantize_ref(codes, scales, base_rows, rowlam):
+    """rowlam[i] * base_rows[i] + s[i, b] * sign(code_i) in block b, as float64 (n, d)."""
     n = codes.shape[0]
     nb = scales.shape[1]
     signs = signs_ref(codes).reshape(n, nb, -1)
-    return base_rows + (signs * scales[:, :, None]).reshape(n, -1)
+    return rowlam[:, None] * base_rows + (signs * scales[:, :, None]).reshape(n, -1)
 
 
-def rescore_ref(codes, scales, rownorm, group_offsets, base, q, ip_w, norm_w):
+def rescore_ref(codes, scales, rowlam, rowterm, group_offsets, base, q, ip_w):
     groups = row_groups_ref(group_offsets)
-    xhat = dequantize_ref(codes, scales, base[groups].astype(np.float64))
-    ip = xhat @ q.astype(np.float64)
-    val = ip_w * ip
-    if norm_w:
-        val = val - norm_w * rownorm
-    return val
+    xhat = dequantize_ref(codes, scales, base[groups].astype(np.float64), rowlam.astype(np.float64))
+    return ip_w * (xhat @ q.astype(np.float64)) + rowterm
 
 
 def topk_ref(values: np.ndarray, k: int) -> np.ndarray:

@@ -1,15 +1,15 @@
 """Exact dequantized scores straight from the sign bits, without building float vectors.
 
-The dequantized vector of row ``i`` in group ``g`` is ``base[g] + s[i, b] * sign_i`` in
-block ``b``, so its inner product with a full-precision query ``q`` is
+The dequantized vector of row ``i`` in group ``g`` is ``lam[i] * base[g] + s[i, b] * sign_i``
+in block ``b``, so its inner product with a full-precision query ``q`` is
 
-    ip(i) = q . base[g] + sum_b s[i, b] * (2 * S_b(i) - sum(q_b))
+    ip(i) = lam[i] * (q . base[g]) + sum_b s[i, b] * (2 * S_b(i) - sum(q_b))
 
 where ``S_b(i)`` is the sum of the query coordinates whose bit is set in block ``b``.
 ``S_b`` is read from per-byte lookup tables: ``lut[p, v]`` is the sum of the query
 coordinates of byte ``p`` selected by the bits of ``v``, so a 7680-dim code costs 960
-table reads instead of 7680 multiply-adds. The final score uses the same
-``ip_w * ip - norm_w * rownorm`` form as the coarse pass.
+table reads instead of 7680 multiply-adds. The final value uses the same
+``ip_w * ip + term[i]`` form as the coarse pass.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def build_byte_luts(queries, out):
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)
-def rescore(codes_u8, scales, rownorm, group_offsets, rows, qslot, luts, qsums, qoff, qrow,
-            ip_w, norm_w, out):
+def rescore(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts, qsums, qoff,
+            qrow, ip_w, out):
     """Exact dequantized score for each (query, row) pair.
 
     ``rows[t]`` is a row of this segment, ``qslot[t]`` the index of its query's table in
@@ -53,17 +53,14 @@ def rescore(codes_u8, scales, rownorm, group_offsets, rows, qslot, luts, qsums, 
         r = rows[t]
         s = qslot[t]
         g = np.searchsorted(group_offsets, r, side="right") - 1
-        ip = qoff[qrow[t], g]
+        ip = qoff[qrow[t], g] * rowlam[r]
         for b in range(nblocks):
             acc = np.float32(0.0)
             p0 = b * bytes_per_block
             for p in range(bytes_per_block):  # range(n) + offset: see scan._scan_rows
                 acc += luts[s, p0 + p, codes_u8[r, p0 + p]]
             ip += scales[r, b] * (np.float32(2.0) * acc - qsums[s, b])
-        val = ip_w * ip
-        if norm_w != 0:
-            val -= norm_w * rownorm[r]
-        out[t] = val
+        out[t] = ip_w * ip + rowterm[r]
 
 
 @nb.njit(nogil=True, cache=True, parallel=True, fastmath=True)

@@ -1,15 +1,17 @@
 """The coarse pass: XOR + popcount over uint64 sign codes, scored as a cheap proxy.
 
-For a stored row ``i`` in base group ``g`` with per-block scales ``s[i, b]``, and a query
-whose sign code is ``qcode`` and per-block weights ``alpha[b]``, the proxy is
+For a stored row ``i`` in base group ``g`` with per-block scales ``s[i, b]``, base
+coefficient ``lam[i]`` and additive term ``term[i]``, and a query whose sign code is
+``qcode`` and per-block weights ``alpha[b]``, the proxy is
 
-    ip(i)    = qoff[g] + sum_b s[i, b] * alpha[b] * (D_b - 2 * hamming_b(qcode, code_i))
-    proxy(i) = ip_w * ip(i) - norm_w * rownorm[i]
+    ip(i)    = qoff[g] * lam[i] + sum_b s[i, b] * alpha[b] * (D_b - 2 * hamming_b(qcode, code_i))
+    proxy(i) = ip_w * ip(i) + term[i]
 
 ``D_b - 2 * hamming_b`` is exactly ``sign(q_b) . sign(r_b)``, so ``ip`` estimates the
-inner product of the query with the dequantized vector using a 1-bit query. ``qoff[g]``
-is the exact ``q . base[g]``. With ``ip_w = 1, norm_w = 0`` the proxy ranks by inner
-product (cosine, ip); with ``ip_w = 2, norm_w = 1`` it is ``||q||^2 - ||q - x||^2`` (l2).
+inner product of the query with the dequantized vector ``lam * base[g] + s * sign`` using
+a 1-bit query. ``qoff[g]`` is the exact ``q . base[g]``. Cosine and ip use ``ip_w = 1,
+term = 0``; l2 uses ``ip_w = 2, lam = 1`` and ``term = 2 c.r_err - ||x||^2`` so that the
+proxy is ``||q||^2 - ||q - x||^2`` (see codec.py).
 
 Results go into per-query bounded heaps (see ``topk.py``) which callers carry across
 segments; the value kept for each candidate is its proxy and the index is
@@ -44,7 +46,7 @@ def hamming_distances(codes, qcode, out):
 
 
 @nb.njit(nogil=True, cache=True)
-def _scan_rows(codes, scales, rownorm, dead, qcodes, q, alpha, base_ip, ip_w, norm_w,
+def _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q, alpha, base_ip, ip_w,
                first, stop, row_tag, vals, idxs, size):
     """Proxy of rows first..stop-1 for query q, offered to the heap vals/idxs; returns size.
 
@@ -59,7 +61,7 @@ def _scan_rows(codes, scales, rownorm, dead, qcodes, q, alpha, base_ip, ip_w, no
     for r in range(first, stop):
         if has_dead and dead[r] != 0:
             continue
-        ip = base_ip
+        ip = base_ip * rowlam[r]
         for b in range(nblocks):
             h = np.uint64(0)
             w0 = b * words_per_block
@@ -68,16 +70,13 @@ def _scan_rows(codes, scales, rownorm, dead, qcodes, q, alpha, base_ip, ip_w, no
             for w in range(words_per_block):
                 h += popcount64(codes[r, w0 + w] ^ qcodes[q, w0 + w])
             ip += scales[r, b] * alpha[q, b] * np.float32(bits_per_block - 2 * np.int64(h))
-        val = ip_w * ip
-        if norm_w != 0:
-            val -= norm_w * rownorm[r]
-        size = heap_push(vals, idxs, size, val, row_tag + r)
+        size = heap_push(vals, idxs, size, ip_w * ip + rowterm[r], row_tag + r)
     return size
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)
-def scan_one(codes, scales, rownorm, dead, group_offsets, groups, qcodes, alpha, qoff,
-             ip_w, norm_w, row_tag, n_chunks, heap_vals, heap_idx, heap_size):
+def scan_one(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes, alpha, qoff,
+             ip_w, row_tag, n_chunks, heap_vals, heap_idx, heap_size):
     """Proxy-scan the rows of ``groups`` for one query (row 0 of ``qcodes``/``alpha``/``qoff``).
 
     Work is split into ``n_chunks`` equal pieces of the probed rows, each scanned by its own
@@ -109,8 +108,8 @@ def scan_one(codes, scales, rownorm, dead, group_offsets, groups, qcodes, alpha,
             g = groups[k]
             first = group_offsets[g] + (pos - starts[k])
             take = min(starts[k + 1], hi) - pos
-            size = _scan_rows(codes, scales, rownorm, dead, qcodes, 0, alpha, qoff[0, g], ip_w,
-                              norm_w, first, first + take, row_tag, priv_vals[c], priv_idx[c], size)
+            size = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, 0, alpha, qoff[0, g],
+                              ip_w, first, first + take, row_tag, priv_vals[c], priv_idx[c], size)
             pos += take
             k += 1
         priv_size[c] = size
@@ -122,8 +121,8 @@ def scan_one(codes, scales, rownorm, dead, group_offsets, groups, qcodes, alpha,
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)
-def scan_many(codes, scales, rownorm, dead, group_offsets, probe, qcodes, alpha, qoff,
-              ip_w, norm_w, row_tag, block, heap_vals, heap_idx, heap_size):
+def scan_many(codes, scales, rowlam, rowterm, dead, group_offsets, probe, qcodes, alpha, qoff,
+              ip_w, row_tag, block, heap_vals, heap_idx, heap_size):
     """Proxy-scan for a batch of queries; ``probe[q, g]`` says whether query q scans group g.
 
     Queries are processed in blocks of ``block``: each block walks the union of its
@@ -151,6 +150,6 @@ def scan_many(codes, scales, rownorm, dead, group_offsets, probe, qcodes, alpha,
                 t1 = min(t0 + tile, group_offsets[g + 1])
                 for q in range(q0, q1):
                     if probe[q, g]:
-                        heap_size[q] = _scan_rows(codes, scales, rownorm, dead, qcodes, q, alpha,
-                                                  qoff[q, g], ip_w, norm_w, t0, t1, row_tag,
+                        heap_size[q] = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q,
+                                                  alpha, qoff[q, g], ip_w, t0, t1, row_tag,
                                                   heap_vals[q], heap_idx[q], heap_size[q])
