@@ -70,7 +70,7 @@ def test_recall_beats_floor_and_faiss_rabitq(store, data, faiss_rabitq_recall, s
     r = recall(found, truth)
     print(f"zenstore recall@10 shortlist={shortlist}: {r:.3f}; faiss IndexRaBitQ: {faiss_rabitq_recall:.3f}")
     assert r >= 0.80
-    assert r >= faiss_rabitq_recall
+    assert r >= faiss_rabitq_recall + 0.02  # measured margin ~0.03 on this data
 
 
 def test_nprobe_trades_recall_for_speed(store, data):
