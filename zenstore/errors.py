@@ -46,10 +46,6 @@ class IdNotFound(ZenstoreError, KeyError):
         return str(self.args[0]) if self.args else "id not found"
 
 
-class NotTrained(ZenstoreError):
-    """The store has no base matrix yet (nothing has been added or trained)."""
-
-
 # --- the store on disk ---------------------------------------------------------------------
 
 
@@ -90,7 +86,6 @@ __all__ = [
     "DuplicateId",
     "IdTypeMismatch",
     "IdNotFound",
-    "NotTrained",
     "NotAStore",
     "StoreExists",
     "FormatVersionError",

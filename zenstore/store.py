@@ -32,7 +32,6 @@ from .errors import (
     IdTypeMismatch,
     InvalidArgument,
     NotAStore,
-    NotTrained,
     ReadOnlyStore,
     StoreClosed,
     StoreExists,
