@@ -288,3 +288,19 @@ def test_contains_and_ids(store_path, rng):
     assert 3 in store and 31 not in store and "x" not in store
     assert sorted(store.ids().tolist()) == list(range(30))
     store.close()
+
+
+def test_checkpoint_commits_with_the_batch(store_path, rng):
+    store, x = make(store_path, rng, n=10)
+    assert store.checkpoint("job") is None
+    store.add([100, 101], x[:2], checkpoint=("job", {"offset": 2}))
+    assert store.checkpoint("job") == {"offset": 2}
+    with pytest.raises(zenstore.DuplicateId):
+        store.add([100], x[:1], checkpoint=("job", {"offset": 3}))
+    assert store.checkpoint("job") == {"offset": 2}  # failed batch: checkpoint unchanged
+    with pytest.raises(zenstore.InvalidArgument):
+        store.add([200], x[:1], checkpoint=("job", {"bad": float("nan")}))
+    assert 200 not in store
+    store.close()
+    with Store.open(store_path, readonly=True) as again:
+        assert again.checkpoint("job") == {"offset": 2}

@@ -377,17 +377,30 @@ class Store:
         rec = write_base(self._root, number, base, rotation)
         return Codec(cfg, base, rotation), rec
 
-    def add(self, ids, vectors, payloads=None) -> None:
+    def add(self, ids, vectors, payloads=None, *, checkpoint: tuple[str, dict] | None = None) -> None:
         """Add new vectors. Any id already stored (or repeated) raises DuplicateId and
-        nothing is written. All rows become visible together when this returns."""
-        self._write_batch(ids, vectors, payloads, upsert=False)
+        nothing is written. All rows become visible together when this returns.
 
-    def upsert(self, ids, vectors, payloads=None) -> None:
+        ``checkpoint=(name, record)`` stores the JSON ``record`` under ``name`` in the
+        same transaction as the batch (read it back with :meth:`checkpoint`): a bulk
+        loader that records its input offset this way resumes exactly where the last
+        committed batch ended, with no row lost or duplicated.
+        """
+        self._write_batch(ids, vectors, payloads, upsert=False, checkpoint=checkpoint)
+
+    def upsert(self, ids, vectors, payloads=None, *, checkpoint: tuple[str, dict] | None = None) -> None:
         """Add or replace: an existing id's vector and payload are replaced (a payload of
         None removes the old payload). Atomic like ``add``."""
-        self._write_batch(ids, vectors, payloads, upsert=True)
+        self._write_batch(ids, vectors, payloads, upsert=True, checkpoint=checkpoint)
 
-    def _write_batch(self, ids, vectors, payloads, *, upsert: bool) -> None:
+    def checkpoint(self, name: str) -> dict | None:
+        """The record last stored with ``checkpoint=(name, record)``, or None."""
+        self._check_open()
+        with self._catalog.read() as txn:
+            raw = txn.get("jobs", _checkpoint_key(name))
+        return None if raw is None else fmt.loads_json(raw, f"checkpoint {name!r}")
+
+    def _write_batch(self, ids, vectors, payloads, *, upsert: bool, checkpoint=None) -> None:
         with self._mutex:
             snap = self._writable()
             ids_arr, id_type = normalize_ids(ids)
@@ -397,6 +410,7 @@ class Store:
             if self.metric == "cosine":
                 check_nonzero(x, "vectors")
             blobs = encode_payloads(payloads, len(ids_arr))
+            job = _encode_checkpoint(checkpoint)
             if snap.manifest.id_type not in (None, id_type):
                 raise IdTypeMismatch(
                     f"this store uses {snap.manifest.id_type} ids; got {id_type} ids"
@@ -434,6 +448,8 @@ class Store:
                             txn.put("payloads", key, blobs[i])
                         elif upsert and existing[i]:
                             txn.delete("payloads", key)
+                    if job is not None:
+                        txn.put("jobs", *job)
                     _put_manifest(txn, manifest)
             except BaseException:
                 for rel in created:
@@ -825,6 +841,23 @@ def _tombstone_records(snap: _Snapshot, seg_ord: np.ndarray, rows: np.ndarray):
         records.append(rec)
         tombs[seg.record.id] = (rec, dead)
     return records, tombs
+
+
+def _checkpoint_key(name) -> bytes:
+    if not isinstance(name, str) or not 0 < len(name.encode("utf-8")) <= 400:
+        raise InvalidArgument("checkpoint name must be a str of 1..400 UTF-8 bytes")
+    return name.encode("utf-8")
+
+
+def _encode_checkpoint(checkpoint) -> tuple[bytes, bytes] | None:
+    if checkpoint is None:
+        return None
+    try:
+        name, record = checkpoint
+        value = json.dumps(record, allow_nan=False, sort_keys=True).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"checkpoint must be (name, JSON-serializable record): {exc}") from exc
+    return _checkpoint_key(name), value
 
 
 def _unique_keep_order(arr: np.ndarray) -> np.ndarray:
