@@ -304,3 +304,19 @@ def test_checkpoint_commits_with_the_batch(store_path, rng):
     store.close()
     with Store.open(store_path, readonly=True) as again:
         assert again.checkpoint("job") == {"offset": 2}
+
+
+def test_iter_records_covers_live_rows_once(store_path, rng):
+    store, x = make(store_path, rng, n=50)
+    store.delete([4, 7])
+    seen = {}
+    for ids, vecs, payloads in store.iter_records(batch_size=16):
+        assert vecs.shape == (len(ids), DIM) and len(payloads) == len(ids)
+        for i, v, p in zip(ids.tolist(), vecs, payloads):
+            assert i not in seen and p == {"n": i}
+            np.testing.assert_allclose(v, store.get(i).vector, rtol=1e-6)
+            seen[i] = True
+    assert sorted(seen) == sorted(set(range(50)) - {4, 7})
+    store.set_checkpoint("j", {"offset": 9})
+    assert store.checkpoint("j") == {"offset": 9}
+    store.close()

@@ -400,6 +400,15 @@ class Store:
             raw = txn.get("jobs", _checkpoint_key(name))
         return None if raw is None else fmt.loads_json(raw, f"checkpoint {name!r}")
 
+    def set_checkpoint(self, name: str, record: dict) -> None:
+        """Store a checkpoint record without adding rows (e.g. a batch whose rows were all
+        rejected still advances a loader's offset)."""
+        with self._mutex:
+            self._writable()
+            job = _encode_checkpoint((name, record))
+            with self._catalog.write() as txn:
+                txn.put("jobs", *job)
+
     def _write_batch(self, ids, vectors, payloads, *, upsert: bool, checkpoint=None) -> None:
         with self._mutex:
             snap = self._writable()
@@ -591,6 +600,22 @@ class Store:
         vec = snap.codec.decode(seg.groups[r : r + 1], seg.codes[r : r + 1], seg.scales16[r : r + 1],
                                 seg.aux16[r : r + 1])[0]
         return Record(arr[0].item() if kind == "int" else arr[0], vec, self._payloads([arr[0]])[0])
+
+    def iter_records(self, batch_size: int = 4096, *, with_payload: bool = True):
+        """Yield ``(ids, vectors, payloads)`` batches covering every live row once:
+        ids as an array, dequantized float32 vectors (n, dim), payloads as a list (or
+        None). Works on one snapshot, so concurrent writes do not affect the iteration."""
+        batch_size = positive_int(batch_size, "batch_size")
+        snap = self._current()
+        for seg in snap.segments:
+            live = np.arange(seg.rows) if seg.dead.size == 0 else np.flatnonzero(seg.dead == 0)
+            for start in range(0, len(live), batch_size):
+                rows = live[start : start + batch_size]
+                vecs = snap.codec.decode(seg.groups[rows], seg.codes[rows], seg.scales16[rows],
+                                         seg.aux16[rows])
+                ids = seg.ids[rows]
+                payloads = self._payloads(ids.tolist()) if with_payload else None
+                yield ids, vecs, payloads
 
     def ids(self) -> np.ndarray:
         """All live ids (int64 array, or object array of str), in storage order."""
