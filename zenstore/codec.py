@@ -37,7 +37,7 @@ from .kernels.bits import encode_residuals
 from .rotation import Rotation
 
 FP16_MAX = float(np.finfo(np.float16).max)
-ENCODE_CHUNK = 8192
+ENCODE_CHUNK = 4096
 SMALL_BATCH = 16
 
 
