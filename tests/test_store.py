@@ -320,3 +320,11 @@ def test_iter_records_covers_live_rows_once(store_path, rng):
     store.set_checkpoint("j", {"offset": 9})
     assert store.checkpoint("j") == {"offset": 9}
     store.close()
+
+
+def test_contains_vectorized(store_path, rng):
+    store, _ = make(store_path, rng, n=30)
+    store.delete([2])
+    assert store.contains([1, 2, 29, 30]).tolist() == [True, False, True, False]
+    assert store.contains(["a"]).tolist() == [False]
+    store.close()

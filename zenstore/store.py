@@ -239,6 +239,14 @@ class Store:
             return False
         return bool(self._locate(snap, arr)[1][0] >= 0)
 
+    def contains(self, ids) -> np.ndarray:
+        """Vectorized membership: a bool array, True where the id is stored (and live)."""
+        snap = self._current()
+        arr, kind = normalize_ids(ids, allow_duplicates=True)
+        if snap.manifest.id_type not in (None, kind):
+            return np.zeros(len(arr), dtype=bool)
+        return self._locate(snap, arr)[1] >= 0
+
     # --- snapshots --------------------------------------------------------------------------
 
     def _check_open(self) -> None:
