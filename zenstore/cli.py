@@ -1,26 +1,234 @@
-"""The ``zenstore`` command line (a thin shell over the library)."""
+"""The ``zenstore`` command line: a thin shell over the library.
+
+Each command parses its arguments, makes one library call and formats the result.
+Library errors become one-line messages and documented exit codes:
+
+    0  success
+    1  the command failed (bad input row under --on-error fail, store error, ...);
+       nothing of a failing batch was written
+    2  usage error (bad arguments)
+    3  ``verify`` found problems
+    130 interrupted (Ctrl-C); committed batches stay, rerun the same command to resume
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+import time
+
+import numpy as np
 
 from . import __version__
 from .errors import ZenstoreError
-from .store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-serializable: {type(value).__name__}")
+
+
+# --- progress ---------------------------------------------------------------------------
+
+
+class ProgressBar:
+    """A one-line progress display on a terminal: rows, rows/s and ETA."""
+
+    def __init__(self, stream, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.last = 0.0
+
+    def __call__(self, p) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.2 and p.rows_total != p.rows_done:
+            return
+        self.last = now
+        rate = p.rows_added / p.elapsed if p.elapsed > 0 else 0.0
+        name = os.path.basename(p.path)
+        if p.rows_total:
+            frac = min(1.0, p.rows_done / p.rows_total)
+            bar = "#" * int(frac * 24)
+            eta = (p.rows_total - p.rows_done) / rate if rate > 0 else 0
+            text = (f"\r{name} [{bar:<24}] {p.rows_done:,}/{p.rows_total:,} rows "
+                    f"{rate:,.0f} rows/s ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+        else:
+            text = f"\r{name} {p.rows_done:,} rows {rate:,.0f} rows/s"
+        if p.rows_skipped:
+            text += f" ({p.rows_skipped:,} skipped)"
+        self.stream.write(text + " " * 4)
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _cmd_ingest(args) -> int:
+    from .ingest import IngestOptions, ingest
+    from .store import Store
+
+    options = IngestOptions(
+        batch_size=args.batch_size, on_error=args.on_error, report_path=args.report,
+        format=args.format, ids_path=args.ids, id_field=args.id_field,
+        vector_field=args.vector_field, embeddings=args.embeddings,
+        train_sample=args.train_sample, restart=args.restart,
+    )
+    if args.on_error == "skip" and options.report_path is None:
+        options = dataclasses.replace(options, report_path=args.store.rstrip("/") + ".rejected.jsonl")
+    if os.path.exists(args.store):
+        store = Store.open(args.store)
+    else:
+        create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
+        store = Store.create(args.store, dim=args.dim, metric=args.metric, **create)
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet and sys.stderr.isatty())
+    with store:
+        try:
+            summary = ingest(store, args.inputs, options, progress=bar)
+        finally:
+            bar.finish()
+        stats = store.stats()
+    line = {
+        "rows_added": summary.rows_added,
+        "rows_skipped": summary.rows_skipped,
+        "rows_resumed": summary.rows_resumed,
+        "files": summary.files_done,
+        "seconds": round(summary.seconds, 2),
+        "rows_per_second": round(summary.rows_added / summary.seconds, 1) if summary.seconds else None,
+        "store_count": stats["count"],
+        "bytes_per_vector": stats["bytes_per_vector"],
+        "compression_ratio": round(stats["compression_ratio"], 2),
+    }
+    if summary.rows_skipped:
+        line["report"] = summary.report_path
+    if args.json:
+        print(json.dumps(line))
+    elif not args.quiet:
+        print(f"ingested {summary.rows_added:,} rows ({summary.rows_skipped:,} skipped"
+              + (f", {summary.rows_resumed:,} already loaded by an earlier run" if summary.rows_resumed else "")
+              + f") in {summary.seconds:.1f} s = {line['rows_per_second'] or 0:,.0f} rows/s; "
+              f"store holds {stats['count']:,} vectors at {stats['bytes_per_vector']} bytes each "
+              f"({stats['compression_ratio']:.2f}x vs float32)"
+              + (f"; rejected rows listed in {summary.report_path}" if summary.rows_skipped else ""))
+    return EXIT_OK
 
 
 def _cmd_stats(args) -> int:
+    from .store import Store
+
     with Store.open(args.store, readonly=True) as store:
         stats = store.stats()
     if args.json:
-        print(json.dumps(stats, indent=2))
-    else:
-        for key, value in stats.items():
-            if key not in ("config",):
-                print(f"{key:>24}: {value}")
-    return 0
+        print(json.dumps(stats, indent=2, default=_jsonable))
+        return EXIT_OK
+    disk = stats["bytes_on_disk"]
+    print(f"store:             {args.store}")
+    print(f"vectors:           {stats['count']:,} ({stats['deleted_rows']:,} deleted, not yet compacted)")
+    print(f"dim / metric:      {stats['dim']} / {stats['metric']}   ids: {stats['id_type']}")
+    print(f"segments:          {stats['segments']}   base rows: {stats['n_base']}")
+    print(f"bytes per vector:  {stats['bytes_per_vector']} (vector data), "
+          f"{stats['compression_ratio']:.2f}x vs float32")
+    if stats["bytes_per_vector_all_in"]:
+        print(f"all in:            {stats['bytes_per_vector_all_in']:.1f} bytes per vector")
+    print("bytes on disk:")
+    for part, value in disk.items():
+        print(f"  {part:<17}{value:>16,}")
+    return EXIT_OK
+
+
+def _load_queries(path: str) -> np.ndarray:
+    q = np.load(path, allow_pickle=False)
+    return q[None, :] if q.ndim == 1 else q
+
+
+def _cmd_search(args) -> int:
+    from .store import Store
+
+    queries = _load_queries(args.query)
+    with Store.open(args.store, readonly=True) as store:
+        ids, scores = store.search_batch(queries, k=args.k, shortlist=args.shortlist, nprobe=args.nprobe)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for qi in range(len(queries)):
+            keep = ~np.isnan(scores[qi])
+            row_ids = [v.item() if isinstance(v, np.generic) else v for v in ids[qi][keep]]
+            row_scores = [round(float(s), 6) for s in scores[qi][keep]]
+            if args.json:
+                out.write(json.dumps({"query": qi, "ids": row_ids, "scores": row_scores}) + "\n")
+            else:
+                for rank, (i, s) in enumerate(zip(row_ids, row_scores), 1):
+                    out.write(f"{qi}\t{rank}\t{i}\t{s}\n")
+    finally:
+        if args.output:
+            out.close()
+    return EXIT_OK
+
+
+def _cmd_verify(args) -> int:
+    from .store import verify_store
+
+    problems = verify_store(args.store)
+    for p in problems:
+        print(f"problem: {p}")
+    if not problems:
+        print(f"{args.store}: ok")
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _cmd_compact(args) -> int:
+    from .store import Store
+
+    with Store.open(args.store) as store:
+        result = store.compact()
+    print(f"segments {result['segments_before']} -> {result['segments_after']}, "
+          f"stored rows {result['rows_before']:,} -> {result['rows_after']:,}")
+    return EXIT_OK
+
+
+def _cmd_export(args) -> int:
+    from .store import Store
+
+    with Store.open(args.store, readonly=True) as store:
+        n = len(store)
+        if args.format == "jsonl":
+            with open(args.output, "w", encoding="utf-8") as f:
+                for ids, vecs, payloads in store.iter_records():
+                    for i, v, p in zip(ids.tolist(), vecs, payloads):
+                        f.write(json.dumps({"id": i, "vector": [round(float(x), 7) for x in v],
+                                            "payload": p}) + "\n")
+        else:
+            prefix = args.output[:-4] if args.output.endswith(".npy") else args.output
+            vec_out = np.lib.format.open_memmap(prefix + ".npy", mode="w+", dtype=np.float32,
+                                                shape=(n, store.dim))
+            all_ids, pos = [], 0
+            with open(prefix + ".payloads.jsonl", "w", encoding="utf-8") as pf:
+                for ids, vecs, payloads in store.iter_records():
+                    vec_out[pos : pos + len(vecs)] = vecs
+                    pos += len(vecs)
+                    all_ids.extend(ids.tolist())
+                    for i, p in zip(ids.tolist(), payloads):
+                        pf.write(json.dumps({"id": i, "payload": p}) + "\n")
+            vec_out.flush()
+            del vec_out
+            if store.stats()["id_type"] == "str":
+                with open(prefix + ".ids.json", "w", encoding="utf-8") as f:
+                    json.dump(all_ids, f)
+            else:
+                np.save(prefix + ".ids.npy", np.array(all_ids, dtype=np.int64))
+    print(f"exported {n:,} vectors to {args.output}")
+    return EXIT_OK
 
 
 def _cmd_demo(args) -> int:
@@ -28,30 +236,117 @@ def _cmd_demo(args) -> int:
 
     report = run_demo(args.path, dim=args.dim, docs=args.docs, queries=args.queries)
     print(format_report(report))
-    return 0 if report.identical_after_reopen else 1
+    return EXIT_OK if report.identical_after_reopen else EXIT_FAILED
+
+
+# --- parser -----------------------------------------------------------------------------
+
+EXAMPLES = {
+    "ingest": """examples:
+  zenstore ingest docs.zen embeddings.npy --dim 7680             # create + load, ids = row numbers
+  zenstore ingest docs.zen part1.npy part2.npy --ids ids.npy      # several files (one --ids file per single input)
+  zenstore ingest docs.zen corpus.jsonl.zst --id-field doc_id --vector-field emb --on-error skip
+  zenstore ingest docs.zen vectors.fvecs --dim 128 --metric l2
+  zenstore ingest docs.zen shared/data/scifact --embeddings emb-minilm-l6-v2 --dim 384
+Interrupted (Ctrl-C, kill -9)? Run the same command again: it resumes after the last
+committed batch, without duplicating or losing rows.""",
+    "stats": "example:\n  zenstore stats docs.zen --json",
+    "search": "examples:\n  zenstore search docs.zen --query q.npy -k 10\n  zenstore search docs.zen --query q.npy -k 100 --json --output hits.jsonl",
+    "verify": "example:\n  zenstore verify docs.zen && echo healthy",
+    "compact": "example:\n  zenstore compact docs.zen",
+    "export": "examples:\n  zenstore export docs.zen out.npy          # out.npy, out.ids.npy, out.payloads.jsonl\n  zenstore export docs.zen out.jsonl --format jsonl",
+    "demo": "example:\n  zenstore demo --docs 20000",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zenstore", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="zenstore",
+        description="zenstore: an embedded store for 1-bit compressed embeddings.",
+        epilog="exit codes: 0 ok, 1 failed, 2 usage error, 3 verify found problems, 130 interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"zenstore {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("stats", help="counts and bytes of a store")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help_text, func):
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("ingest", "bulk-load vectors from files into a store (created if absent)", _cmd_ingest)
+    p.add_argument("store", help="store directory")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .fvecs, .jsonl[.zst], .parquet or a BEIR directory")
+    g = p.add_argument_group("creating a store")
+    g.add_argument("--dim", type=int, default=7680, help="vector dimension (default 7680)")
+    g.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine")
+    g.add_argument("--n-base", type=int, default=None, help="base rows (default 1024)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--train-sample", type=int, default=None, metavar="N",
+                   help="rows sampled to train the base matrix (default n_base x 24)")
+    g = p.add_argument_group("reading")
+    g.add_argument("--format", choices=("npy", "fvecs", "jsonl", "parquet", "beir"), default=None,
+                   help="input format (default: from the extension)")
+    g.add_argument("--ids", default=None, metavar="FILE", help="ids for .npy/.fvecs rows: .npy, .json list, or one per line (default: row numbers)")
+    g.add_argument("--id-field", default="id", help="JSONL/Parquet id field (default 'id')")
+    g.add_argument("--vector-field", default="vector", help="JSONL/Parquet vector field (default 'vector')")
+    g.add_argument("--embeddings", default=None, help="BEIR: embeddings subdirectory (e.g. emb-minilm-l6-v2)")
+    g.add_argument("--batch-size", type=int, default=8192, help="rows per committed batch (default 8192)")
+    g = p.add_argument_group("bad rows and resuming")
+    g.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                   help="fail: stop at the first bad row (its batch is not committed); skip: skip bad rows and list them")
+    g.add_argument("--report", default=None, metavar="FILE", help="where skipped rows are listed (default STORE.rejected.jsonl)")
+    g.add_argument("--restart", action="store_true", help="ignore the progress of an earlier interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = command("stats", "counts, bytes per part and compression ratio of a store", _cmd_stats)
     p.add_argument("store")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_stats)
-    p = sub.add_parser("demo", help="build and search a small synthetic store, print a report")
+
+    p = command("search", "search a store with queries from a .npy file", _cmd_search)
+    p.add_argument("store")
+    p.add_argument("--query", required=True, metavar="FILE.npy", help="(dim,) or (nq, dim) float array")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--shortlist", type=int, default=None)
+    p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object per query")
+    p.add_argument("--output", default=None, help="write here instead of stdout")
+
+    p = command("verify", "check every checksum and the catalog's consistency", _cmd_verify)
+    p.add_argument("store")
+
+    p = command("compact", "rewrite segments without deleted rows", _cmd_compact)
+    p.add_argument("store")
+
+    p = command("export", "write ids, payloads and dequantized vectors", _cmd_export)
+    p.add_argument("store")
+    p.add_argument("output", help="OUT.npy (+ OUT.ids.npy|.ids.json, OUT.payloads.jsonl) or OUT.jsonl")
+    p.add_argument("--format", choices=("npy", "jsonl"), default=None, help="default: from OUTPUT's extension")
+
+    p = command("demo", "build and search a small synthetic store, print a report", _cmd_demo)
     p.add_argument("--path", default=None, help="where to build the store (default: a temp dir)")
     p.add_argument("--dim", type=int, default=7680)
     p.add_argument("--docs", type=int, default=5000)
     p.add_argument("--queries", type=int, default=100)
-    p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "export" and args.format is None:
+        args.format = "jsonl" if args.output.endswith(".jsonl") else "npy"
     try:
         return args.func(args)
     except ZenstoreError as exc:
-        print(f"zenstore: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"zenstore {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (OSError, ValueError) as exc:
+        print(f"zenstore {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"\nzenstore {args.command}: interrupted; committed batches are kept, "
+              "rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
