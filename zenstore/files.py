@@ -96,6 +96,21 @@ class MappedFile:
             return np.zeros(shape, dtype=dtype)
         return np.frombuffer(self.buf, dtype=dtype, count=count, offset=entry.offset).reshape(shape)
 
+    def release(self, name: str, upto: int) -> None:
+        """Drop this process's resident pages of section ``name`` below byte ``upto``.
+
+        Mapped pages that were read stay resident (and count in RSS) until unmapped;
+        merges stream whole segments and call this as they go, so a merge of gigabytes
+        runs in bounded memory. The file is immutable, so pages read again come back.
+        """
+        entry = self.header.sections.get(name)
+        if entry is None or not hasattr(self.buf, "madvise"):
+            return
+        end = (entry.offset + min(upto, entry.length)) // mmap.PAGESIZE * mmap.PAGESIZE
+        start = entry.offset // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            self.buf.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def verify_sections(self) -> None:
         """Check every section's crc32, reading the file (not the mapping) in chunks."""
         with open(self.path, "rb") as f:

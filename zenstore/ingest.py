@@ -172,18 +172,37 @@ def _is_int(text: str) -> bool:
 
 
 class MatrixReader(Reader):
-    """Rows of a memory-mapped (n, d) matrix: .npy files and .fvecs files."""
+    """Rows of an (n, d) matrix stored row-major in a file: .npy and .fvecs.
+
+    Rows are read with plain file reads, not a memory map: a map keeps every page it has
+    touched resident (and counted in the process's RSS) until it is unmapped, so loading
+    a 30 GB file through one would grow the loader to 30 GB.
+    """
 
     def __init__(self, path, options, id_base):
         super().__init__(path, options, id_base)
-        self.matrix = self._open()
-        self.ids = _load_ids(options.ids_path, len(self.matrix)) if options.ids_path else None
+        self.n, self.d, self.dtype, self.offset, self.row_bytes = self._layout()
+        self.ids = _load_ids(options.ids_path, self.n) if options.ids_path else None
 
-    def _open(self) -> np.ndarray:
+    def _layout(self) -> tuple[int, int, np.dtype, int, int]:
+        """(rows, dim, value dtype, byte offset of row 0, bytes per row)."""
         raise NotImplementedError
 
+    def _decode(self, raw: np.ndarray) -> np.ndarray:
+        """(rows, row_bytes / itemsize) values read from the file -> (rows, d) values."""
+        return raw
+
     def total(self) -> int:
-        return len(self.matrix)
+        return self.n
+
+    def _read(self, f, start: int, stop: int) -> np.ndarray:
+        f.seek(self.offset + start * self.row_bytes)
+        count = (stop - start) * self.row_bytes // self.dtype.itemsize
+        raw = np.fromfile(f, dtype=self.dtype, count=count)
+        if raw.size != count:
+            raise IngestError(f"{self.path}: file ends before row {stop} (truncated?)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(self._decode(raw.reshape(stop - start, -1)), dtype=np.float32)
 
     def _ids(self, start, stop) -> list:
         if self.ids is None:
@@ -191,51 +210,65 @@ class MatrixReader(Reader):
         return [v.item() if isinstance(v, np.generic) else v for v in self.ids[start:stop]]
 
     def batches(self, offset, resume):
-        n, size = len(self.matrix), self.options.batch_size
-        for start in range(offset, n, size):
-            stop = min(n, start + size)
-            with np.errstate(over="ignore", invalid="ignore"):
-                vecs = np.asarray(self.matrix[start:stop], dtype=np.float32)
-            yield RowBatch(start, stop, list(range(start, stop)), self._ids(start, stop), vecs,
-                           np.full(stop - start, vecs.shape[1]), None, [])
+        size = self.options.batch_size
+        with open(self.path, "rb") as f:
+            for start in range(offset, self.n, size):
+                stop = min(self.n, start + size)
+                vecs = self._read(f, start, stop)
+                yield RowBatch(start, stop, list(range(start, stop)), self._ids(start, stop), vecs,
+                               np.full(stop - start, self.d), None, [])
 
     def sample(self, n):
-        total = len(self.matrix)
-        rows = np.unique(np.linspace(0, total - 1, num=min(n, total)).astype(np.int64)) if total else []
-        out = np.empty((len(rows), self.matrix.shape[1]), dtype=np.float32)
-        for i in range(0, len(rows), 4096):  # gather in chunks: bounded temporary memory
-            with np.errstate(over="ignore", invalid="ignore"):
-                out[i : i + 4096] = self.matrix[rows[i : i + 4096]]
+        """``n`` rows evenly spaced over the file (inputs are often sorted by topic)."""
+        rows = np.unique(np.linspace(0, self.n - 1, num=min(n, self.n)).astype(np.int64)) if self.n else []
+        out = np.empty((len(rows), self.d), dtype=np.float32)
+        with open(self.path, "rb") as f:
+            for i, r in enumerate(rows):
+                out[i] = self._read(f, int(r), int(r) + 1)[0]
         return out[np.isfinite(out).all(axis=1)]
 
 
-class NpyReader(MatrixReader):
-    def _open(self):
+def _npy_layout(path: str):
+    with open(path, "rb") as f:
         try:
-            m = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
         except (ValueError, OSError) as exc:
-            raise IngestError(f"{self.path}: not a readable .npy file ({exc})") from exc
-        if m.ndim != 2 or m.dtype.kind not in "fiu":
-            raise IngestError(f"{self.path}: expected a 2-d numeric array, got {m.dtype} {m.shape}")
-        return m
+            raise IngestError(f"{path}: not a readable .npy file ({exc})") from exc
+        offset = f.tell()
+    if len(shape) != 2 or dtype.kind not in "fiu" or dtype.hasobject:
+        raise IngestError(f"{path}: expected a 2-d numeric array, got {dtype} {shape}")
+    if fortran:
+        raise IngestError(f"{path}: Fortran-ordered arrays are not supported; save it C-ordered")
+    n, d = shape
+    if os.path.getsize(path) < offset + n * d * dtype.itemsize:
+        raise IngestError(f"{path}: file is shorter than its header says (truncated?)")
+    return n, d, dtype, offset, d * dtype.itemsize
+
+
+class NpyReader(MatrixReader):
+    def _layout(self):
+        return _npy_layout(self.path)
 
 
 class FvecsReader(MatrixReader):
     """The ANN-benchmark format: each row is an int32 dimension d, then d float32 values."""
 
-    def _open(self):
+    def _layout(self):
         size = os.path.getsize(self.path)
-        if size == 0:
-            return np.zeros((0, 0), np.float32)
         head = np.fromfile(self.path, dtype="<i4", count=1)
         d = int(head[0]) if len(head) else 0
         if d <= 0 or size % (4 * (d + 1)):
             raise IngestError(f"{self.path}: not an .fvecs file (dimension {d}, {size} bytes)")
-        raw = np.memmap(self.path, dtype="<i4", mode="r").reshape(-1, d + 1)
-        bad = np.flatnonzero(raw[:, 0] != d)
+        return size // (4 * (d + 1)), d, np.dtype("<i4"), 0, 4 * (d + 1)
+
+    def _decode(self, raw):
+        bad = np.flatnonzero(raw[:, 0] != self.d)
         if bad.size:
-            raise IngestError(f"{self.path}: row {int(bad[0])} declares dimension "
-                              f"{int(raw[bad[0], 0])}, the first row {d}")
+            raise IngestError(f"{self.path}: a row declares dimension {int(raw[bad[0], 0])}, "
+                              f"the first row {self.d}")
         return raw[:, 1:].view("<f4")
 
 
@@ -388,7 +421,7 @@ class BeirReader(MatrixReader):
     """A BEIR collection directory: ids from ``EMB/corpus_ids.json``, vectors from
     ``EMB/corpus.npy``, payload ``{"title", "text"}`` from ``corpus.jsonl``."""
 
-    def _open(self):
+    def _layout(self):
         subdirs = sorted(d for d in os.listdir(self.path)
                          if os.path.isfile(os.path.join(self.path, d, "corpus.npy")))
         name = self.options.embeddings
@@ -401,7 +434,7 @@ class BeirReader(MatrixReader):
         if not os.path.isfile(os.path.join(emb, "corpus.npy")):
             raise IngestError(f"{emb}: no corpus.npy")
         with open(os.path.join(emb, "corpus_ids.json"), encoding="utf-8") as f:
-            self.beir_ids = json.load(f)
+            self.beir_ids = [str(x) for x in json.load(f)]
         self.texts = {}
         corpus = os.path.join(self.path, "corpus.jsonl")
         if os.path.isfile(corpus):
@@ -409,18 +442,30 @@ class BeirReader(MatrixReader):
                 for line in f:
                     doc = json.loads(line)
                     self.texts[str(doc.get("_id"))] = {k: doc[k] for k in ("title", "text") if doc.get(k)}
-        m = np.load(os.path.join(emb, "corpus.npy"), mmap_mode="r", allow_pickle=False)
-        if len(m) != len(self.beir_ids):
-            raise IngestError(f"{emb}: {len(m)} vectors but {len(self.beir_ids)} ids")
-        return m
+        self.path_npy = os.path.join(emb, "corpus.npy")
+        layout = _npy_layout(self.path_npy)
+        if layout[0] != len(self.beir_ids):
+            raise IngestError(f"{emb}: {layout[0]} vectors but {len(self.beir_ids)} ids")
+        return layout
 
     def _ids(self, start, stop):
-        return [str(x) for x in self.beir_ids[start:stop]]
+        return self.beir_ids[start:stop]
 
     def batches(self, offset, resume):
-        for batch in super().batches(offset, resume):
-            batch.payloads = [self.texts.get(i) for i in batch.ids]
-            yield batch
+        path, self.path = self.path, self.path_npy
+        try:
+            for batch in super().batches(offset, resume):
+                batch.payloads = [self.texts.get(i) for i in batch.ids]
+                yield batch
+        finally:
+            self.path = path
+
+    def sample(self, n):
+        path, self.path = self.path, self.path_npy
+        try:
+            return super().sample(n)
+        finally:
+            self.path = path
 
 
 READERS = {"npy": NpyReader, "fvecs": FvecsReader, "jsonl": JsonlReader,

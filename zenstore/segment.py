@@ -222,16 +222,23 @@ def merge_plan(segments: list[Segment], n_groups: int):
     return src_seg[order], src_row[order], grp[order], ids[order]
 
 
-def _gather_chunks(segments, src_seg, src_row, attr):
-    """Yield the rows of ``attr`` (codes/scales16/aux16) of the sources, in plan order."""
+def _gather_chunks(segments, src_seg, src_row, attr, section):
+    """Yield the rows of ``attr`` (codes/scales16/aux16) of the sources, in plan order.
+
+    Each source's rows are consumed in increasing order (both orders are (group, id)),
+    so pages behind the furthest row read are released as the merge advances.
+    """
+    first = getattr(segments[0], attr)
+    row_bytes = first.itemsize * int(np.prod(first.shape[1:]))
     for start in range(0, len(src_seg), MERGE_CHUNK_ROWS):
         s_chunk = src_seg[start : start + MERGE_CHUNK_ROWS]
         r_chunk = src_row[start : start + MERGE_CHUNK_ROWS]
-        first = getattr(segments[0], attr)
         out = np.empty((len(s_chunk),) + first.shape[1:], dtype=first.dtype)
         for s in np.unique(s_chunk):
             sel = s_chunk == s
-            out[sel] = getattr(segments[int(s)], attr)[r_chunk[sel]]
+            seg = segments[int(s)]
+            out[sel] = getattr(seg, attr)[r_chunk[sel]]
+            seg.mapped.release(section, int(r_chunk[sel].max()) * row_bytes)
         yield out
 
 
@@ -249,9 +256,9 @@ def merge_segments(root: str, segment_id: int, config: fmt.StoreConfig, n_groups
     words, blocks = config.words, config.scale_blocks
     sections = [
         ("groups", offsets),
-        ("codes", (n * words * 8, _gather_chunks(segments, src_seg, src_row, "codes"))),
-        ("scales", (n * blocks * 2, _gather_chunks(segments, src_seg, src_row, "scales16"))),
-        ("aux", (n * 2, _gather_chunks(segments, src_seg, src_row, "aux16"))),
+        ("codes", (n * words * 8, _gather_chunks(segments, src_seg, src_row, "codes", "codes"))),
+        ("scales", (n * blocks * 2, _gather_chunks(segments, src_seg, src_row, "scales16", "scales"))),
+        ("aux", (n * 2, _gather_chunks(segments, src_seg, src_row, "aux16", "aux"))),
     ]
     meta = {
         "segment_id": segment_id,
