@@ -77,6 +77,13 @@ class StoreClosed(ZenstoreError):
     """The store has been closed."""
 
 
+# --- bulk loading ------------------------------------------------------------------------------
+
+
+class IngestError(ZenstoreError):
+    """An input file cannot be read, or has a bad row under ``on_error="fail"``."""
+
+
 __all__ = [
     "ZenstoreError",
     "InvalidArgument",
@@ -93,4 +100,5 @@ __all__ = [
     "StoreLocked",
     "ReadOnlyStore",
     "StoreClosed",
+    "IngestError",
 ]
