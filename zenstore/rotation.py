@@ -5,7 +5,8 @@ embeddings have a few dominant coordinates. A random rotation spreads every dire
 over all coordinates. A dense random matrix at 7680 dims costs 236 MB and ~11 ms per
 query, so zenstore uses a structured one: ``rounds`` times (random sign flips, a random
 permutation, a block Walsh-Hadamard transform over blocks of the largest power of two
-dividing ``dim``). That is O(dim log dim) per vector and exactly orthogonal, so inner
+dividing ``dim``). Two rounds let every output depend on ``block^2 >= dim`` inputs (512^2
+at 7680); dimensions with a small power-of-two factor get a third round. That is O(dim log dim) per vector and exactly orthogonal, so inner
 products and distances are unchanged and the inverse is exact.
 
 The signs and permutations are stored in the base file (never re-derived from a seed, so
@@ -20,7 +21,6 @@ import numpy as np
 
 from .kernels.hadamard import rotate_rows, unrotate_rows
 
-ROUNDS = 3
 MAX_BLOCK = 4096
 
 
@@ -45,7 +45,9 @@ class Rotation:
         return cls(np.ones((0, dim), dtype=np.int8), np.zeros((0, dim), dtype=np.uint32))
 
     @classmethod
-    def random(cls, dim: int, seed: int, rounds: int = ROUNDS) -> Rotation:
+    def random(cls, dim: int, seed: int, rounds: int | None = None) -> Rotation:
+        if rounds is None:
+            rounds = 2 if hadamard_block(dim) ** 2 >= dim else 3
         rng = np.random.default_rng([seed, 0x5A17])
         signs = np.where(rng.random((rounds, dim)) < 0.5, -1, 1).astype(np.int8)
         perms = np.stack([rng.permutation(dim) for _ in range(rounds)]).astype(np.uint32)
