@@ -28,7 +28,9 @@ def test_golden_store_reads_identically(golden, readonly, tmp_path):
         assert len(store) == expected["len"]
         ids, scores = store.search_batch(np.array(expected["queries"], np.float32), k=5, shortlist=50)
         assert ids.tolist() == expected["ids"]
-        np.testing.assert_allclose(scores, np.array(expected["scores"], np.float32), rtol=1e-5, atol=1e-6)
+        # ids must match exactly; scores to float32 accumulation-order noise (kernels may
+        # sum in a different order across versions; l2 scores subtract ~1.4-sized terms)
+        np.testing.assert_allclose(scores, np.array(expected["scores"], np.float32), rtol=1e-4, atol=1e-4)
         key = next(k for k in expected["vectors"])
         ext = key if store.stats()["id_type"] == "str" else int(key)
         np.testing.assert_allclose(store.get(ext).vector, expected["vectors"][key], rtol=1e-5, atol=1e-6)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zenstore.kernels import (
-    build_byte_luts,
+    build_nibble_luts,
     dot_rows,
     hamming_distances,
     heap_sorted,
@@ -187,8 +187,8 @@ def test_rescore_matches_dequantized_reference(seed, n, shape, ip_w, nq):
     rng = np.random.default_rng(seed + 3)
     base = rng.standard_normal((n_groups, dim)).astype(np.float32)
     queries = rng.standard_normal((nq, dim)).astype(np.float32)
-    luts = np.empty((nq, dim // 8, 256), np.float32)
-    build_byte_luts(queries, luts)
+    luts = np.empty((nq, dim // 4, 16), np.float32)
+    build_nibble_luts(queries, luts)
     qsums = queries.reshape(nq, blocks, -1).sum(axis=2).astype(np.float32)
     qoff = (queries @ base.T).astype(np.float32)
     rows = np.tile(np.arange(n, dtype=np.int64), nq)

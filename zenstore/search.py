@@ -19,13 +19,13 @@ import numba
 import numpy as np
 
 from .codec import Codec
-from .kernels import build_byte_luts, pack_signs, rescore, scan_many, scan_one
+from .kernels import build_nibble_luts, pack_signs, rescore, scan_many, scan_one
 from .segment import Segment
 
 ROW_BITS = 40  # candidate tag = (segment ordinal << ROW_BITS) | row
 ROW_MASK = (1 << ROW_BITS) - 1
 QUERY_BLOCK = 8  # queries scored together per code row in scan_many
-LUT_BATCH = 32  # queries whose rescoring tables are built at once (~1 MB each at 7680 dims)
+LUT_BATCH = 32  # queries whose rescoring tables are built at once (123 KB each at 7680 dims)
 
 
 def ip_weight(metric: str) -> np.float32:
@@ -118,8 +118,8 @@ def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarra
         in_batch = (qidx >= q0) & (qidx < q1)
         if not in_batch.any():
             continue
-        luts = np.empty((q1 - q0, d // 8, 256), dtype=np.float32)
-        build_byte_luts(prep.q[q0:q1], luts)
+        luts = np.empty((q1 - q0, d // 4, 16), dtype=np.float32)
+        build_nibble_luts(prep.q[q0:q1], luts)
         ords = tags >> ROW_BITS
         for ordinal in np.unique(ords[in_batch]):
             sel = np.flatnonzero(in_batch & (ords == ordinal))

@@ -3,15 +3,15 @@
 
 from . import _threads  # noqa: F401  (must precede the first parallel launch)
 from .bits import pack_signs, unpack_signs
-from .rescore import build_byte_lut, build_byte_luts, dot_rows, rescore
+from .rescore import build_nibble_lut, build_nibble_luts, dot_rows, rescore
 from .scan import hamming_distances, scan_many, scan_one
 from .topk import heap_push, heap_sorted, topk_largest
 
 __all__ = [
     "pack_signs",
     "unpack_signs",
-    "build_byte_lut",
-    "build_byte_luts",
+    "build_nibble_lut",
+    "build_nibble_luts",
     "rescore",
     "dot_rows",
     "hamming_distances",

@@ -3,7 +3,7 @@
 Bit layout (also specified in docs/format.md): dimension ``j`` of a vector lives in word
 ``j // 64`` at bit ``j % 64`` (least significant bit first), and the bit is 1 when the
 value is strictly positive. Read as little-endian bytes, dimension ``j`` is bit ``j % 8``
-of byte ``j // 8``, which is what the byte lookup tables of the rescoring kernel rely on.
+of byte ``j // 8``, which is what the nibble lookup tables of the rescoring kernel rely on.
 """
 
 from __future__ import annotations

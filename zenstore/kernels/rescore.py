@@ -6,9 +6,12 @@ in block ``b``, so its inner product with a full-precision query ``q`` is
     ip(i) = lam[i] * (q . base[g]) + sum_b s[i, b] * (2 * S_b(i) - sum(q_b))
 
 where ``S_b(i)`` is the sum of the query coordinates whose bit is set in block ``b``.
-``S_b`` is read from per-byte lookup tables: ``lut[p, v]`` is the sum of the query
-coordinates of byte ``p`` selected by the bits of ``v``, so a 7680-dim code costs 960
-table reads instead of 7680 multiply-adds. The final value uses the same
+``S_b`` is read from per-nibble lookup tables: ``lut[p, v]`` is the sum of the query
+coordinates of nibble ``p`` (4 dims) selected by the bits of ``v``, so a 7680-dim code
+costs 1920 table reads instead of 7680 multiply-adds. Nibble tables (123 KB per 7680-d
+query) stay in L2 where byte tables (983 KB) did not: measured 0.57 vs 0.53 us per
+candidate for one query in cache, but 10 vs 72 us to build and far fewer cache misses when
+a batch of queries is rescored together. The final value uses the same
 ``ip_w * ip + term[i]`` form as the coarse pass.
 """
 
@@ -19,23 +22,22 @@ import numpy as np
 
 
 @nb.njit(nogil=True, cache=True)
-def build_byte_lut(q, out):
-    """Fill ``out[p, v]`` = sum of q[8p + j] over the set bits j of v; out is (d/8, 256)."""
-    nbytes = q.shape[0] // 8
-    for p in range(nbytes):
+def build_nibble_lut(q, out):
+    """Fill ``out[p, v]`` = sum of q[4p + j] over the set bits j of v; out is (d/4, 16)."""
+    for p in range(q.shape[0] // 4):
         out[p, 0] = 0.0
-        for j in range(8):
+        for j in range(4):
             step = 1 << j
-            qj = q[8 * p + j]
+            qj = q[4 * p + j]
             for v in range(step):
                 out[p, step + v] = out[p, v] + qj
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)
-def build_byte_luts(queries, out):
-    """``build_byte_lut`` for every row of a (nq, d) query array into (nq, d/8, 256)."""
+def build_nibble_luts(queries, out):
+    """``build_nibble_lut`` for every row of a (nq, d) query array into (nq, d/4, 16)."""
     for i in nb.prange(queries.shape[0]):
-        build_byte_lut(queries[i], out[i])
+        build_nibble_lut(queries[i], out[i])
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)
@@ -43,9 +45,10 @@ def rescore(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts,
             qrow, ip_w, out):
     """Exact dequantized score for each (query, row) pair.
 
-    ``rows[t]`` is a row of this segment, ``qslot[t]`` the index of its query's table in
-    ``luts``/``qsums`` and ``qrow[t]`` the query's row in ``qoff`` (they differ when
-    tables are built for a slice of a batch). ``codes_u8`` is the codes viewed as bytes.
+    ``rows[t]`` is a row of this segment, ``qslot[t]`` the index of its query's nibble
+    table in ``luts``/``qsums`` and ``qrow[t]`` the query's row in ``qoff`` (they differ
+    when tables are built for a slice of a batch). ``codes_u8`` is the codes viewed as
+    bytes (byte p holds nibbles 2p, low bits, and 2p + 1, high bits).
     """
     nblocks = scales.shape[1]
     bytes_per_block = codes_u8.shape[1] // nblocks
@@ -55,11 +58,14 @@ def rescore(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts,
         g = np.searchsorted(group_offsets, r, side="right") - 1
         ip = qoff[qrow[t], g] * rowlam[r]
         for b in range(nblocks):
-            acc = np.float32(0.0)
+            lo = np.float32(0.0)
+            hi = np.float32(0.0)
             p0 = b * bytes_per_block
             for p in range(bytes_per_block):  # range(n) + offset: see scan._scan_rows
-                acc += luts[s, p0 + p, codes_u8[r, p0 + p]]
-            ip += scales[r, b] * (np.float32(2.0) * acc - qsums[s, b])
+                v = codes_u8[r, p0 + p]
+                lo += luts[s, 2 * (p0 + p), v & 15]
+                hi += luts[s, 2 * (p0 + p) + 1, v >> 4]
+            ip += scales[r, b] * (np.float32(2.0) * (lo + hi) - qsums[s, b])
         out[t] = ip_w * ip + rowterm[r]
 
 
