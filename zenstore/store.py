@@ -43,7 +43,6 @@ from .search import ROW_BITS, ROW_MASK, exact_scores, prepare_queries, rank, sea
 from .segment import (
     SEGMENT_DIR,
     Segment,
-    base_filename,
     load_base,
     load_segment,
     merge_segments,
@@ -477,7 +476,10 @@ class Store:
             segments = [s if s.record.id not in tombs else s.with_tombstones(tombs[s.record.id][1], tombs[s.record.id][0])
                         for s in snap.segments]
             self._snap = _Snapshot(manifest, codec, tuple(segments) + (new_seg,))
-            self._maybe_merge()
+            try:
+                self._maybe_merge()
+            except Exception:  # the batch is committed; a failed merge only costs speed
+                log.warning("background merge failed; the store stays valid unmerged", exc_info=True)
 
     def delete(self, ids, *, missing_ok: bool = False) -> int:
         """Delete ids (tombstones; space is reclaimed by merges and ``compact``).
