@@ -12,6 +12,8 @@ from zenstore.kernels import (
     heap_sorted,
     pack_signs,
     rescore,
+    rescore_range,
+    scan_groups,
     scan_many,
     scan_one,
     topk_largest,
@@ -128,6 +130,13 @@ def test_scan_one_matches_reference(seed, n, shape, n_groups, L, ip_w, with_dead
     alive = dead == 0 if with_dead else np.ones(n, bool)
     candidates = np.flatnonzero(in_groups & alive)
     _check_topl(vals[0], idx[0] - tag, size[0], expect, candidates, L)
+    # the one-thread variant keeps exactly the same shortlist
+    svals, sidx, ssize = np.empty((1, L), np.float32), np.empty((1, L), np.int64), np.zeros(1, np.int64)
+    scan_groups(codes, scales, rowlam, rowterm, dead, offsets, groups, qcodes, alpha, qoff,
+                np.float32(ip_w), tag, svals, sidx, ssize)
+    assert ssize[0] == size[0]
+    np.testing.assert_array_equal(heap_sorted(svals[0], sidx[0], ssize[0])[1],
+                                  heap_sorted(vals[0], idx[0], size[0])[1])
 
 
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 300), nq=st.integers(1, 11),
@@ -195,7 +204,11 @@ def test_rescore_matches_dequantized_reference(seed, n, shape, ip_w, nq):
     qrow = np.repeat(np.arange(nq, dtype=np.int64), n)
     out = np.empty(len(rows), np.float32)
     rescore(codes.view(np.uint8), scales, rowlam, rowterm, offsets, rows, qrow, luts, qsums, qoff, qrow,
-            np.float32(ip_w), out)
+            np.float32(ip_w), out, 3)
+    serial = np.empty_like(out)
+    rescore_range(codes.view(np.uint8), scales, rowlam, rowterm, offsets, rows, qrow, luts, qsums,
+                  qoff, qrow, np.float32(ip_w), serial, 0, len(rows))
+    np.testing.assert_array_equal(out, serial)
     for i in range(nq):
         expect = ref.rescore_ref(codes, scales.astype(np.float64), rowlam, rowterm, offsets, base,
                                  queries[i], ip_w)

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.hadamard import rotate_rows, unrotate_rows
+import numba
+
+from .kernels.hadamard import rotate_range, rotate_rows, unrotate_rows
 
 MAX_BLOCK = 4096
+PARALLEL_ROWS = 16
 
 
 def hadamard_block(dim: int) -> int:
@@ -73,7 +76,11 @@ class Rotation:
         if self.is_identity:
             return x.copy()
         out = np.empty_like(x)
-        rotate_rows(x, self.signs, self.perms, hadamard_block(self.dim), out)
+        if x.shape[0] < PARALLEL_ROWS:  # a parallel launch would cost more than the work
+            rotate_range(x, self.signs, self.perms, hadamard_block(self.dim), out, 0, x.shape[0])
+        else:
+            rotate_rows(x, self.signs, self.perms, hadamard_block(self.dim), out,
+                        4 * numba.get_num_threads())
         return out
 
     def invert(self, y: np.ndarray) -> np.ndarray:

@@ -19,13 +19,15 @@ import numba
 import numpy as np
 
 from .codec import Codec
-from .kernels import build_nibble_luts, pack_signs, rescore, scan_many, scan_one
+from .kernels import build_nibble_lut, build_nibble_luts, pack_signs, rescore, rescore_range, scan_groups, scan_many, scan_one
 from .segment import Segment
 
 ROW_BITS = 40  # candidate tag = (segment ordinal << ROW_BITS) | row
 ROW_MASK = (1 << ROW_BITS) - 1
 QUERY_BLOCK = 8  # queries scored together per code row in scan_many
 LUT_BATCH = 32  # queries whose rescoring tables are built at once (123 KB each at 7680 dims)
+PARALLEL_SCAN_ROWS = 16384  # smaller single-query scans run on one thread
+PARALLEL_RESCORE = 512  # fewer (query, row) pairs per segment: one thread
 
 
 def ip_weight(metric: str) -> np.float32:
@@ -95,9 +97,13 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
             continue
         tag = np.int64(ordinal << ROW_BITS)
         if nq == 1:
-            scan_one(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
-                     groups_one, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag, 2 * threads,
-                     vals, tags, size)
+            args = (seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
+                    groups_one, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag)
+            offs = seg.group_offsets
+            if int((offs[groups_one + 1] - offs[groups_one]).sum()) < PARALLEL_SCAN_ROWS:
+                scan_groups(*args, vals, tags, size)
+            else:
+                scan_one(*args, 2 * threads, vals, tags, size)
         else:
             scan_many(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
                       probe, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag, QUERY_BLOCK,
@@ -119,7 +125,10 @@ def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarra
         if not in_batch.any():
             continue
         luts = np.empty((q1 - q0, d // 4, 16), dtype=np.float32)
-        build_nibble_luts(prep.q[q0:q1], luts)
+        if q1 - q0 == 1:
+            build_nibble_lut(prep.q[q0], luts[0])
+        else:
+            build_nibble_luts(prep.q[q0:q1], luts)
         ords = tags >> ROW_BITS
         for ordinal in np.unique(ords[in_batch]):
             sel = np.flatnonzero(in_batch & (ords == ordinal))
@@ -127,8 +136,13 @@ def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarra
             rows = (tags[sel] & ROW_MASK).astype(np.int64)
             qrow = qidx[sel].astype(np.int64)
             res = np.empty(len(sel), dtype=np.float32)
-            rescore(seg.codes.view(np.uint8), seg.scales, seg.rowlam, seg.rowterm, seg.group_offsets,
-                    rows, qrow - q0, luts, prep.qsums[q0:q1], prep.qoff, qrow, ip_w, res)
+            args = (seg.codes.view(np.uint8), seg.scales, seg.rowlam, seg.rowterm,
+                    seg.group_offsets, rows, qrow - q0, luts, prep.qsums[q0:q1], prep.qoff, qrow,
+                    ip_w, res)
+            if len(sel) < PARALLEL_RESCORE:
+                rescore_range(*args, 0, len(sel))
+            else:
+                rescore(*args, 4 * numba.get_num_threads())
             out[sel] = res
     return out
 

@@ -3,8 +3,8 @@
 
 from . import _threads  # noqa: F401  (must precede the first parallel launch)
 from .bits import pack_signs, unpack_signs
-from .rescore import build_nibble_lut, build_nibble_luts, dot_rows, rescore
-from .scan import hamming_distances, scan_many, scan_one
+from .rescore import build_nibble_lut, build_nibble_luts, dot_rows, rescore, rescore_range
+from .scan import hamming_distances, scan_groups, scan_many, scan_one
 from .topk import heap_push, heap_sorted, topk_largest
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "build_nibble_lut",
     "build_nibble_luts",
     "rescore",
+    "rescore_range",
+    "scan_groups",
     "dot_rows",
     "hamming_distances",
     "scan_many",

@@ -12,13 +12,13 @@ import numba as nb
 import numpy as np
 
 WORD_BITS = 64
+PARALLEL_ROWS = 64  # fewer rows than this: one thread (a parallel launch costs more)
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
-def _pack_signs(x, out):
-    n, d = x.shape
-    words = d // 64
-    for i in nb.prange(n):
+@nb.njit(cache=True, nogil=True)
+def _pack_rows(x, out, i0, i1):
+    words = x.shape[1] // 64
+    for i in range(i0, i1):
         for w in range(words):
             acc = np.uint64(0)
             base = w * 64
@@ -28,14 +28,23 @@ def _pack_signs(x, out):
             out[i, w] = acc
 
 
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _pack_signs_parallel(x, out, chunks):
+    n = x.shape[0]
+    for c in nb.prange(chunks):
+        _pack_rows(x, out, n * c // chunks, n * (c + 1) // chunks)
+
+
 def pack_signs(x: np.ndarray) -> np.ndarray:
     """Pack ``x > 0`` of a (n, d) float array into a (n, d // 64) uint64 array."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] % WORD_BITS:
         raise ValueError(f"pack_signs needs a (n, d) array with d a multiple of 64, got {x.shape}")
     out = np.empty((x.shape[0], x.shape[1] // WORD_BITS), dtype=np.uint64)
-    if x.shape[0]:
-        _pack_signs(x, out)
+    if x.shape[0] < PARALLEL_ROWS:
+        _pack_rows(x, out, 0, x.shape[0])
+    else:
+        _pack_signs_parallel(x, out, 4 * nb.get_num_threads())
     return out
 
 

@@ -27,15 +27,15 @@ def _fwht_row(v, block):
         v[k] *= norm
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
-def rotate_rows(x, signs, perms, block, out):
-    """out[i] = (H P_r S_r) ... (H P_1 S_1) x[i] for the rounds r in signs/perms.
+@nb.njit(nogil=True, cache=True)
+def rotate_range(x, signs, perms, block, out, i0, i1):
+    """out[i] = (H P_r S_r) ... (H P_1 S_1) x[i] for rows i0..i1-1 and the rounds in signs/perms.
 
     Round step: ``y[j] = s[perm[j]] * x[perm[j]]`` then the block Hadamard transform.
     """
-    n, d = x.shape
+    d = x.shape[1]
     rounds = signs.shape[0]
-    for i in nb.prange(n):
+    for i in range(i0, i1):
         cur = np.empty(d, dtype=np.float32)
         nxt = np.empty(d, dtype=np.float32)
         for j in range(d):
@@ -48,6 +48,14 @@ def rotate_rows(x, signs, perms, block, out):
             cur, nxt = nxt, cur
         for j in range(d):
             out[i, j] = cur[j]
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def rotate_rows(x, signs, perms, block, out, chunks):
+    """``rotate_range`` over all rows, ``chunks`` pieces in parallel."""
+    n = x.shape[0]
+    for c in nb.prange(chunks):
+        rotate_range(x, signs, perms, block, out, n * c // chunks, n * (c + 1) // chunks)
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)

@@ -40,10 +40,10 @@ def build_nibble_luts(queries, out):
         build_nibble_lut(queries[i], out[i])
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
-def rescore(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts, qsums, qoff,
-            qrow, ip_w, out):
-    """Exact dequantized score for each (query, row) pair.
+@nb.njit(nogil=True, cache=True)
+def rescore_range(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts, qsums,
+                  qoff, qrow, ip_w, out, t0, t1):
+    """Exact dequantized score for the (query, row) pairs t0..t1-1.
 
     ``rows[t]`` is a row of this segment, ``qslot[t]`` the index of its query's nibble
     table in ``luts``/``qsums`` and ``qrow[t]`` the query's row in ``qoff`` (they differ
@@ -52,7 +52,7 @@ def rescore(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts,
     """
     nblocks = scales.shape[1]
     bytes_per_block = codes_u8.shape[1] // nblocks
-    for t in nb.prange(rows.shape[0]):
+    for t in range(t0, t1):
         r = rows[t]
         s = qslot[t]
         g = np.searchsorted(group_offsets, r, side="right") - 1
@@ -67,6 +67,16 @@ def rescore(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts,
                 hi += luts[s, 2 * (p0 + p) + 1, v >> 4]
             ip += scales[r, b] * (np.float32(2.0) * (lo + hi) - qsums[s, b])
         out[t] = ip_w * ip + rowterm[r]
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def rescore(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts, qsums, qoff,
+            qrow, ip_w, out, chunks):
+    """``rescore_range`` over all pairs, ``chunks`` pieces in parallel."""
+    n = rows.shape[0]
+    for c in nb.prange(chunks):
+        rescore_range(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts, qsums,
+                      qoff, qrow, ip_w, out, n * c // chunks, n * (c + 1) // chunks)
 
 
 @nb.njit(nogil=True, cache=True, parallel=True, fastmath=True)

@@ -74,6 +74,19 @@ def _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q, alpha, base_ip, 
     return size
 
 
+@nb.njit(nogil=True, cache=True)
+def scan_groups(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes, alpha, qoff,
+                ip_w, row_tag, heap_vals, heap_idx, heap_size):
+    """``scan_one`` on one thread: for scans too small to pay for a parallel launch."""
+    size = heap_size[0]
+    for k in range(groups.shape[0]):
+        g = groups[k]
+        size = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, 0, alpha, qoff[0, g], ip_w,
+                          group_offsets[g], group_offsets[g + 1], row_tag, heap_vals[0],
+                          heap_idx[0], size)
+    heap_size[0] = size
+
+
 @nb.njit(nogil=True, cache=True, parallel=True)
 def scan_one(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes, alpha, qoff,
              ip_w, row_tag, n_chunks, heap_vals, heap_idx, heap_size):
