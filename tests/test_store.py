@@ -328,3 +328,18 @@ def test_contains_vectorized(store_path, rng):
     assert store.contains([1, 2, 29, 30]).tolist() == [True, False, True, False]
     assert store.contains(["a"]).tolist() == [False]
     store.close()
+
+
+def test_filter_ids_restricts_candidates(store_path, rng):
+    store, x = make(store_path, rng, n=200)
+    store.delete([11])
+    allowed = [10, 11, 12, 150, 999]
+    hits = store.search(x[10], k=10, filter_ids=allowed)
+    assert [h.id for h in hits][0] == 10 and {h.id for h in hits} == {10, 12, 150}
+    ids, _ = store.search_batch(x[:3], k=4, filter_ids=np.array(allowed))
+    assert set(ids[ids >= 0].tolist()) <= {10, 12, 150} and (ids[:, 3] == -1).all()
+    assert store.search(x[0], k=3, filter_ids=[999]) == []
+    with pytest.raises(zenstore.IdTypeMismatch):
+        store.search(x[0], filter_ids=["a"])
+    assert len(store.search(x[0], k=5)) == 5  # unfiltered search unaffected
+    store.close()

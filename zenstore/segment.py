@@ -105,6 +105,16 @@ class Segment:
         clone.dead = dead
         return clone
 
+    def restricted(self, ids: np.ndarray) -> Segment:
+        """A view in which only the rows of ``ids`` (and not deleted) are searchable."""
+        rows = self.lookup(ids)
+        hidden = np.ones(self.rows, dtype=np.uint8)
+        hidden[rows[rows >= 0]] = 0
+        clone = Segment.__new__(Segment)
+        clone.__dict__.update(self.__dict__)
+        clone.dead = hidden
+        return clone
+
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Row of each id in this segment, or -1 (deleted rows count as absent)."""
         if self.rows == 0 or len(ids) == 0:

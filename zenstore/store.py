@@ -655,12 +655,13 @@ class Store:
         return prepare_queries(snap.codec, queries)
 
     def search(self, query, k: int = 10, *, shortlist: int | None = None,
-               nprobe: int | None = None, with_payload: bool = True) -> list[Hit]:
+               nprobe: int | None = None, filter_ids=None, with_payload: bool = True) -> list[Hit]:
         """The ``k`` best stored vectors for one query, best first.
 
         ``shortlist``: candidates kept by the Hamming pass for exact rescoring (default
         ``max(200, 10 k)``; larger is slower and more accurate). ``nprobe``: scan only the
-        rows of the ``nprobe`` base rows nearest the query (default: all).
+        rows of the ``nprobe`` base rows nearest the query (default: all). ``filter_ids``:
+        only these ids are candidates (unknown ids are ignored).
         """
         opts = self._search_options(k, shortlist, nprobe)
         q = as_query(query, self.dim)
@@ -670,16 +671,24 @@ class Store:
                 check_nonzero(q, "query")
             return []
         prep = self._prepare(snap, q)
-        (tags, scores), = search_prepared(list(snap.segments), snap.codec, prep, opts.k,
-                                          opts.effective_shortlist, opts.nprobe)
+        (tags, scores), = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep,
+                                          opts.k, opts.effective_shortlist, opts.nprobe)
         return self._hits(snap, tags, scores, with_payload)
 
+    def _searchable(self, snap: _Snapshot, filter_ids) -> list[Segment]:
+        if filter_ids is None:
+            return list(snap.segments)
+        ids, kind = normalize_ids(filter_ids, allow_duplicates=True)
+        if snap.manifest.id_type not in (None, kind):
+            raise IdTypeMismatch(f"this store uses {snap.manifest.id_type} ids; filter_ids are {kind}")
+        return [seg.restricted(ids) for seg in snap.segments]
+
     def search_batch(self, queries, k: int = 10, *, shortlist: int | None = None,
-                     nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     nprobe: int | None = None, filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
         """Search many queries at once; returns (ids, scores), each (nq, k).
 
         Rows with fewer than k results are padded with id -1 (int stores) or None (str
-        stores) and score NaN.
+        stores) and score NaN. Options as for :meth:`search`.
         """
         opts = self._search_options(k, shortlist, nprobe)
         q = as_matrix(queries, self.dim, "queries")
@@ -693,7 +702,7 @@ class Store:
                 check_nonzero(q, "queries")
             return out_ids, out_scores
         prep = self._prepare(snap, q)
-        results = search_prepared(list(snap.segments), snap.codec, prep, opts.k,
+        results = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep, opts.k,
                                   opts.effective_shortlist, opts.nprobe)
         for i, (tags, scores) in enumerate(results):
             out_ids[i, : len(tags)] = self._tags_to_ids(snap, tags)
