@@ -70,17 +70,19 @@ class Rotation:
             if not np.array_equal(np.sort(p), ref):
                 raise ValueError("rotation permutation is not a permutation")
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Rotate the rows of ``x`` (returns a new float32 array)."""
+    def apply(self, x: np.ndarray, out: np.ndarray | None = None, normalize: bool = False) -> np.ndarray:
+        """Rotate the rows of ``x`` into ``out`` (a new float32 array by default), first
+        scaling each row to unit length if ``normalize`` (all-zero rows stay zero)."""
         x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
-        if self.is_identity:
-            return x.copy()
-        out = np.empty_like(x)
+        if out is None:
+            out = np.empty_like(x)
+        # the identity still runs the kernel (zero rounds) so normalisation is shared
         if x.shape[0] < PARALLEL_ROWS:  # a parallel launch would cost more than the work
-            rotate_range(x, self.signs, self.perms, hadamard_block(self.dim), out, 0, x.shape[0])
+            rotate_range(x, self.signs, self.perms, hadamard_block(self.dim), out, 0, x.shape[0],
+                         normalize)
         else:
             rotate_rows(x, self.signs, self.perms, hadamard_block(self.dim), out,
-                        4 * numba.get_num_threads())
+                        4 * numba.get_num_threads(), normalize)
         return out
 
     def invert(self, y: np.ndarray) -> np.ndarray:

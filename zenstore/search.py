@@ -19,7 +19,9 @@ import numba
 import numpy as np
 
 from .codec import Codec
-from .kernels import build_nibble_lut, build_nibble_luts, pack_signs, rescore, rescore_range, scan_groups, scan_many, scan_one
+from .kernels import build_nibble_lut, build_nibble_luts, rescore, rescore_range, scan_groups, scan_many, scan_one
+from .kernels.query import prepare_range, prepare_rows
+from .rotation import hadamard_block
 from .segment import Segment
 
 ROW_BITS = 40  # candidate tag = (segment ordinal << ROW_BITS) | row
@@ -28,6 +30,7 @@ QUERY_BLOCK = 8  # queries scored together per code row in scan_many
 LUT_BATCH = 32  # queries whose rescoring tables are built at once (123 KB each at 7680 dims)
 PARALLEL_SCAN_ROWS = 16384  # smaller single-query scans run on one thread
 PARALLEL_RESCORE = 512  # fewer (query, row) pairs per segment: one thread
+PARALLEL_PREPARE = 16  # fewer queries: one thread
 
 
 def ip_weight(metric: str) -> np.float32:
@@ -50,15 +53,23 @@ class PreparedQueries:
 
 def prepare_queries(codec: Codec, queries: np.ndarray) -> PreparedQueries:
     """Queries must already be validated (2-d, right dim, finite, nonzero for cosine)."""
-    q = codec.prepare(queries)
-    nq, d = q.shape
-    blocks = q.reshape(nq, codec.config.scale_blocks, -1)
-    # 1-bit query: q_b . sign(r_b) ~ mean|q_b| * (sign(q_b) . sign(r_b))
-    alpha = np.abs(blocks).mean(axis=2).astype(np.float32)
-    qoff = codec.base_dots(q).astype(np.float32)
-    qsq = np.einsum("ij,ij->i", q, q).astype(np.float32)
-    qsums = blocks.sum(axis=2).astype(np.float32)
-    return PreparedQueries(q, pack_signs(q), alpha, qoff, qsq, qsums)
+    x = np.ascontiguousarray(queries, dtype=np.float32)
+    nq, d = x.shape
+    nb = codec.config.scale_blocks
+    q = np.empty((nq, d), dtype=np.float32)
+    codes = np.empty((nq, d // 64), dtype=np.uint64)
+    alpha = np.empty((nq, nb), dtype=np.float32)  # 1-bit query: q_b . b ~ mean|q_b| sign(q_b) . b
+    qsums = np.empty((nq, nb), dtype=np.float32)
+    qsq = np.empty(nq, dtype=np.float32)
+    rot = codec.rotation
+    args = (x, rot.signs, rot.perms, hadamard_block(d), codec.config.metric == "cosine", nb,
+            q, codes, alpha, qsums, qsq)
+    if nq < PARALLEL_PREPARE:
+        prepare_range(*args, 0, nq)
+    else:
+        prepare_rows(*args, 4 * numba.get_num_threads())
+    qoff = codec.base_dots(q).astype(np.float32, copy=False)
+    return PreparedQueries(q, codes, alpha, qoff, qsq, qsums)
 
 
 def probe_mask(prep: PreparedQueries, codec: Codec, nprobe: int | None) -> np.ndarray:

@@ -8,11 +8,40 @@ import numpy as np
 
 @nb.njit(nogil=True, cache=True, inline="always")
 def _fwht_row(v, block):
-    """Orthonormal Walsh-Hadamard transform of each ``block``-sized slice of vector v."""
+    """Unnormalised Walsh-Hadamard transform of each ``block``-sized slice of vector v
+    (callers scale by 1/sqrt(block) per application). ``block`` >= 8.
+
+    The first three butterfly stages (strides 1, 2, 4) run as one 8-point transform per
+    group of 8 values held in registers; the strided loops of the later stages vectorize.
+    """
     d = v.shape[0]
-    norm = np.float32(1.0 / np.sqrt(block))
+    for j in range(0, d, 8):
+        a0 = v[j] + v[j + 1]
+        a1 = v[j] - v[j + 1]
+        a2 = v[j + 2] + v[j + 3]
+        a3 = v[j + 2] - v[j + 3]
+        a4 = v[j + 4] + v[j + 5]
+        a5 = v[j + 4] - v[j + 5]
+        a6 = v[j + 6] + v[j + 7]
+        a7 = v[j + 6] - v[j + 7]
+        b0 = a0 + a2
+        b1 = a1 + a3
+        b2 = a0 - a2
+        b3 = a1 - a3
+        b4 = a4 + a6
+        b5 = a5 + a7
+        b6 = a4 - a6
+        b7 = a5 - a7
+        v[j] = b0 + b4
+        v[j + 1] = b1 + b5
+        v[j + 2] = b2 + b6
+        v[j + 3] = b3 + b7
+        v[j + 4] = b0 - b4
+        v[j + 5] = b1 - b5
+        v[j + 6] = b2 - b6
+        v[j + 7] = b3 - b7
     for start in range(0, d, block):
-        h = 1
+        h = 8
         while h < block:
             for j in range(0, block, 2 * h):
                 base = start + j
@@ -23,46 +52,54 @@ def _fwht_row(v, block):
                     v[base + k] = a + b
                     v[base + k + h] = a - b
             h *= 2
-    for k in range(d):
-        v[k] *= norm
 
 
 @nb.njit(nogil=True, cache=True)
-def rotate_range(x, signs, perms, block, out, i0, i1):
-    """out[i] = (H P_r S_r) ... (H P_1 S_1) x[i] for rows i0..i1-1 and the rounds in signs/perms.
+def rotate_range(x, signs, perms, block, out, i0, i1, normalize):
+    """out[i] = (H P_r S_r) ... (H P_1 S_1) x[i] for rows i0..i1-1 and the rounds in signs/perms,
+    scaled to unit length first when ``normalize`` (cosine), in one pass per row.
 
-    Round step: ``y[j] = s[perm[j]] * x[perm[j]]`` then the block Hadamard transform.
+    Round step: ``y[j] = s[perm[j]] * x[perm[j]]`` then the block Hadamard transform; the
+    1/sqrt(block) factors and the normalisation are applied once, at the end.
     """
     d = x.shape[1]
     rounds = signs.shape[0]
+    cur = np.empty(d, dtype=np.float32)
+    nxt = np.empty(d, dtype=np.float32)
     for i in range(i0, i1):
-        cur = np.empty(d, dtype=np.float32)
-        nxt = np.empty(d, dtype=np.float32)
+        sq = 0.0
         for j in range(d):
-            cur[j] = x[i, j]
+            v = x[i, j]
+            cur[j] = v
+            sq += v * v
         for r in range(rounds):
             for j in range(d):
                 p = perms[r, j]
                 nxt[j] = cur[p] * signs[r, p]
             _fwht_row(nxt, block)
             cur, nxt = nxt, cur
+        scale = (1.0 / np.sqrt(block)) ** rounds
+        if normalize and sq > 0:
+            scale /= np.sqrt(sq)
+        f = np.float32(scale)
         for j in range(d):
-            out[i, j] = cur[j]
+            out[i, j] = cur[j] * f
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)
-def rotate_rows(x, signs, perms, block, out, chunks):
+def rotate_rows(x, signs, perms, block, out, chunks, normalize):
     """``rotate_range`` over all rows, ``chunks`` pieces in parallel."""
     n = x.shape[0]
     for c in nb.prange(chunks):
-        rotate_range(x, signs, perms, block, out, n * c // chunks, n * (c + 1) // chunks)
+        rotate_range(x, signs, perms, block, out, n * c // chunks, n * (c + 1) // chunks, normalize)
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)
 def unrotate_rows(y, signs, perms, block, out):
-    """Inverse of ``rotate_rows``."""
+    """Inverse of ``rotate_rows`` (without normalisation)."""
     n, d = y.shape
     rounds = signs.shape[0]
+    scale = np.float32((1.0 / np.sqrt(block)) ** rounds)
     for i in nb.prange(n):
         cur = np.empty(d, dtype=np.float32)
         nxt = np.empty(d, dtype=np.float32)
@@ -75,4 +112,4 @@ def unrotate_rows(y, signs, perms, block, out):
                 nxt[p] = cur[j] * signs[r, p]
             cur, nxt = nxt, cur
         for j in range(d):
-            out[i, j] = cur[j]
+            out[i, j] = cur[j] * scale
