@@ -20,6 +20,7 @@ from zenstore.kernels import (
     unpack_signs,
 )
 from zenstore.kernels import reference as ref
+from zenstore.kernels.topk import top_mask
 from zenstore.rotation import Rotation
 
 DIMS = [64, 128, 192, 960, 7680]
@@ -77,6 +78,16 @@ def test_topk_matches_reference(seed, n, k, ties):
     if ties:
         v = np.round(v, 1)
     np.testing.assert_array_equal(topk_largest(v, k), ref.topk_ref(v, k))
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 20), m=st.integers(1, 60), k=st.integers(1, 70))
+def test_top_mask_matches_reference(seed, n, m, k):
+    rng = np.random.default_rng(seed)
+    v = np.round(rng.standard_normal((n, m)), 1).astype(np.float32)  # with ties
+    mask = np.empty((n, m), dtype=bool)
+    top_mask(v, k, mask)
+    for i in range(n):
+        assert set(np.flatnonzero(mask[i])) == set(ref.topk_ref(v[i], k).tolist())
 
 
 def _segment(seed, n, dim, blocks, n_groups):

@@ -21,6 +21,7 @@ import numpy as np
 from .codec import Codec
 from .kernels import build_nibble_lut, build_nibble_luts, rescore, rescore_range, scan_groups, scan_many, scan_one
 from .kernels.query import prepare_range, prepare_rows
+from .kernels.topk import top_mask
 from .rotation import hadamard_block
 from .segment import Segment
 
@@ -81,9 +82,8 @@ def probe_mask(prep: PreparedQueries, codec: Codec, nprobe: int | None) -> np.nd
         closeness = 2 * prep.qoff - codec.base_sqnorm[None, :]  # = ||q||^2 - ||q - c||^2
     else:
         closeness = prep.qoff
-    top = np.argpartition(-closeness, nprobe - 1, axis=1)[:, :nprobe]
-    mask = np.zeros((nq, g), dtype=np.bool_)
-    np.put_along_axis(mask, top, True, axis=1)
+    mask = np.empty((nq, g), dtype=np.bool_)
+    top_mask(np.ascontiguousarray(closeness, dtype=np.float32), nprobe, mask)
     return mask
 
 
@@ -103,6 +103,12 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
     ip_w = ip_weight(metric)
     threads = numba.get_num_threads()
     groups_one = np.flatnonzero(probe[0]).astype(np.int64) if nq == 1 else None
+    qcodes, alpha, qoff, order = prep.qcodes, prep.alpha, prep.qoff, None
+    if nq > 1 and not probe.all():
+        # queries that probe the same base rows go into the same block of scan_many, so a
+        # group's codes are read from memory once for several queries instead of once each
+        order = np.argsort(np.argmax(np.where(probe, prep.qoff, -np.inf), axis=1), kind="stable")
+        probe, qcodes, alpha, qoff = probe[order], qcodes[order], alpha[order], qoff[order]
     for ordinal, seg in enumerate(segments):
         if seg.rows == 0:
             continue
@@ -117,8 +123,10 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
                 scan_one(*args, 2 * threads, vals, tags, size)
         else:
             scan_many(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
-                      probe, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag, QUERY_BLOCK,
-                      vals, tags, size)
+                      probe, qcodes, alpha, qoff, ip_w, tag, QUERY_BLOCK, vals, tags, size)
+    if order is not None:
+        back = np.argsort(order)
+        vals, tags, size = vals[back], tags[back], size[back]
     return Shortlist(vals, tags, size)
 
 

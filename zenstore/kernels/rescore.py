@@ -61,10 +61,13 @@ def rescore_range(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot,
             lo = np.float32(0.0)
             hi = np.float32(0.0)
             p0 = b * bytes_per_block
-            for p in range(bytes_per_block):  # range(n) + offset: see scan._scan_rows
-                v = codes_u8[r, p0 + p]
-                lo += luts[s, 2 * (p0 + p), v & 15]
-                hi += luts[s, 2 * (p0 + p) + 1, v >> 4]
+            # views indexed by a bare range index: no per-access negative-index checks
+            code = codes_u8[r, p0 : p0 + bytes_per_block]
+            table = luts[s, 2 * p0 : 2 * (p0 + bytes_per_block)]
+            for p in range(bytes_per_block):
+                v = code[p]
+                lo += table[2 * p, v & 15]
+                hi += table[2 * p + 1, v >> 4]
             ip += scales[r, b] * (np.float32(2.0) * (lo + hi) - qsums[s, b])
         out[t] = ip_w * ip + rowterm[r]
 

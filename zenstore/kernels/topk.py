@@ -92,3 +92,20 @@ def topk_largest(values, k):
         size = heap_push(vals, idxs, size, values[i], i)
     _, order = heap_sorted(vals, idxs, size)
     return order
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def top_mask(values, k, mask):
+    """mask[i, j] = True for the ``k`` largest values of each row (ties: smaller j)."""
+    n, m = values.shape
+    k = min(k, m)
+    for i in nb.prange(n):
+        vals = np.empty(k, dtype=values.dtype)
+        idxs = np.empty(k, dtype=np.int64)
+        size = 0
+        for j in range(m):
+            size = heap_push(vals, idxs, size, values[i, j], j)
+        for j in range(m):
+            mask[i, j] = False
+        for t in range(size):
+            mask[i, idxs[t]] = True
