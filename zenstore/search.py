@@ -180,20 +180,31 @@ def rank(values: np.ndarray, tags: np.ndarray, k: int) -> np.ndarray:
 
 
 def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries, k: int,
-                    shortlist: int, nprobe: int | None):
-    """Run the whole pipeline; returns per query a (tags, scores) pair, best first."""
+                    shortlist: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Run the whole pipeline. Returns (tags, scores), each (nq, k), best first; rows with
+    fewer than k candidates are padded with tag -1 and score NaN."""
     metric = codec.config.metric
+    nq = len(prep)
     probe = probe_mask(prep, codec, nprobe)
     sl = coarse_pass(segments, prep, probe, shortlist, metric)
-    qidx = np.repeat(np.arange(len(prep)), sl.size)
-    flat_tags = np.concatenate([sl.tags[i, : sl.size[i]] for i in range(len(prep))]) if len(prep) else np.zeros(0, np.int64)
+    filled = np.arange(shortlist)[None, :] < sl.size[:, None]
+    qidx = np.nonzero(filled)[0]
+    flat_tags = sl.tags[filled]
     values = exact_scores(segments, prep, qidx, flat_tags, metric)
-    results = []
-    start = 0
-    for i in range(len(prep)):
-        stop = start + int(sl.size[i])
-        t, v = flat_tags[start:stop], values[start:stop]
-        order = rank(v, t, k)
-        results.append((t[order], to_scores(v[order], prep.qsq[i], metric)))
-        start = stop
-    return results
+    # rank every query's candidates at once: value descending, then tag ascending
+    vals = np.full((nq, shortlist), -np.inf, dtype=np.float32)
+    tags = np.full((nq, shortlist), np.iinfo(np.int64).max, dtype=np.int64)
+    vals[filled] = values
+    tags[filled] = flat_tags
+    order = np.lexsort((tags, -vals), axis=-1)[:, :k]
+    top_tags = np.take_along_axis(tags, order, axis=1)
+    top_vals = np.take_along_axis(vals, order, axis=1)
+    valid = np.take_along_axis(filled, order, axis=1)
+    scores = to_scores(top_vals, prep.qsq[:, None], metric)
+    scores[~valid] = np.nan
+    top_tags[~valid] = -1
+    if top_tags.shape[1] < k:  # fewer candidates than k in total
+        pad = k - top_tags.shape[1]
+        top_tags = np.pad(top_tags, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
+    return top_tags, scores

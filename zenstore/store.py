@@ -671,9 +671,10 @@ class Store:
                 check_nonzero(q, "query")
             return []
         prep = self._prepare(snap, q)
-        (tags, scores), = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep,
-                                          opts.k, opts.effective_shortlist, opts.nprobe)
-        return self._hits(snap, tags, scores, with_payload)
+        tags, scores = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep,
+                                       opts.k, opts.effective_shortlist, opts.nprobe)
+        found = tags[0] >= 0
+        return self._hits(snap, tags[0][found], scores[0][found], with_payload)
 
     def _searchable(self, snap: _Snapshot, filter_ids) -> list[Segment]:
         if filter_ids is None:
@@ -702,12 +703,11 @@ class Store:
                 check_nonzero(q, "queries")
             return out_ids, out_scores
         prep = self._prepare(snap, q)
-        results = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep, opts.k,
-                                  opts.effective_shortlist, opts.nprobe)
-        for i, (tags, scores) in enumerate(results):
-            out_ids[i, : len(tags)] = self._tags_to_ids(snap, tags)
-            out_scores[i, : len(tags)] = scores
-        return out_ids, out_scores
+        tags, scores = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep,
+                                       opts.k, opts.effective_shortlist, opts.nprobe)
+        found = tags >= 0
+        out_ids[found] = self._tags_to_ids(snap, tags[found])
+        return out_ids, scores
 
     def rerank(self, query, ids, top_n: int = 10, *, with_payload: bool = True) -> list[Hit]:
         """Exact dequantized scores of the given stored ids for ``query``, best first.
@@ -733,8 +733,15 @@ class Store:
         order = rank(values, tags, top_n)
         return self._hits(snap, tags[order], to_scores(values[order], prep.qsq[0], self.metric), with_payload)
 
-    def _tags_to_ids(self, snap: _Snapshot, tags: np.ndarray) -> list:
-        return [snap.segments[int(t) >> ROW_BITS].ids[int(t) & ROW_MASK] for t in tags]
+    def _tags_to_ids(self, snap: _Snapshot, tags: np.ndarray) -> np.ndarray:
+        """External ids of candidate tags (segment ordinal << ROW_BITS | row), as an array."""
+        ordinals = tags >> ROW_BITS
+        rows = tags & ROW_MASK
+        out = np.empty(len(tags), dtype=object if snap.manifest.id_type == "str" else np.int64)
+        for ordinal in np.unique(ordinals):
+            sel = ordinals == ordinal
+            out[sel] = snap.segments[int(ordinal)].ids[rows[sel]]
+        return out
 
     def _hits(self, snap, tags, scores, with_payload: bool) -> list[Hit]:
         ids = [v.item() if isinstance(v, np.generic) else v for v in self._tags_to_ids(snap, tags)]
