@@ -41,7 +41,6 @@ class SearchOptions:
     k: int = 10
     shortlist: int | None = None
     nprobe: int | None = None
-    with_payload: bool = True
 
     DEFAULT_SHORTLIST = 200
 
