@@ -1,0 +1,167 @@
+"""Smoke tests of the benchmark scripts: each main() runs at a tiny size and its numbers
+are sane (not timed). The real runs are documented in docs/benchmarks.md."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(relpath, name):
+    # importing a script sets OMP_WAIT_POLICY=passive, as importing zenstore does when unset
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def gendata():
+    return _load("tools/gendata.py", "bench_gendata")
+
+
+def test_gendata_writes_streamed_docs_and_exact_ground_truth(tmp_path, gendata, capsys):
+    out = gendata.main(["--n", "1500", "--dim", "128", "--queries", "12", "--k", "15", "--format", "npy", "fvecs",
+                        "--data-dir", str(tmp_path), "--chunk", "500"])
+    x = np.load(out["docs"]["npy"])
+    assert x.shape == (1500, 128) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    f = np.fromfile(out["docs"]["fvecs"], dtype=np.float32).reshape(1500, 129)
+    assert (f[:, 0].view(np.int32) == 128).all() and np.array_equal(f[:, 1:], x)
+    q = np.load(out["queries"])
+    ids, scores = gendata.load_ground_truth(out["gt"])
+    assert ids.shape == (12, 15)
+    exact = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :15]
+    assert (ids == exact).mean() > 0.99  # ties aside, identical
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    assert "rerun: python tools/gendata.py" in capsys.readouterr().out
+    # cached: a second call reuses the files (same paths, nothing rewritten)
+    mtime = os.path.getmtime(out["gt"])
+    again = gendata.prepare(gendata.make_spec(128), 1500, 12, 15, str(tmp_path), ("npy",), log=lambda m: None)
+    assert again["gt"] == out["gt"] and os.path.getmtime(out["gt"]) == mtime
+
+
+def test_storage_benchmark_runs_the_ingest_cli(tmp_path, capsys):
+    storage = _load("benchmarks/storage.py", "bench_storage")
+    out = tmp_path / "storage.json"
+    r = storage.main(["--n", "2000", "--dim", "256", "--data-dir", str(tmp_path), "--out", str(out)])
+    assert json.loads(out.read_text())["benchmark"] == "storage"
+    assert r["load_command"].split()[1:4] == ["-m", "zenstore", "ingest"]
+    st = r["store"]
+    assert st["count"] == 2000
+    b = st["bytes"]
+    assert b["codes"] == 2000 * 256 // 8 and b["scales+aux"] > 0 and b["base matrix"] > 0
+    assert b["id index (catalog ids db)"] > 0 and b["payloads (catalog)"] == 0
+    assert sum(v for k, v in b.items() if k != "total") == b["total"]
+    assert 1 < st["compression_ratio_vector"] < 32 and st["compression_ratio_all_in"] > 1
+    assert r["ingest"]["peak_rss_bytes"] > 10 * 2**20 and r["ingest"]["rows_per_second_cli"] > 0
+    assert r["targets"]["applies"] is False  # the 964 B / 940 MiB targets are for 7680-d
+    text = capsys.readouterr().out
+    assert "bytes/doc" in text and "rerun:" in text
+    assert not os.path.exists(st["path"])  # removed unless --keep
+
+
+def test_search_benchmark_all_methods(tmp_path, capsys):
+    search = _load("benchmarks/search.py", "bench_search")
+    out = tmp_path / "search.json"
+    r = search.main(["--n", "2000", "--dim", "256", "--nq", "20", "--data-dir", str(tmp_path), "--out", str(out),
+                     "--threads", "1", "2", "--shortlists", "50", "200", "--nprobes", "none", "8",
+                     "--rerank-shortlists", "50", "--rabitq-nprobes", "4", "16", "--hnsw-ef-search", "32",
+                     "--latency-queries", "5", "--min-time", "0", "--max-runs", "1", "--faiss-train-sample", "2000"])
+    saved = json.loads(out.read_text())
+    assert saved["machine"]["env"]["OMP_WAIT_POLICY"] == "passive"
+    methods = {row["method"] for row in r["rows"]}
+    assert {"zenstore", "faiss IndexFlatIP", "faiss IndexBinaryFlat", "faiss IndexBinaryFlat + float rerank",
+            "faiss IndexRaBitQ", "faiss IndexIVFRaBitQ"} <= methods
+    for row in r["rows"]:
+        if row.get("skipped"):
+            continue
+        assert 0.0 <= row["recall@10"] <= 1.0, row
+        assert row["bytes_per_vector"] > 0 and row["bytes_all_in"] > 0
+        for t in ("1", "2"):
+            assert row["threads"][t]["qps"] > 0 and row["threads"][t]["p50_ms"] > 0
+    flat = next(row for row in r["rows"] if row["method"] == "faiss IndexFlatIP")
+    assert flat["recall@10"] == pytest.approx(1.0)  # exact search reproduces the streamed ground truth
+    zs = [row for row in r["rows"] if row["method"] == "zenstore"]
+    assert len(zs) == 4 and all(row["bytes_per_vector"] == 256 // 8 + 4 for row in zs)
+    assert max(row["recall@10"] for row in zs) > 0.5
+    assert "recall_at_equal_bytes" in r["targets"]
+    assert os.path.exists(os.path.splitext(out)[0] + ".png")
+    text = capsys.readouterr().out
+    assert "recall@10" in text and "rerun:" in text
+
+
+def test_qps_at_recall_interpolates_on_the_frontier():
+    search = _load("benchmarks/search.py", "bench_search2")
+    pts = [(0.80, 1000.0), (0.90, 100.0), (0.85, 50.0)]  # (0.85, 50) is dominated
+    q, how = search.qps_at_recall(pts, 0.85)
+    assert q == pytest.approx(np.sqrt(1000 * 100)) and "interpolated" in how
+    assert search.qps_at_recall(pts, 0.7)[0] == 1000.0
+    assert search.qps_at_recall(pts, 0.95)[0] is None
+
+
+def _tiny_beir(root, n_docs=300, n_queries=25, dim=64, seed=3):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((12, dim))
+    docs = centers[rng.integers(0, 12, n_docs)] + 0.5 * rng.standard_normal((n_docs, dim))
+    docs = (docs / np.linalg.norm(docs, axis=1, keepdims=True)).astype(np.float32)
+    queries = docs[rng.choice(n_docs, n_queries, replace=False)] + 0.3 * rng.standard_normal((n_queries, dim))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    dids = [f"d{i}" for i in range(n_docs)]
+    qids = [f"q{i}" for i in range(n_queries)]
+    emb = root / "emb-tiny"
+    (root / "qrels").mkdir(parents=True)
+    emb.mkdir()
+    np.save(emb / "corpus.npy", docs)
+    np.save(emb / "queries.npy", queries)
+    (emb / "corpus_ids.json").write_text(json.dumps(dids))
+    (emb / "query_ids.json").write_text(json.dumps(qids))
+    with open(root / "corpus.jsonl", "w") as f:
+        for d in dids:
+            f.write(json.dumps({"_id": d, "title": "", "text": d}) + "\n")
+    with open(root / "queries.jsonl", "w") as f:
+        for q in qids:
+            f.write(json.dumps({"_id": q, "text": q}) + "\n")
+    top = np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, :3]
+    with open(root / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for qi, row in enumerate(top):  # the exact neighbours are the relevant docs, graded
+            for rank, j in enumerate(row):
+                f.write(f"{qids[qi]}\t{dids[j]}\t{3 - rank}\n")
+
+
+def test_beir_benchmark_on_a_tiny_fixture(tmp_path, capsys):
+    beir = _load("benchmarks/beir.py", "bench_beir")
+    coll = tmp_path / "tinycoll"
+    _tiny_beir(coll)
+    out = tmp_path / "beir.json"
+    r = beir.main([str(coll), "--seeds", "0", "1", "--n-base", "default", "4", "--out", str(out),
+                   "--work-dir", str(tmp_path)])
+    assert json.loads(out.read_text())["collection"] == "tinycoll"
+    (e,) = r["results"]
+    assert e["n_docs"] == 300 and e["n_queries"] == 25
+    assert e["float"]["ndcg@10"] == pytest.approx(1.0) and e["float"]["recall@100"] == pytest.approx(1.0)
+    for row in e["rows"]:
+        assert 0.0 <= row["ndcg@10"] <= 1.0 + 1e-9 and 0.0 <= row["recall@100"] <= 1.0
+        assert row["bytes_per_vector"] > 0
+    zs = [row for row in e["rows"] if row["method"] == "zenstore"]
+    assert len(zs) == 4 and {row["n_base_effective"] for row in zs} >= {4}
+    assert all(row["bytes_per_vector"] == 64 // 8 + 4 for row in zs)
+    assert 0.5 < e["zenstore_summary"][0]["retention"] <= 1.0 + 1e-9
+    assert {row["method"] for row in e["rows"]} >= {"faiss IndexRaBitQ", "sign bits (IndexBinaryFlat)"}
+    text = capsys.readouterr().out
+    assert "NDCG@10" in text and "retention" in text and "rerun:" in text
+
+
+def test_scripts_have_help():
+    import subprocess
+    import sys
+
+    for script in ("tools/gendata.py", "benchmarks/storage.py", "benchmarks/search.py", "benchmarks/beir.py"):
+        res = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0 and "usage:" in res.stdout, (script, res.stderr)
