@@ -151,6 +151,40 @@ def set_blas_threads(n: int) -> dict:
     return done
 
 
+# --- interference ----------------------------------------------------------------------------
+
+
+class CpuWatch:
+    """CPU used by everything else on the machine while a block runs: (busy + steal time of
+    all CPUs from /proc/stat) minus this process's own CPU time, as a fraction of the
+    block's wall time x CPUs. Near 0 on a quiet machine."""
+
+    def __enter__(self):
+        self.t0, self.busy0, self.self0 = time.perf_counter(), _busy_seconds(), _self_cpu()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        busy, own = _busy_seconds() - self.busy0, _self_cpu() - self.self0
+        ncpu = os.cpu_count() or 1
+        self.others = max(0.0, (busy - own) / (wall * ncpu)) if wall > 0 and busy >= 0 else None
+
+
+def _busy_seconds() -> float:
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return -1e18
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 # --- subprocesses ----------------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ from _common import gendata  # noqa: E402
 
 ALL_METHODS = ("zenstore", "flat", "binary", "rabitq", "ivfrabitq", "usearch")
 K = 10
+NOISY = 0.10  # flag timings during which other processes used more than this share of the CPUs
 _threads_now = [1]
 
 
@@ -83,14 +84,15 @@ def measure(label: str, batch_fn, single_fn, Q: np.ndarray, gt: np.ndarray, args
         else:
             n_time = nq if est * nq <= args.time_budget else max(min(50, nq), int(args.time_budget / max(est, 1e-9)))
         times = []
-        while True:
-            t0 = time.perf_counter()
-            ids = batch_fn(Q[:n_time])
-            times.append(time.perf_counter() - t0)
-            if ti == 0 and len(times) == 1:
-                out["recall@10"] = _common.recall_at(ids, gt, K)
-            if sum(times) >= args.min_time or len(times) >= args.max_runs:
-                break
+        with _common.CpuWatch() as watch:
+            while True:
+                t0 = time.perf_counter()
+                ids = batch_fn(Q[:n_time])
+                times.append(time.perf_counter() - t0)
+                if ti == 0 and len(times) == 1:
+                    out["recall@10"] = _common.recall_at(ids, gt, K)
+                if sum(times) >= args.min_time or len(times) >= args.max_runs:
+                    break
         lat = []
         n_lat = min(args.latency_queries, nq)
         single_fn(Q[0])
@@ -104,12 +106,14 @@ def measure(label: str, batch_fn, single_fn, Q: np.ndarray, gt: np.ndarray, args
         best = min(times)
         out["threads"][str(t)] = {
             "qps": n_time / best, "queries_timed": n_time, "runs": len(times),
+            "others_cpu_fraction": watch.others,  # CPU used by other processes while timing
             "batch_seconds": times, "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
             "mean_ms": float(np.mean(lat) * 1e3) if lat else None, "latency_queries": len(lat)}
         r = out["threads"][str(t)]
         log(f"  {label:<44} {t}t  recall@10 {out['recall@10']:.4f}  QPS {r['qps']:9.1f}"
             f"  p50 {r['p50_ms']:8.3f} ms  p99 {r['p99_ms']:8.3f} ms"
-            + (f"  ({n_time} queries timed)" if n_time < nq else ""))
+            + (f"  ({n_time} queries timed)" if n_time < nq else "")
+            + (f"  [other processes used {watch.others:.0%} of the CPUs]" if (watch.others or 0) > NOISY else ""))
     return out
 
 
@@ -471,7 +475,8 @@ def table_rows(rows, threads):
                "all_in": r.get("bytes_all_in"), "recall": r.get("recall@10")}
         for t in threads:
             tr = r.get("threads", {}).get(str(t))
-            row[f"qps{t}"] = tr["qps"] if tr else None
+            noisy = tr is not None and (tr.get("others_cpu_fraction") or 0) > NOISY
+            row[f"qps{t}"] = (f"{tr['qps']:,.1f}" + (" *" if noisy else "")) if tr else None
             row[f"p50_{t}"] = tr["p50_ms"] if tr else None
             row[f"p99_{t}"] = tr["p99_ms"] if tr else None
         if r.get("skipped"):
@@ -493,6 +498,9 @@ def report(res: dict) -> str:
              f"(ground truth streamed by tools/gendata.py)",
              f"machine: {_common.machine_line(res['machine'])}", "",
              _common.table(table_rows(res["rows"], th), cols), ""]
+    if any((tr.get("others_cpu_fraction") or 0) > NOISY for r in res["rows"] for tr in r.get("threads", {}).values()):
+        lines.append(f"* other processes used more than {NOISY:.0%} of the CPUs while this was timed "
+                     "(shared machine): treat it as a lower bound")
     for r in res["rows"]:
         if r.get("skipped"):
             lines.append(f"note: {r['method']}: {r['skipped']}")
@@ -570,13 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(ALL_METHODS))
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--shortlists", nargs="+", type=int, default=[100, 200, 1000], help="zenstore shortlists")
-    p.add_argument("--nprobes", nargs="+", type=_opt_int, default=[None, 64, 32, 16, 8],
+    p.add_argument("--nprobes", nargs="+", type=_opt_int, default=[None, 64, 32, 16, 8, 4, 2],
                    help="zenstore nprobe values ('none' = all base rows)")
     p.add_argument("--n-base", type=int, default=1024, help="zenstore base rows (default 1024)")
     p.add_argument("--rerank-shortlists", nargs="+", type=int, default=[100, 1000],
                    help="IndexBinaryFlat Hamming shortlist sizes for the float rerank")
     p.add_argument("--nlist", type=int, default=1024, help="IndexIVFRaBitQ lists (capped at train rows/39)")
-    p.add_argument("--rabitq-nprobes", nargs="+", type=int, default=[8, 16, 32, 64])
+    p.add_argument("--rabitq-nprobes", nargs="+", type=int, default=[2, 4, 8, 16, 32, 64])
     p.add_argument("--qb", type=int, default=4, help="RaBitQ query bits (default 4)")
     p.add_argument("--faiss-train-sample", type=int, default=40960,
                    help="rows (evenly spaced) that train faiss RaBitQ/IVF (default 40960 = 40 x nlist)")
@@ -589,7 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-budget", type=float, default=20.0, help="seconds of single queries per config")
     p.add_argument("--time-budget", type=float, default=60.0,
                    help="seconds per batch timing on thread counts after the first (slow configs time a prefix)")
-    p.add_argument("--min-time", type=float, default=1.0, help="repeat a batch until this many seconds")
+    p.add_argument("--min-time", type=float, default=5.0,
+                   help="repeat a timed batch until this many seconds in total (best run kept)")
     p.add_argument("--max-runs", type=int, default=3, help="at most this many timed batches (best is kept)")
     p.add_argument("--data-dir", default=gendata.DEFAULT_DATA_DIR, help="data/cache directory (default ./data)")
     p.add_argument("--store", default=None, help="zenstore store path (default DATA/search-<spec>-n<N>-b<B>.zen)")
