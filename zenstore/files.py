@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import signal
 import zlib
 from dataclasses import dataclass
 
@@ -20,6 +21,33 @@ from .errors import CorruptStore, NotAStore
 
 TMP_SUFFIX = ".tmp"
 VERIFY_CHUNK = 4 << 20
+
+
+# --- test-only fault injection ------------------------------------------------------------
+# ZENSTORE_FAULT="<point>[@<n>]" makes this process SIGKILL itself the n-th time (default:
+# the first) it reaches ``fault("<point>")``: tests/test_crash.py stops writers at exact
+# places of the write path this way (the points are listed in docs/reliability.md). When
+# the variable is unset (always, outside those tests) ``fault`` is a no-op function.
+
+
+def _no_fault(point: str) -> None:
+    pass
+
+
+def _fault_from_env(spec: str):
+    name, _, nth = spec.partition("@")
+    left = [int(nth) if nth else 1]
+
+    def fault(point: str) -> None:
+        if point == name:
+            left[0] -= 1
+            if left[0] == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return fault
+
+
+fault = _fault_from_env(os.environ["ZENSTORE_FAULT"]) if os.environ.get("ZENSTORE_FAULT") else _no_fault
 
 
 def fsync_dir(path: str) -> None:
@@ -62,13 +90,17 @@ def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, 
             if written != length:
                 raise ValueError(f"section {name!r}: wrote {written} bytes, declared {length}")
             crcs.append(crc & 0xFFFFFFFF)
+            f.flush()
+            fault("file.section")  # a partial temporary file, no header yet
         header = fmt.build_header(kind, meta, [(n, ln, c) for (n, ln, _), c in zip(specs, crcs)])
         f.seek(0)
         f.write(header)
         f.truncate(size)
         f.flush()
         os.fsync(f.fileno())
+    fault("file.written")  # complete, fsynced, still under its temporary name
     os.replace(tmp, path)
+    fault("file.renamed")  # under its final name, directory not yet fsynced
     fsync_dir(os.path.dirname(path) or ".")
     return size, fmt.crc32(header)
 

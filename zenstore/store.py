@@ -37,7 +37,7 @@ from .errors import (
     StoreExists,
     StoreLocked,
 )
-from .files import TMP_SUFFIX, fsync_dir
+from .files import TMP_SUFFIX, fault, fsync_dir
 from .rotation import Rotation
 from .search import ROW_BITS, ROW_MASK, exact_scores, prepare_queries, rank, search_prepared, to_scores
 from .segment import (
@@ -140,7 +140,9 @@ class Store:
             finally:
                 catalog.close()
             fsync_dir(tmp)
+            fault("create.catalog")  # complete store under its temporary name
             os.rename(tmp, path)
+            fault("create.renamed")
             fsync_dir(parent)
         except BaseException:
             for name in (CATALOG_FILE, CATALOG_FILE + "-lock"):
@@ -364,6 +366,7 @@ class Store:
             try:
                 with self._catalog.write() as txn:
                     _put_manifest(txn, manifest)
+                    fault("train.commit")
             except BaseException:
                 _unlink_quietly(os.path.join(self._root, base_rec.file))
                 raise
@@ -382,6 +385,7 @@ class Store:
         base = train_base(xr, n_base, seed=cfg.seed).astype(np.float16)
         number = 1 + (self._snap.manifest.base is not None)
         rec = write_base(self._root, number, base, rotation)
+        fault("base.written")  # base file in place, not yet in any manifest
         return Codec(cfg, base, rotation), rec
 
     def add(self, ids, vectors, payloads=None, *, checkpoint: tuple[str, dict] | None = None) -> None:
@@ -451,6 +455,7 @@ class Store:
                 seg_id = snap.manifest.next_segment_id
                 rec = write_segment(self._root, seg_id, self._config, codec.n_base, batch)
                 created.append(rec.file)
+                fault("add.segment")  # segment file in place, catalog not yet committed
                 records, tombs = _tombstone_records(snap, seg_ord[existing], rows[existing])
                 manifest = fmt.Manifest(
                     snap.generation + 1, seg_id + 1, id_type, base_rec, tuple(records) + (rec,)
@@ -467,10 +472,12 @@ class Store:
                     if job is not None:
                         txn.put("jobs", *job)
                     _put_manifest(txn, manifest)
+                    fault("add.commit")  # inside the open LMDB write transaction
             except BaseException:
                 for rel in created:
                     _unlink_quietly(os.path.join(self._root, rel))
                 raise
+            fault("add.committed")  # durable; the caller has not been told yet
             new_seg = load_segment(self._root, rec, self._config, codec, ids_sorted,
                                    np.zeros(0, np.int64), verify=False)
             segments = [s if s.record.id not in tombs else s.with_tombstones(tombs[s.record.id][1], tombs[s.record.id][0])
@@ -516,6 +523,8 @@ class Store:
                 for ext_id in ids_arr[found].tolist():
                     txn.delete("payloads", fmt.id_key(ext_id))
                 _put_manifest(txn, manifest)
+                fault("delete.commit")
+            fault("delete.committed")  # emptied segments' files not yet removed
             segments = []
             for s in snap.segments:
                 if s.record.id in emptied:
@@ -555,6 +564,7 @@ class Store:
         codec = snap.codec
         seg_id = snap.manifest.next_segment_id
         rec, ids = merge_segments(self._root, seg_id, self._config, codec.n_base, victims)
+        fault("merge.segment")  # merged file in place, catalog still lists the victims
         gone = {s.record.id for s in victims}
         keep = [s for s in snap.segments if s.record.id not in gone]
         new_records = tuple(s.record for s in keep) + ((rec,) if rec.rows else ())
@@ -568,11 +578,14 @@ class Store:
                     txn.delete("ids", fmt.segment_key(sid))
                     txn.delete("tombstones", fmt.segment_key(sid))
                 _put_manifest(txn, manifest)
+                fault("merge.commit")
         except BaseException:
             _unlink_quietly(os.path.join(self._root, rec.file))
             raise
+        fault("merge.committed")  # the merged-away files are still on disk
         for s in victims:
             _unlink_quietly(os.path.join(self._root, s.record.file))
+            fault("merge.unlinked")
         new = []
         if rec.rows:
             new = [load_segment(self._root, rec, self._config, codec, ids, np.zeros(0, np.int64),
@@ -595,6 +608,7 @@ class Store:
             if rel not in wanted and (rel.endswith((".zseg", ".zbase", TMP_SUFFIX))):
                 log.warning("removing orphaned file %s", rel)
                 _unlink_quietly(os.path.join(self._root, rel))
+                fault("orphan.removed")
 
     # --- reads ------------------------------------------------------------------------------
 
