@@ -65,6 +65,7 @@ class FileHeader:
     meta: dict
     sections: dict  # name -> SectionEntry
     header_size: int
+    digest: int = 0  # crc32 of the header bytes as stored (the manifest's ``header_crc``)
 
 
 def _align(n: int) -> int:
@@ -156,7 +157,8 @@ def parse_file_header(buf, *, expect_kind: int, actual_size: int, what: str) -> 
         raise CorruptStore(f"{what}: header metadata is not valid JSON") from exc
     if not isinstance(meta, dict):
         raise CorruptStore(f"{what}: header metadata is not an object")
-    return FileHeader(version, kind, file_size, meta, sections, header_len)
+    return FileHeader(version, kind, file_size, meta, sections, header_len,
+                      crc32(bytes(buf[:header_len])))
 
 
 # --- the store configuration ------------------------------------------------------------------

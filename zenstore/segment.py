@@ -146,6 +146,7 @@ def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, 
             raise CorruptStore(f"{path}: header field {key}={meta.get(key)!r}, catalog expects {want!r}")
     if mapped.header.file_size != record.size:
         raise CorruptStore(f"{path}: size {mapped.header.file_size} differs from catalog {record.size}")
+    _check_digest(path, mapped, record.header_crc)
     n, g = record.rows, codec.n_base
     offsets = mapped.array("groups", "<u8", (g + 1,)).astype(np.int64)
     if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
@@ -182,9 +183,20 @@ def write_base(root: str, n: int, base16: np.ndarray, rotation: Rotation) -> fmt
     return fmt.BaseRecord(rel, int(base16.shape[0]), size, header_crc)
 
 
+def _check_digest(path: str, mapped: MappedFile, header_crc: int) -> None:
+    """The manifest records each file's header crc32: a valid file that is not the one
+    the catalog committed (another store's, an older one restored) is refused."""
+    if mapped.header.digest != header_crc:
+        raise CorruptStore(f"{path}: header crc32 {mapped.header.digest:#010x} differs from the "
+                           f"catalog's {header_crc:#010x} (not the file the catalog refers to)")
+
+
 def load_base(root: str, record: fmt.BaseRecord, config: fmt.StoreConfig) -> tuple[np.ndarray, Rotation]:
     path = os.path.join(root, record.file)
     mapped = open_framed_file(path, fmt.FILE_KIND_BASE, verify=True)
+    if mapped.header.file_size != record.size:
+        raise CorruptStore(f"{path}: size {mapped.header.file_size} differs from catalog {record.size}")
+    _check_digest(path, mapped, record.header_crc)
     meta = mapped.header.meta
     if meta.get("dim") != config.dim or meta.get("n_base") != record.n_base:
         raise CorruptStore(f"{path}: header dim/n_base {meta.get('dim')}/{meta.get('n_base')} "
