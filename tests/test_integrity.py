@@ -5,7 +5,7 @@ answer stays exactly what it was. Never a silently wrong answer.
 
 tests/test_format.py covers the framing of a synthetic file; this file works on the
 files of a real store (segment sections groups/codes/scales/aux, the base matrix and the
-rotation tables), systematically. Normal runs flip a sample of
+rotation tables, the LMDB catalog's records), systematically. Normal runs flip a sample of
 offsets; ``--runslow`` flips every byte and truncates at every length.
 """
 
@@ -213,3 +213,194 @@ def test_file_of_the_wrong_kind(store):
     shutil.copy(path / "base-000001.zbase", seg)
     expect_detected(path, "base file in place of a segment")
     seg.write_bytes(raw)
+
+
+# --- the catalog ---------------------------------------------------------------------------
+
+
+def _env(path: Path, readonly: bool = False):
+    return lmdb.open(str(path / "catalog.mdb"), subdir=False, max_dbs=8, readonly=readonly, lock=not readonly)
+
+
+def cat_get(path: Path, db: bytes, key: bytes) -> bytes | None:
+    env = _env(path)
+    try:
+        with env.begin() as txn:
+            v = txn.get(key, db=env.open_db(db, txn=txn))
+            return None if v is None else bytes(v)
+    finally:
+        env.close()
+
+
+def cat_put(path: Path, db: bytes, key: bytes, value: bytes | None) -> None:
+    env = _env(path)
+    try:
+        with env.begin(write=True) as txn:
+            handle = env.open_db(db, txn=txn)
+            if value is None:
+                txn.delete(key, db=handle)
+            else:
+                txn.put(key, value, db=handle)
+    finally:
+        env.close()
+
+
+RECORDS = [
+    ("ids column", b"ids", fmt.segment_key(1)),
+    ("ids column 2", b"ids", fmt.segment_key(2)),
+    ("tombstones", b"tombstones", fmt.segment_key(1)),
+    ("payload", b"payloads", fmt.id_key(7)),
+    ("manifest", b"meta", b"manifest"),
+    ("config", b"meta", b"config"),
+    ("format", b"meta", b"format"),
+]
+
+
+@pytest.mark.parametrize("name,db,key", RECORDS, ids=[r[0] for r in RECORDS])
+def test_flipped_bits_in_catalog_records(store, name, db, key):
+    """Every byte of the record (zstd frames, JSON documents): detected, or harmless
+    (e.g. a manifest ``generation`` digit, a config ``seed`` digit only used for training)."""
+    path, queries, before = store
+    raw = cat_get(path, db, key)
+    assert raw is not None
+    rnd = random.Random(name)
+    detected = harmless = 0
+    for off in _offsets(0, len(raw), rnd, 48):
+        bad = bytearray(raw)
+        bad[off] ^= 1 << rnd.randrange(8)
+        cat_put(path, db, key, bytes(bad))
+        if check_flip(path, queries, before, f"{name} byte {off}"):
+            detected += 1
+        else:
+            harmless += 1
+    cat_put(path, db, key, raw)
+    count("catalog flips detected", detected)
+    # harmless: e.g. zstd frame bits that do not change the decoded content (reserved
+    # header bit, equivalent entropy-table encodings), a manifest generation digit
+    count("catalog flips harmless", harmless)
+    assert detected > harmless
+    assert verify_store(path) == []
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads(cat_get(path, b"meta", b"manifest"))
+
+
+def _ids(path: Path, seg: int) -> np.ndarray:
+    return fmt.decode_column(cat_get(path, b"ids", fmt.segment_key(seg)), "ids")
+
+
+def _edit_manifest(fn):
+    def edit(path):
+        m = _manifest(path)
+        fn(m)
+        cat_put(path, b"meta", b"manifest", json.dumps(m).encode())
+    return edit
+
+
+def _put_ids(fn, seg=1):
+    def edit(path):
+        cat_put(path, b"ids", fmt.segment_key(seg), fmt.encode_column(fn(_ids(path, seg))))
+    return edit
+
+
+def _put_tombs(rows, deleted=None):
+    def edit(path):
+        cat_put(path, b"tombstones", fmt.segment_key(1), fmt.encode_column(np.array(rows, np.uint32)))
+        if deleted is not None:
+            _edit_manifest(lambda m: m["segments"][0].update(deleted=deleted))(path)
+    return edit
+
+
+def _swap_first_two(a):
+    a = a.copy()
+    a[[0, 1]] = a[[1, 0]]
+    return a
+
+
+def _dup_first(a):
+    a = a.copy()
+    a[1] = a[0]
+    return a
+
+
+def _as_str(a):
+    return np.array([str(v) for v in a], dtype=object)
+
+
+SEMANTIC = [
+    # well-formed records with wrong contents: what a buggy writer or a bad restore leaves
+    ("ids reversed", _put_ids(lambda a: a[::-1].copy())),
+    ("two ids swapped", _put_ids(_swap_first_two)),
+    ("duplicate id in a column", _put_ids(_dup_first)),
+    ("str id column in an int store", _put_ids(_as_str)),
+    ("ids column one short", _put_ids(lambda a: a[:-1].copy())),
+    ("ids column missing", lambda p: cat_put(p, b"ids", fmt.segment_key(2), None)),
+    ("tombstone beyond the segment", _put_tombs([3, 500])),
+    ("tombstones repeated", _put_tombs([3, 3])),
+    ("tombstones unsorted", _put_tombs([4, 3])),
+    ("tombstones missing", lambda p: cat_put(p, b"tombstones", fmt.segment_key(1), None)),
+    ("tombstones of an unknown segment", lambda p: cat_put(p, b"tombstones", fmt.segment_key(9),
+                                                          fmt.encode_column(np.array([1], np.uint32)))),
+    ("payload is not JSON", lambda p: cat_put(p, b"payloads", fmt.id_key(7), fmt.compress(b"{nope"))),
+    ("payload is a list", lambda p: cat_put(p, b"payloads", fmt.id_key(7), fmt.compress(b"[1, 2]"))),
+    ("payload is not zstd", lambda p: cat_put(p, b"payloads", fmt.id_key(7), b'{"i": 7}')),
+    ("payload of a deleted id", lambda p: cat_put(p, b"payloads", fmt.id_key(3), fmt.compress(b"{}"))),
+    ("manifest is a list", lambda p: cat_put(p, b"meta", b"manifest", b"[]")),
+    ("manifest missing", lambda p: cat_put(p, b"meta", b"manifest", None)),
+    ("manifest segments is an object", _edit_manifest(lambda m: m.update(segments={}))),
+    ("manifest rows is a string", _edit_manifest(lambda m: m["segments"][0].update(rows="100"))),
+    ("manifest rows is a float", _edit_manifest(lambda m: m["segments"][0].update(rows=100.0))),
+    ("manifest rows is true", _edit_manifest(lambda m: m["segments"][1].update(deleted=True))),
+    ("manifest file is null", _edit_manifest(lambda m: m["segments"][0].update(file=None))),
+    ("manifest file escapes the store", _edit_manifest(lambda m: m["segments"][0].update(file="../x.zseg"))),
+    ("manifest file is another segment's", _edit_manifest(lambda m: m["segments"][0].update(
+        file="segments/seg-00000002.zseg"))),
+    ("manifest lists a segment twice", _edit_manifest(lambda m: m["segments"].append(m["segments"][0]))),
+    ("manifest base file absolute", _edit_manifest(lambda m: m["base"].update(file="/etc/passwd"))),
+    ("manifest base is a list", _edit_manifest(lambda m: m.update(base=[1]))),
+    ("manifest base size wrong", _edit_manifest(lambda m: m["base"].update(size=m["base"]["size"] + 64))),
+    ("manifest header crc wrong", _edit_manifest(lambda m: m["segments"][1].update(header_crc=12345))),
+    ("manifest unknown id type", _edit_manifest(lambda m: m.update(id_type="uuid"))),
+    ("manifest id type str", _edit_manifest(lambda m: m.update(id_type="str"))),
+    ("manifest drops a segment", _edit_manifest(lambda m: m["segments"].pop())),
+    ("manifest deleted count low", _edit_manifest(lambda m: m["segments"][0].update(deleted=1))),
+    ("config is a list", lambda p: cat_put(p, b"meta", b"config", b"[]")),
+    ("config dim changed", lambda p: cat_put(p, b"meta", b"config", json.dumps(
+        {**json.loads(cat_get(p, b"meta", b"config")), "dim": 128}).encode())),
+    ("config metric changed", lambda p: cat_put(p, b"meta", b"config", json.dumps(
+        {**json.loads(cat_get(p, b"meta", b"config")), "metric": "ip"}).encode())),
+    ("format version a string", lambda p: cat_put(p, b"meta", b"format",
+                                                  b'{"magic":"zenstore","format_version":"1"}')),
+]
+
+
+@pytest.mark.parametrize("name,edit", SEMANTIC, ids=[s[0] for s in SEMANTIC])
+def test_wrong_but_well_formed_catalog_records(store, name, edit):
+    path, queries, before = store
+    edit(path)
+    # verify reports it; readers refuse, or answer exactly as before (a stray record of a
+    # deleted id or an unknown segment is never read)
+    assert check_flip(path, queries, before, name), f"verify missed: {name}"
+    count("semantic catalog corruptions detected")
+
+
+def test_new_writer_refuses_a_corrupt_store(store):
+    """A writer must not open (and clean up, or write to) a store it cannot trust."""
+    path, _, _ = store
+    _put_ids(_dup_first)(path)
+    files = sorted(os.listdir(path / "segments"))
+    with pytest.raises(zenstore.CorruptStore):
+        Store.open(path)
+    assert sorted(os.listdir(path / "segments")) == files
+
+
+def test_catalog_file_replaced_by_garbage(store):
+    path, _, _ = store
+    cat = path / "catalog.mdb"
+    for blob in (b"", os.urandom(100), os.urandom(16384), b"\0" * 16384):
+        cat.write_bytes(blob)
+        assert verify_store(path)
+        with pytest.raises((zenstore.CorruptStore, zenstore.NotAStore)):
+            Store.open(path, readonly=True)
+        count("garbage catalogs refused")

@@ -135,6 +135,9 @@ class Txn:
     def delete(self, db: str, key: bytes) -> bool:
         return self.txn.delete(key, db=self.dbs[db])
 
+    def count(self, db: str) -> int:
+        return self.txn.stat(self.dbs[db])["entries"]
+
     def keys(self, db: str) -> list[bytes]:
         with self.txn.cursor(db=self.dbs[db]) as cur:
             return [bytes(k) for k in cur.iternext(keys=True, values=False)]

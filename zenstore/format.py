@@ -12,6 +12,7 @@ versions. Unknown keys in JSON records are ignored only if their name starts wit
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from dataclasses import asdict, dataclass, field, replace
@@ -252,6 +253,31 @@ class StoreConfig:
 # --- the manifest: which files make up the store ---------------------------------------------
 
 
+SEGMENT_FILE = "segments/seg-{:08d}.zseg"
+_BASE_FILE = re.compile(r"base-[0-9]{6}\.zbase")
+
+
+def _check_int(value, what: str, lo: int = 0, hi: int = (1 << 63) - 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise CorruptStore(f"manifest is malformed: {what} must be an int in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _record_fields(data, cls, what: str) -> dict:
+    """The fields of a manifest sub-record: a JSON object with exactly ``cls``'s fields
+    (plus ignored ``x-`` extensions; any other key is a newer writer's)."""
+    if not isinstance(data, dict):
+        raise CorruptStore(f"manifest is malformed: {what} is not an object")
+    known = set(cls.__dataclass_fields__)
+    unknown = [k for k in data if k not in known and not k.startswith("x-")]
+    if unknown:
+        raise FormatVersionError(f"manifest {what} has fields this zenstore does not know: {unknown}")
+    missing = known - set(data)
+    if missing:
+        raise CorruptStore(f"manifest is malformed: {what} lacks {sorted(missing)}")
+    return {k: data[k] for k in known}
+
+
 @dataclass(frozen=True)
 class SegmentRecord:
     id: int
@@ -265,6 +291,19 @@ class SegmentRecord:
     def live(self) -> int:
         return self.rows - self.deleted
 
+    @classmethod
+    def from_dict(cls, data) -> SegmentRecord:
+        f = _record_fields(data, cls, "segment record")
+        rec = cls(_check_int(f["id"], "segment id", 1), f["file"], _check_int(f["rows"], "rows"),
+                  _check_int(f["deleted"], "deleted"), _check_int(f["size"], "size"),
+                  _check_int(f["header_crc"], "header_crc", 0, 0xFFFFFFFF))
+        # the name is derived from the id: a manifest never points outside the store
+        if rec.file != SEGMENT_FILE.format(rec.id):
+            raise CorruptStore(f"manifest is malformed: segment {rec.id} has file {rec.file!r}")
+        if rec.deleted > rec.rows:
+            raise CorruptStore(f"manifest segment record is inconsistent: {rec}")
+        return rec
+
 
 @dataclass(frozen=True)
 class BaseRecord:
@@ -272,6 +311,14 @@ class BaseRecord:
     n_base: int
     size: int
     header_crc: int
+
+    @classmethod
+    def from_dict(cls, data) -> BaseRecord:
+        f = _record_fields(data, cls, "base record")
+        if not isinstance(f["file"], str) or not _BASE_FILE.fullmatch(f["file"]):
+            raise CorruptStore(f"manifest is malformed: base file {f['file']!r}")
+        return cls(f["file"], _check_int(f["n_base"], "n_base", 1, 1 << 20), _check_int(f["size"], "size"),
+                   _check_int(f["header_crc"], "header_crc", 0, 0xFFFFFFFF))
 
 
 @dataclass(frozen=True)
@@ -296,17 +343,24 @@ class Manifest:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Manifest:
-        try:
-            base = BaseRecord(**data["base"]) if data.get("base") else None
-            segs = tuple(SegmentRecord(**s) for s in data["segments"])
-            m = cls(int(data["generation"]), int(data["next_segment_id"]), data["id_type"], base, segs)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptStore(f"manifest is malformed: {exc}") from exc
+    def from_dict(cls, data) -> Manifest:
+        # every field is type-checked: a damaged manifest must raise CorruptStore here,
+        # not a TypeError later, and must never name a file outside the store
+        f = _record_fields(data, cls, "manifest")
+        if not isinstance(f["segments"], list):
+            raise CorruptStore("manifest is malformed: segments is not a list")
+        base = None if f["base"] is None else BaseRecord.from_dict(f["base"])
+        segs = tuple(SegmentRecord.from_dict(s) for s in f["segments"])
+        m = cls(_check_int(f["generation"], "generation"), _check_int(f["next_segment_id"], "next_segment_id", 1),
+                f["id_type"], base, segs)
         if m.id_type not in (None, *ID_TYPES):
             raise CorruptStore(f"manifest has unknown id type {m.id_type!r}")
+        if segs and (m.id_type is None or base is None):
+            raise CorruptStore("manifest lists segments but no id type or base matrix")
+        if len({s.id for s in segs}) != len(segs):
+            raise CorruptStore("manifest lists a segment twice")
         for s in segs:
-            if s.rows < 0 or not 0 <= s.deleted <= s.rows or s.id >= m.next_segment_id:
+            if s.id >= m.next_segment_id:
                 raise CorruptStore(f"manifest segment record is inconsistent: {s}")
         return m
 
@@ -352,10 +406,33 @@ def compress(raw: bytes) -> bytes:
 
 
 def decompress(blob: bytes, what: str, max_size: int = 1 << 34) -> bytes:
+    """Exactly one whole zstd frame, content checksum verified.
+
+    Streamed, not one-shot: the one-shot decoder allocates the frame's declared content
+    size up front, so one flipped bit in that field asked for gigabytes (MemoryError).
+    The streaming decoder checks the declared size against the real content; a record
+    that ends early or carries bytes after its frame is corrupt too.
+    """
     try:
-        return zstandard.ZstdDecompressor().decompress(bytes(blob), max_output_size=max_size)
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        out = dobj.decompress(bytes(blob))
     except zstandard.ZstdError as exc:
         raise CorruptStore(f"{what}: compressed record is corrupt ({exc})") from exc
+    if not dobj.eof or dobj.unused_data or len(out) > max_size:
+        raise CorruptStore(f"{what}: compressed record is truncated or has trailing bytes")
+    return out
+
+
+def decode_payload(blob: bytes, what: str) -> dict:
+    """A stored payload: zstd frame (checksummed) of UTF-8 JSON that must be an object."""
+    raw = decompress(blob, what)
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise CorruptStore(f"{what}: stored payload is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise CorruptStore(f"{what}: stored payload is not a JSON object")
+    return value
 
 
 def encode_column(values: np.ndarray) -> bytes:

@@ -23,7 +23,7 @@ SEGMENT_DIR = "segments"
 
 
 def segment_filename(segment_id: int) -> str:
-    return f"{SEGMENT_DIR}/seg-{segment_id:08d}.zseg"
+    return fmt.SEGMENT_FILE.format(segment_id)  # the manifest checks names against this
 
 
 def base_filename(n: int) -> str:
@@ -156,6 +156,10 @@ def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, 
     if len(ids) != n:
         raise CorruptStore(f"{path}: catalog lists {len(ids)} ids for {n} rows")
     groups = np.repeat(np.arange(g, dtype=np.int64), np.diff(offsets))
+    # rows are sorted by (base row, id) and ids are unique: a damaged or mismatched id
+    # column (swapped, repeated, shifted ids) would otherwise attach vectors to wrong ids
+    if n > 1 and np.any((groups[1:] == groups[:-1]) & ~(ids[1:] > ids[:-1])):
+        raise CorruptStore(f"{path}: the catalog's id column is not in (base row, id) order")
     aux16 = mapped.array("aux", "<f2", (n,))
     rowlam, rowterm = codec.row_terms(groups, scales16, aux16)
     scales = scales16.astype(np.float32)

@@ -288,6 +288,9 @@ class Store:
         if raw is None:
             raise CorruptStore(f"{self._root}: catalog has no manifest")
         manifest = fmt.Manifest.from_dict(fmt.loads_json(raw, "manifest"))
+        if txn.count("ids") != len(manifest.segments):  # O(1); e.g. a manifest that lost a segment
+            raise CorruptStore(f"{self._root}: catalog holds id columns for {txn.count('ids')} "
+                               f"segments, the manifest lists {len(manifest.segments)}")
         codec = prev.codec
         if manifest.base is None:
             codec = None
@@ -308,26 +311,13 @@ class Store:
             if seg is not None and seg.record.rows == rec.rows:
                 segments.append(seg.with_tombstones(dead, rec))
                 continue
-            raw_ids = txn.get("ids", key)
-            if raw_ids is None:
-                raise CorruptStore(f"{self._root}: catalog has no id column for segment {rec.id}")
-            ids = fmt.decode_column(raw_ids, f"id column of segment {rec.id}")
+            ids = _decode_ids(txn.get("ids", key), rec, manifest.id_type, self._root)
             segments.append(load_segment(self._root, rec, self._config, codec, ids, dead,
                                          verify=self._verify))
         return _Snapshot(manifest, codec, tuple(segments))
 
     def _read_tombstones(self, txn, rec: fmt.SegmentRecord) -> np.ndarray:
-        raw = txn.get("tombstones", fmt.segment_key(rec.id))
-        if raw is None:
-            dead = np.zeros(0, dtype=np.int64)
-        else:
-            dead = fmt.decode_column(raw, f"tombstones of segment {rec.id}").astype(np.int64)
-        if len(dead) != rec.deleted or (len(dead) and (dead.min() < 0 or dead.max() >= rec.rows)):
-            raise CorruptStore(
-                f"{self._root}: segment {rec.id} tombstones ({len(dead)}) disagree with the "
-                f"manifest ({rec.deleted} deleted of {rec.rows})"
-            )
-        return dead
+        return _decode_tombstones(txn.get("tombstones", fmt.segment_key(rec.id)), rec, self._root)
 
     def _locate(self, snap: _Snapshot, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(segment ordinal, row) of each live id, -1 where absent."""
@@ -654,7 +644,7 @@ class Store:
         with self._catalog.read() as txn:
             for ext_id in ids:
                 raw = txn.get("payloads", fmt.id_key(ext_id))
-                out.append(None if raw is None else json.loads(fmt.decompress(raw, f"payload of {ext_id!r}")))
+                out.append(None if raw is None else fmt.decode_payload(raw, f"payload of {ext_id!r}"))
         return out
 
     def _search_options(self, k, shortlist, nprobe) -> SearchOptions:
@@ -838,15 +828,8 @@ def verify_store(path) -> list[str]:
             for rec in manifest.segments:
                 key = fmt.segment_key(rec.id)
                 try:
-                    raw_ids = txn.get("ids", key)
-                    if raw_ids is None:
-                        raise CorruptStore(f"catalog has no id column for segment {rec.id}")
-                    ids = fmt.decode_column(raw_ids, f"id column of segment {rec.id}")
-                    raw_dead = txn.get("tombstones", key)
-                    dead = (fmt.decode_column(raw_dead, f"tombstones of segment {rec.id}").astype(np.int64)
-                            if raw_dead is not None else np.zeros(0, np.int64))
-                    if len(dead) != rec.deleted:
-                        raise CorruptStore(f"segment {rec.id}: {len(dead)} tombstones, manifest says {rec.deleted}")
+                    ids = _decode_ids(txn.get("ids", key), rec, manifest.id_type, path)
+                    dead = _decode_tombstones(txn.get("tombstones", key), rec, path)
                     if codec is not None:
                         load_segment(path, rec, config, codec, ids, dead, verify=True)
                 except (CorruptStore, FormatVersionError) as exc:
@@ -864,11 +847,19 @@ def verify_store(path) -> list[str]:
                 problems.append(f"id columns exist for {len(id_keys)} segments, manifest lists {len(want)}")
             if not set(txn.keys("tombstones")) <= want:
                 problems.append("tombstones recorded for segments not in the manifest")
+            live_keys = {fmt.id_key(v) for v in seen}
+            stray = 0
+            for k, raw in txn.items("payloads"):
+                if k not in live_keys:
+                    stray += 1
+                    continue
+                try:
+                    fmt.decode_payload(raw, f"payload under key {k!r}")
+                except CorruptStore as exc:
+                    problems.append(str(exc))
+            if stray and not problems:
+                problems.append(f"{stray} payload(s) belong to no live id")
             if not problems:
-                live_keys = {fmt.id_key(v) for v in seen}
-                stray = [k for k in txn.keys("payloads") if k not in live_keys]
-                if stray:
-                    problems.append(f"{len(stray)} payload(s) belong to no live id")
                 if manifest.count != len(seen):
                     problems.append(f"manifest counts {manifest.count} live rows, segments hold {len(seen)}")
     except (CorruptStore, FormatVersionError, NotAStore) as exc:
@@ -879,6 +870,35 @@ def verify_store(path) -> list[str]:
 
 
 # --- catalog helpers ------------------------------------------------------------------------
+
+
+def _decode_ids(raw: bytes | None, rec: fmt.SegmentRecord, id_type: str | None, root: str) -> np.ndarray:
+    """A segment's id column, checked against the manifest's id kind."""
+    if raw is None:
+        raise CorruptStore(f"{root}: catalog has no id column for segment {rec.id}")
+    ids = fmt.decode_column(raw, f"id column of segment {rec.id}")
+    kind = "str" if ids.dtype == object else "int"
+    if kind != id_type or (kind == "int" and ids.dtype != np.int64):
+        raise CorruptStore(f"{root}: id column of segment {rec.id} holds {kind} ids, the store has {id_type} ids")
+    return ids
+
+
+def _decode_tombstones(raw: bytes | None, rec: fmt.SegmentRecord, root: str) -> np.ndarray:
+    """A segment's deleted rows: exactly ``rec.deleted`` distinct rows, sorted, in range
+    (a repeated row would make the live count wrong, one out of range would crash)."""
+    dead = np.zeros(0, dtype=np.int64)
+    if raw is not None:
+        col = fmt.decode_column(raw, f"tombstones of segment {rec.id}")
+        if col.dtype != np.uint32:
+            raise CorruptStore(f"{root}: tombstones of segment {rec.id} are not a row column")
+        dead = col.astype(np.int64)
+    if len(dead) != rec.deleted or (len(dead) and (dead[0] < 0 or dead[-1] >= rec.rows
+                                                   or np.any(np.diff(dead) <= 0))):
+        raise CorruptStore(
+            f"{root}: segment {rec.id} tombstones ({len(dead)}) disagree with the "
+            f"manifest ({rec.deleted} deleted of {rec.rows}), or are not distinct sorted rows"
+        )
+    return dead
 
 
 def _put_manifest(txn, manifest: fmt.Manifest) -> None:
