@@ -532,29 +532,36 @@ def plot(res: dict, path: str) -> str | None:
     except ImportError:
         return None
     th = res["params"]["threads"]
-    fig, axes = plt.subplots(1, len(th), figsize=(6.5 * len(th), 5), squeeze=False)
-    markers = {"zenstore": "o", "faiss IndexFlatIP": "s", "faiss IndexBinaryFlat": "v",
-               "faiss IndexBinaryFlat + float rerank": "^", "faiss IndexRaBitQ": "D",
-               "faiss IndexIVFRaBitQ": "P", "usearch HNSW (1-bit)": "X"}
+    style = {"zenstore": ("o", "tab:red"), "faiss IndexFlatIP": ("s", "black"),
+             "faiss IndexBinaryFlat": ("v", "tab:gray"), "faiss IndexBinaryFlat + float rerank": ("^", "tab:brown"),
+             "faiss IndexRaBitQ": ("D", "tab:purple"), "faiss IndexIVFRaBitQ": ("P", "tab:blue"),
+             "usearch HNSW (1-bit)": ("X", "tab:green")}
+    fig, axes = plt.subplots(1, len(th), figsize=(6.5 * len(th), 6.2), squeeze=False)
     for ax, t in zip(axes[0], th):
         groups: dict = {}
-        for r in res["rows"]:
+        for i, r in enumerate(res["rows"]):
             tr = r.get("threads", {}).get(str(t))
             if tr and r.get("recall@10") is not None:
-                key = r["method"] + (f" nprobe={r['nprobe'] or 'all'}" if r["method"] == "zenstore" else "")
-                groups.setdefault(key, []).append((tr["qps"], r["recall@10"], r))
-        for key, pts in groups.items():
-            pts.sort(key=lambda p: p[0])
-            bpv = pts[0][2]["bytes_per_vector"]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(key.split(" nprobe")[0], "o"),
-                    linestyle="-", label=f"{key} ({bpv:,.0f} B/vec)")
+                groups.setdefault(r["method"], []).append((tr["qps"], r["recall@10"], i, r))
+        for method, pts in groups.items():
+            marker, color = style.get(method, ("o", None))
+            bpv = pts[0][3]["bytes_per_vector"]
+            label = f"{method} ({bpv:,.0f} B/vec)"
+            if method == "zenstore":  # every config as a point, the Pareto frontier as the line
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, alpha=0.35, s=22)
+                front = _frontier([(p[1], p[0]) for p in pts])
+                ax.plot([q for _, q in front], [r for r, _ in front], marker=marker, color=color, label=label + ", frontier")
+            else:  # a parameter sweep, joined in sweep order
+                pts.sort(key=lambda p: p[2])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=label)
         ax.set_xscale("log")
         ax.set_xlabel(f"batch QPS, {t} thread{'s' if t > 1 else ''} (log)")
         ax.set_ylabel("recall@10 vs exact float32")
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(f"{res['params']['n']:,} x {res['params']['dim']}, {res['params']['nq']} queries, {t} thread(s)")
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
