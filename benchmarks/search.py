@@ -206,9 +206,10 @@ def build_peers(args, src: str) -> dict:
     d, n = args.dim, args.n
     built: dict = {"add_seconds": {}, "train_seconds": {}}
     keep_float = ("flat" in want or "binary" in want) and n <= args.flat_max_n
-    if keep_float:
+    copy_float = keep_float and "flat" not in want  # with IndexFlatIP, the originals are its storage
+    if copy_float:
         built["X"] = np.empty((n, d), dtype=np.float32)
-    elif "binary" in want:
+    elif "binary" in want and not keep_float:
         built["X"] = np.load(src, mmap_mode="r")  # rerank originals stay on disk
     built["X_in_memory"] = keep_float
     if "flat" in want and keep_float:
@@ -251,7 +252,7 @@ def build_peers(args, src: str) -> dict:
     log(f"peers: streaming {n:,} docs into {', '.join(names)}")
     _common.set_threads(max(args.threads))
     for first, block in gendata.iter_npy(src, args.chunk):
-        if keep_float:
+        if copy_float:
             built["X"][first:first + len(block)] = block
         bits = pack_signs(block) if ("binary" in built or "usearch" in built) else None
         for name in names:
@@ -263,14 +264,16 @@ def build_peers(args, src: str) -> dict:
             else:
                 built[name].add(block)
             built["add_seconds"][name] = built["add_seconds"].get(name, 0.0) + time.perf_counter() - t0
+    if keep_float and not copy_float:  # a view of IndexFlatIP's own float32 storage (no second copy)
+        built["X"] = faiss.rev_swig_ptr(built["flat"].get_xb(), n * d).reshape(n, d)
     return built
 
 
-def bench_peers(args, built, Q, gt) -> list[dict]:
+def bench_peers(args, built, Q, gt, rows: list) -> list[dict]:
+    """Measure every built peer; rows are appended to ``rows`` as they complete."""
     import faiss
 
     n, d = args.n, args.dim
-    rows = []
 
     def build_info(name):
         return {"train_seconds": built["train_seconds"].get(name), "add_seconds": built["add_seconds"].get(name)}
@@ -630,16 +633,7 @@ def main(argv=None) -> dict:
     src = paths["docs"]["npy"]
     Q = np.load(paths["queries"])
     gt, _ = gendata.load_ground_truth(paths["gt"])
-    rows = []
-    if "zenstore" in args.methods:
-        rows += bench_zenstore(args, spec, src, Q, gt)
-        gc.collect()
-    peers = [m for m in args.methods if m != "zenstore"]
-    if peers:
-        built = build_peers(args, src)
-        rows += bench_peers(args, built, Q, gt)
-        del built
-        gc.collect()
+    out = args.out or os.path.join(_common.OUT_DIR, f"search-n{args.n}-d{args.dim}.json")
     res = {
         "benchmark": "search",
         "command": _common.rerun_command("benchmarks/search.py", argv),
@@ -650,11 +644,26 @@ def main(argv=None) -> dict:
                    "qps": "best of up to max_runs timed search_batch calls over all queries (later thread counts: "
                           "a prefix of the queries when a full pass would exceed time_budget)",
                    "latency": "one query per call, sequential; p50/p99 of per-call wall time"},
-        "rows": rows,
+        "rows": [],
+        "json": out,
     }
+    rows = res["rows"]
+    try:
+        if "zenstore" in args.methods:
+            rows += bench_zenstore(args, spec, src, Q, gt)
+            gc.collect()
+            _common.write_json(out, {**res, "partial": True})
+        peers = [m for m in args.methods if m != "zenstore"]
+        if peers:
+            built = build_peers(args, src)
+            bench_peers(args, built, Q, gt, rows)
+            del built
+            gc.collect()
+    except BaseException as exc:  # keep what was measured (a long run should not lose it all)
+        _common.write_json(out, {**res, "partial": True, "error": repr(exc)})
+        log(f"stopped by {exc!r}; the rows measured so far are in {out}")
+        raise
     res["targets"] = targets(rows, args.threads)
-    out = args.out or os.path.join(_common.OUT_DIR, f"search-n{args.n}-d{args.dim}.json")
-    res["json"] = out
     if not args.no_plot:
         res["plot"] = plot(res, os.path.splitext(out)[0] + ".png") if rows else None
     _common.write_json(out, res)
