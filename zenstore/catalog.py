@@ -27,6 +27,7 @@ from .errors import CorruptStore, NotAStore, ReadOnlyStore
 CATALOG_FILE = "catalog.mdb"
 DB_NAMES = ("meta", "ids", "tombstones", "payloads", "jobs")
 DEFAULT_MAP_SIZE = int(os.environ.get("ZENSTORE_MAP_SIZE", 1 << 40))
+MIN_PAGE = 4096  # LMDB's page size is the OS page size, at least 4 KiB
 
 
 class _SharedEnv:
@@ -76,6 +77,11 @@ class Catalog:
         path = os.path.join(root, CATALOG_FILE)
         if not create and not os.path.isfile(path):
             raise NotAStore(f"{root}: not a zenstore store (no {CATALOG_FILE})")
+        # LMDB initialises an empty (or too short) file as a new environment -- it would
+        # write to the store even for a read-only open or verify. A real catalog holds at
+        # least its two meta pages; refuse anything shorter untouched.
+        if not create and os.path.getsize(path) < 2 * MIN_PAGE:
+            raise CorruptStore(f"{path}: catalog file is truncated ({os.path.getsize(path)} bytes)")
         self.path = path
         self.readonly = readonly
         try:
