@@ -55,10 +55,12 @@ from .types import Hit, Record, SearchOptions
 from .validation import (
     as_matrix,
     as_query,
+    check_magnitude,
     check_nonzero,
     encode_payloads,
     normalize_ids,
     positive_int,
+    rescale_for_cosine,
 )
 
 log = logging.getLogger("zenstore")
@@ -348,9 +350,7 @@ class Store:
             snap = self._writable()
             if snap.codec is not None:
                 raise InvalidArgument(f"{self._root}: store already has a base matrix")
-            x = as_matrix(sample, self.dim, "training sample")
-            if self.metric == "cosine":
-                check_nonzero(x, "training sample")
+            x = self._for_metric(as_matrix(sample, self.dim, "training sample"), "training sample")
             codec, base_rec = self._train(x)
             manifest = replace(snap.manifest, generation=snap.generation + 1, base=base_rec)
             try:
@@ -417,8 +417,7 @@ class Store:
             x = as_matrix(vectors, self.dim)
             if x.shape[0] != len(ids_arr):
                 raise InvalidArgument(f"got {len(ids_arr)} ids but {x.shape[0]} vectors")
-            if self.metric == "cosine":
-                check_nonzero(x, "vectors")
+            x = self._for_metric(x, "vectors")
             blobs = encode_payloads(payloads, len(ids_arr))
             job = _encode_checkpoint(checkpoint)
             if snap.manifest.id_type not in (None, id_type):
@@ -653,10 +652,17 @@ class Store:
         nprobe = positive_int(nprobe, "nprobe", allow_none=True)
         return SearchOptions(k=k, shortlist=shortlist, nprobe=nprobe)
 
-    def _prepare(self, snap: _Snapshot, queries: np.ndarray):
+    def _for_metric(self, x: np.ndarray, what: str) -> np.ndarray:
+        """Validated rows made safe for the float32 kernels: cosine refuses zero rows and
+        rescales extreme lengths exactly; ip and l2 refuse rows too long to score."""
         if self.metric == "cosine":
-            check_nonzero(queries, "query")
-        return prepare_queries(snap.codec, queries)
+            check_nonzero(x, what)
+            return rescale_for_cosine(x)
+        check_magnitude(x, what)
+        return x
+
+    def _prepare(self, snap: _Snapshot, queries: np.ndarray):
+        return prepare_queries(snap.codec, self._for_metric(queries, "query"))
 
     def search(self, query, k: int = 10, *, shortlist: int | None = None,
                nprobe: int | None = None, filter_ids=None, with_payload: bool = True) -> list[Hit]:
@@ -671,8 +677,7 @@ class Store:
         q = as_query(query, self.dim)
         snap = self._current()
         if snap.codec is None or snap.manifest.count == 0:
-            if self.metric == "cosine":
-                check_nonzero(q, "query")
+            self._for_metric(q, "query")
             return []
         prep = self._prepare(snap, q)
         tags, scores = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep,
@@ -703,8 +708,7 @@ class Store:
         out_ids = np.full((nq, opts.k), None, dtype=object) if str_ids else np.full((nq, opts.k), -1, np.int64)
         out_scores = np.full((nq, opts.k), np.nan, dtype=np.float32)
         if snap.codec is None or snap.manifest.count == 0:
-            if self.metric == "cosine":
-                check_nonzero(q, "queries")
+            self._for_metric(q, "queries")
             return out_ids, out_scores
         prep = self._prepare(snap, q)
         tags, scores = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep,

@@ -122,6 +122,42 @@ def check_nonzero(x: np.ndarray, what: str) -> None:
         )
 
 
+# Row lengths the float32 kernels handle: they normalise (cosine) and score with float32
+# sums of squares and products, which overflow beyond ~2^64 and underflow below ~2^-63.
+COSINE_SAFE_NORM = (2.0**-40, 2.0**40)
+MAX_NORM = 2.0**60  # ip / l2: squared norms and scores stay far inside float32
+
+
+def _norms(x: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+
+
+def rescale_for_cosine(x: np.ndarray) -> np.ndarray:
+    """Rows whose length is outside COSINE_SAFE_NORM, multiplied by a power of two that
+    brings it near 1 (exact in floating point; cosine ignores length). Without this a
+    vector of 1e-30s or 1e20s was normalised to garbage or to zero -- stored silently
+    wrong, or searched with all scores 0. Rows in range are returned bit for bit."""
+    norms = _norms(x)
+    lo, hi = COSINE_SAFE_NORM
+    bad = (norms < lo) | (norms > hi)
+    if not bad.any():
+        return x
+    out = x.copy()
+    scale = np.exp2(-np.round(np.log2(norms[bad])))
+    out[bad] = (x[bad].astype(np.float64) * scale[:, None]).astype(np.float32)
+    return out
+
+
+def check_magnitude(x: np.ndarray, what: str) -> None:
+    """ip / l2: refuse rows so long that float32 scores would overflow (inf/NaN scores)."""
+    big = _norms(x) > MAX_NORM
+    if big.any():
+        raise InvalidVector(
+            f"{what}: rows too long for float32 scores (Euclidean norm above 2^60): "
+            f"{_preview(np.flatnonzero(big).tolist())}"
+        )
+
+
 def as_query(query, dim: int) -> np.ndarray:
     """One query as a (1, dim) float32 array; accepts shape (dim,) or (1, dim)."""
     arr = np.asarray(query) if not isinstance(query, np.ndarray) else query
