@@ -143,23 +143,30 @@ class MappedFile:
         if end > start:
             self.buf.madvise(mmap.MADV_DONTNEED, start, end - start)
 
-    def verify_sections(self) -> None:
-        """Check every section's crc32, reading the file (not the mapping) in chunks."""
-        with open(self.path, "rb") as f:
-            for entry in self.header.sections.values():
-                f.seek(entry.offset)
-                crc, left = 0, entry.length
-                while left:
-                    chunk = f.read(min(left, VERIFY_CHUNK))
-                    if not chunk:
-                        break
-                    crc = zlib.crc32(chunk, crc)
-                    left -= len(chunk)
-                if left or (crc & 0xFFFFFFFF) != entry.crc32:
-                    raise CorruptStore(
-                        f"{self.path}: section {entry.name!r} checksum mismatch (stored "
-                        f"{entry.crc32:#010x}, computed {crc & 0xFFFFFFFF:#010x})"
-                    )
+    def verify_sections(self, fd: int | None = None) -> None:
+        """Check every section's crc32, reading the file (not the mapping) in chunks.
+
+        ``fd``: a descriptor of the very file that was mapped. Reopening by path raced
+        with a concurrent merge: a reader mapped a segment, the writer unlinked it, and
+        the reopen raised FileNotFoundError instead of letting the reader retry.
+        """
+        if fd is None:
+            with open(self.path, "rb") as f:
+                return self.verify_sections(f.fileno())
+        for entry in self.header.sections.values():
+            crc, left, pos = 0, entry.length, entry.offset
+            while left:
+                chunk = os.pread(fd, min(left, VERIFY_CHUNK), pos)
+                if not chunk:
+                    break
+                crc = zlib.crc32(chunk, crc)
+                left -= len(chunk)
+                pos += len(chunk)
+            if left or (crc & 0xFFFFFFFF) != entry.crc32:
+                raise CorruptStore(
+                    f"{self.path}: section {entry.name!r} checksum mismatch (stored "
+                    f"{entry.crc32:#010x}, computed {crc & 0xFFFFFFFF:#010x})"
+                )
 
 
 def open_framed_file(path: str, kind: int, *, verify: bool = True) -> MappedFile:
@@ -173,12 +180,12 @@ def open_framed_file(path: str, kind: int, *, verify: bool = True) -> MappedFile
         if size == 0:
             raise CorruptStore(f"{path}: file is empty")
         buf = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        header = fmt.parse_file_header(buf, expect_kind=kind, actual_size=size, what=path)
+        mapped = MappedFile(path, header, buf)
+        if verify:
+            mapped.verify_sections(fd)  # the mapped file, even if unlinked meanwhile
     finally:
         os.close(fd)
-    header = fmt.parse_file_header(buf, expect_kind=kind, actual_size=size, what=path)
-    mapped = MappedFile(path, header, buf)
-    if verify:
-        mapped.verify_sections()
     return mapped
 
 

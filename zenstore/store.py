@@ -16,6 +16,7 @@ import logging
 import os
 import struct
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -262,8 +263,7 @@ class Store:
         if self._readonly:
             with self._mutex:
                 with self._catalog.read() as txn:
-                    raw = txn.get("meta", _GEN_KEY)
-                gen = struct.unpack("<Q", raw)[0] if raw and len(raw) == 8 else -1
+                    gen = _txn_generation(txn)
                 if gen != self._snap.generation:
                     self._snap = self._load_snapshot(self._snap)
         return self._snap
@@ -280,10 +280,40 @@ class Store:
                     raise
         raise CorruptStore(f"{self._root}: store keeps changing underneath the reader")
 
-    def _generation_moved(self, prev: _Snapshot) -> bool:
+    @contextmanager
+    def _reading(self):
+        """``(snapshot, txn)``: the latest snapshot and an open LMDB read transaction of
+        the same committed state, for reads that combine segments with catalog records.
+
+        Payloads used to be read in a later transaction than the snapshot's: a hit whose
+        id a concurrent writer had just deleted came back with payload None (an upserted
+        one with its next payload), and iter_records() mixed states across batches.
+        """
+        self._check_open()
+        for _attempt in range(5):
+            snap = self._snap
+            with self._catalog.read() as txn:
+                gen = _txn_generation(txn)
+                if gen != snap.generation:
+                    try:
+                        snap = self._build_snapshot(txn, snap)
+                    except CorruptStore as exc:
+                        # a file of this state was merged away since: retry on the newer one
+                        if "is missing" in str(exc) and self._generation_moved(gen):
+                            continue
+                        raise
+                    if self._readonly:
+                        with self._mutex:
+                            if snap.generation > self._snap.generation:
+                                self._snap = snap
+                yield snap, txn
+                return
+        raise CorruptStore(f"{self._root}: store keeps changing underneath the reader")
+
+    def _generation_moved(self, prev: _Snapshot | int) -> bool:
         with self._catalog.read() as txn:
-            raw = txn.get("meta", _GEN_KEY)
-        return raw is not None and struct.unpack("<Q", raw)[0] != prev.generation
+            gen = _txn_generation(txn)
+        return gen != (prev if isinstance(prev, int) else prev.generation)
 
     def _build_snapshot(self, txn, prev: _Snapshot) -> _Snapshot:
         raw = txn.get("meta", b"manifest")
@@ -603,32 +633,34 @@ class Store:
 
     def get(self, ext_id) -> Record:
         """The dequantized vector (original space) and payload of one id."""
-        snap = self._current()
         arr, kind = normalize_ids([ext_id])
-        seg_ord, rows = self._locate(snap, arr) if snap.manifest.id_type in (None, kind) else (None, [-1])
-        if rows[0] < 0:
-            raise IdNotFound(f"id {ext_id!r} not found")
-        seg = snap.segments[int(seg_ord[0])]
-        r = int(rows[0])
-        vec = snap.codec.decode(seg.groups[r : r + 1], seg.codes[r : r + 1], seg.scales16[r : r + 1],
-                                seg.aux16[r : r + 1])[0]
-        return Record(arr[0].item() if kind == "int" else arr[0], vec, self._payloads([arr[0]])[0])
+        with self._reading() as (snap, txn):
+            seg_ord, rows = self._locate(snap, arr) if snap.manifest.id_type in (None, kind) else (None, [-1])
+            if rows[0] < 0:
+                raise IdNotFound(f"id {ext_id!r} not found")
+            seg = snap.segments[int(seg_ord[0])]
+            r = int(rows[0])
+            vec = snap.codec.decode(seg.groups[r : r + 1], seg.codes[r : r + 1], seg.scales16[r : r + 1],
+                                    seg.aux16[r : r + 1])[0]
+            payload = self._payloads([arr[0]], txn)[0]
+        return Record(arr[0].item() if kind == "int" else arr[0], vec, payload)
 
     def iter_records(self, batch_size: int = 4096, *, with_payload: bool = True):
         """Yield ``(ids, vectors, payloads)`` batches covering every live row once:
         ids as an array, dequantized float32 vectors (n, dim), payloads as a list (or
         None). Works on one snapshot, so concurrent writes do not affect the iteration."""
         batch_size = positive_int(batch_size, "batch_size")
-        snap = self._current()
-        for seg in snap.segments:
-            live = np.arange(seg.rows) if seg.dead.size == 0 else np.flatnonzero(seg.dead == 0)
-            for start in range(0, len(live), batch_size):
-                rows = live[start : start + batch_size]
-                vecs = snap.codec.decode(seg.groups[rows], seg.codes[rows], seg.scales16[rows],
-                                         seg.aux16[rows])
-                ids = seg.ids[rows]
-                payloads = self._payloads(ids.tolist()) if with_payload else None
-                yield ids, vecs, payloads
+        # the read transaction stays open while the caller iterates: one committed state
+        with self._reading() as (snap, txn):
+            for seg in snap.segments:
+                live = np.arange(seg.rows) if seg.dead.size == 0 else np.flatnonzero(seg.dead == 0)
+                for start in range(0, len(live), batch_size):
+                    rows = live[start : start + batch_size]
+                    vecs = snap.codec.decode(seg.groups[rows], seg.codes[rows], seg.scales16[rows],
+                                             seg.aux16[rows])
+                    ids = seg.ids[rows]
+                    payloads = self._payloads(ids.tolist(), txn) if with_payload else None
+                    yield ids, vecs, payloads
 
     def ids(self) -> np.ndarray:
         """All live ids (int64 array, or object array of str), in storage order."""
@@ -638,12 +670,12 @@ class Store:
             return np.zeros(0, dtype=np.int64 if snap.manifest.id_type != "str" else object)
         return np.concatenate(parts)
 
-    def _payloads(self, ids) -> list[dict | None]:
+    def _payloads(self, ids, txn) -> list[dict | None]:
+        """Payloads of ``ids`` read in ``txn`` (the transaction of the caller's snapshot)."""
         out = []
-        with self._catalog.read() as txn:
-            for ext_id in ids:
-                raw = txn.get("payloads", fmt.id_key(ext_id))
-                out.append(None if raw is None else fmt.decode_payload(raw, f"payload of {ext_id!r}"))
+        for ext_id in ids:
+            raw = txn.get("payloads", fmt.id_key(ext_id))
+            out.append(None if raw is None else fmt.decode_payload(raw, f"payload of {ext_id!r}"))
         return out
 
     def _search_options(self, k, shortlist, nprobe) -> SearchOptions:
@@ -675,15 +707,15 @@ class Store:
         """
         opts = self._search_options(k, shortlist, nprobe)
         q = as_query(query, self.dim)
-        snap = self._current()
-        if snap.codec is None or snap.manifest.count == 0:
-            self._for_metric(q, "query")
-            return []
-        prep = self._prepare(snap, q)
-        tags, scores = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep,
-                                       opts.k, opts.effective_shortlist, opts.nprobe)
-        found = tags[0] >= 0
-        return self._hits(snap, tags[0][found], scores[0][found], with_payload)
+        with self._reading() as (snap, txn):
+            if snap.codec is None or snap.manifest.count == 0:
+                self._for_metric(q, "query")
+                return []
+            prep = self._prepare(snap, q)
+            tags, scores = search_prepared(self._searchable(snap, filter_ids), snap.codec, prep,
+                                           opts.k, opts.effective_shortlist, opts.nprobe)
+            found = tags[0] >= 0
+            return self._hits(snap, tags[0][found], scores[0][found], with_payload, txn)
 
     def _searchable(self, snap: _Snapshot, filter_ids) -> list[Segment]:
         if filter_ids is None:
@@ -724,22 +756,23 @@ class Store:
         """
         top_n = positive_int(top_n, "top_n", maximum=_MAX_K)
         q = as_query(query, self.dim)
-        snap = self._current()
         ids_arr, kind = normalize_ids(ids, allow_duplicates=True)
         ids_arr = _unique_keep_order(ids_arr)
-        if snap.manifest.id_type not in (None, kind):
-            raise IdTypeMismatch(f"this store uses {snap.manifest.id_type} ids; got {kind} ids")
-        seg_ord, rows = self._locate(snap, ids_arr)
-        if (rows < 0).any():
-            raise IdNotFound(
-                f"{int((rows < 0).sum())} id(s) not found: "
-                + ", ".join(repr(v) for v in ids_arr[rows < 0][:5].tolist())
-            )
-        prep = self._prepare(snap, q)
-        tags = (seg_ord << ROW_BITS) | rows
-        values = exact_scores(list(snap.segments), prep, np.zeros(len(tags), np.int64), tags, self.metric)
-        order = rank(values, tags, top_n)
-        return self._hits(snap, tags[order], to_scores(values[order], prep.qsq[0], self.metric), with_payload)
+        with self._reading() as (snap, txn):
+            if snap.manifest.id_type not in (None, kind):
+                raise IdTypeMismatch(f"this store uses {snap.manifest.id_type} ids; got {kind} ids")
+            seg_ord, rows = self._locate(snap, ids_arr)
+            if (rows < 0).any():
+                raise IdNotFound(
+                    f"{int((rows < 0).sum())} id(s) not found: "
+                    + ", ".join(repr(v) for v in ids_arr[rows < 0][:5].tolist())
+                )
+            prep = self._prepare(snap, q)
+            tags = (seg_ord << ROW_BITS) | rows
+            values = exact_scores(list(snap.segments), prep, np.zeros(len(tags), np.int64), tags, self.metric)
+            order = rank(values, tags, top_n)
+            return self._hits(snap, tags[order], to_scores(values[order], prep.qsq[0], self.metric),
+                              with_payload, txn)
 
     def _tags_to_ids(self, snap: _Snapshot, tags: np.ndarray) -> np.ndarray:
         """External ids of candidate tags (segment ordinal << ROW_BITS | row), as an array."""
@@ -751,9 +784,9 @@ class Store:
             out[sel] = snap.segments[int(ordinal)].ids[rows[sel]]
         return out
 
-    def _hits(self, snap, tags, scores, with_payload: bool) -> list[Hit]:
+    def _hits(self, snap, tags, scores, with_payload: bool, txn) -> list[Hit]:
         ids = [v.item() if isinstance(v, np.generic) else v for v in self._tags_to_ids(snap, tags)]
-        payloads = self._payloads(ids) if with_payload else [None] * len(ids)
+        payloads = self._payloads(ids, txn) if with_payload else [None] * len(ids)
         return [Hit(i, float(s), p) for i, s, p in zip(ids, scores, payloads)]
 
     # --- introspection --------------------------------------------------------------------
@@ -903,6 +936,11 @@ def _decode_tombstones(raw: bytes | None, rec: fmt.SegmentRecord, root: str) -> 
             f"manifest ({rec.deleted} deleted of {rec.rows}), or are not distinct sorted rows"
         )
     return dead
+
+
+def _txn_generation(txn) -> int:
+    raw = txn.get("meta", _GEN_KEY)
+    return struct.unpack("<Q", raw)[0] if raw and len(raw) == 8 else -1
 
 
 def _put_manifest(txn, manifest: fmt.Manifest) -> None:
