@@ -185,7 +185,7 @@ class StoreConfig:
     scale_estimator: str = "unbiased"
     rotation: str = "hadamard"
     train_sample: int = 65536
-    min_rows_per_base: int = 24
+    min_rows_per_base: int = 16
     segment_fanout: int = 8
     seed: int = 0
     extensions: dict = field(default_factory=dict)

@@ -129,14 +129,17 @@ def _fingerprint(path: str) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def default_train_sample(store: Store) -> int:
-    """Rows sampled to train an untrained store: enough for the configured base rows.
+TRAIN_ROWS_PER_BASE = 24
 
-    ``n_base * min_rows_per_base`` (24,576 for the defaults): at 7680 dims that is a 0.75
-    GB sample, which keeps training under the loader's ~2 GB memory budget.
+
+def default_train_sample(store: Store) -> int:
+    """Rows sampled to train an untrained store: 24 per requested base row (24,576 for the
+    default 1024), at most ``train_sample``. At 7680 dims that is a 0.75 GB sample, which
+    keeps training under the loader's ~2 GB memory budget. (A smaller input trains on all
+    of it and gets ``n // min_rows_per_base`` base rows.)
     """
     cfg = store.config
-    return min(cfg.train_sample, cfg.n_base * cfg.min_rows_per_base)
+    return min(cfg.train_sample, cfg.n_base * TRAIN_ROWS_PER_BASE)
 
 
 def ingest(store: Store, inputs: list[str], options: IngestOptions | None = None,
