@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from zenstore.kernels import (
     build_nibble_luts,
-    dot_rows,
+    dot_rows_f16,
     hamming_distances,
     heap_sorted,
     pack_signs,
@@ -227,14 +227,17 @@ def test_rescore_matches_dequantized_reference(seed, n, shape, ip_w, nq):
         np.testing.assert_allclose(out[qrow == i], expect, atol=2e-6 * scale * np.sqrt(dim), rtol=1e-5)
 
 
-@given(seed=st.integers(0, 2**31), m=st.integers(1, 5), n=st.integers(1, 50), dim=st.sampled_from(DIMS))
-def test_dot_rows_matches_numpy(seed, m, n, dim):
+@given(seed=st.integers(0, 2**31), m=st.integers(1, 5), n=st.integers(1, 50),
+       dim=st.sampled_from(DIMS), chunks=st.integers(1, 7))
+def test_dot_rows_f16_matches_numpy(seed, m, n, dim, chunks):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((m, dim)).astype(np.float32)
-    b = rng.standard_normal((n, dim)).astype(np.float32)
+    b = rng.standard_normal((n, dim)).astype(np.float16)
+    b[0, :3] = [0.0, 6e-8, -65504]  # zero, subnormal, extreme
     out = np.empty((m, n), np.float32)
-    dot_rows(a, b, out)
-    np.testing.assert_allclose(out, a.astype(np.float64) @ b.T.astype(np.float64), atol=1e-3 * np.sqrt(dim))
+    dot_rows_f16(a, b.view(np.uint16), out, chunks)
+    want = a.astype(np.float64) @ b.astype(np.float64).T
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3 * np.sqrt(dim))
 
 
 @pytest.mark.parametrize("dim", DIMS + [384, 768, 1024])

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._intrinsics import f16_to_f32
+
 
 @nb.njit(nogil=True, cache=True)
 def build_nibble_lut(q, out):
@@ -82,18 +84,27 @@ def rescore(codes_u8, scales, rowlam, rowterm, group_offsets, rows, qslot, luts,
                       qoff, qrow, ip_w, out, n * c // chunks, n * (c + 1) // chunks)
 
 
-@nb.njit(nogil=True, cache=True, parallel=True, fastmath=True)
-def dot_rows(a, b, out):
-    """out[i, j] = a[i] . b[j] (float32 accumulation).
-
-    For a handful of queries against the base matrix; BLAS would be faster per flop but
-    its thread wake-up cost (measured ~8 ms per call on a 2-core VM) dwarfs this work.
-    """
+@nb.njit(nogil=True, cache=True, fastmath=True)
+def _dot_rows_f16_range(a, b_bits, out, j0, j1):
     m, d = a.shape
-    n = b.shape[0]
-    for j in nb.prange(n):
+    for j in range(j0, j1):
+        row = b_bits[j]
         for i in range(m):
+            q = a[i]
             acc = np.float32(0.0)
             for k in range(d):
-                acc += a[i, k] * b[j, k]
+                acc += q[k] * f16_to_f32(row[k])
             out[i, j] = acc
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def dot_rows_f16(a, b_bits, out, chunks):
+    """out[i, j] = a[i] . b[j] for an fp16 matrix ``b`` given as its uint16 bits.
+
+    For a handful of queries against the base matrix: streams 2 bytes per base value
+    instead of 4 (BLAS, for large batches, needs float32 and pays a thread wake-up that
+    dwarfs a single query's work).
+    """
+    n = b_bits.shape[0]
+    for c in nb.prange(chunks):
+        _dot_rows_f16_range(a, b_bits, out, n * c // chunks, n * (c + 1) // chunks)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._popcount import popcount64
+from ._intrinsics import popcount64
 from .topk import heap_push
 
 TILE_BYTES = 32 * 1024  # code rows scored by a query block before moving on
