@@ -28,6 +28,9 @@ CATALOG_FILE = "catalog.mdb"
 DB_NAMES = ("meta", "ids", "tombstones", "payloads", "jobs")
 DEFAULT_MAP_SIZE = int(os.environ.get("ZENSTORE_MAP_SIZE", 1 << 40))
 MIN_PAGE = 4096  # LMDB's page size is the OS page size, at least 4 KiB
+# LMDB's own reports of a damaged file (bad page type, page beyond the end, ...)
+_DAMAGED = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.IncompatibleError,
+            lmdb.VersionMismatchError)
 
 
 class _SharedEnv:
@@ -100,13 +103,19 @@ class Catalog:
 
     @contextmanager
     def read(self):
-        with self.env.begin(write=False, buffers=False) as txn:
-            yield Txn(txn, self.dbs)
+        try:
+            with self.env.begin(write=False, buffers=False) as txn:
+                yield Txn(txn, self.dbs)
+        except _DAMAGED as exc:  # raised by any lookup in the body, too
+            raise CorruptStore(f"{self.path}: catalog file is damaged ({exc})") from exc
 
     @contextmanager
     def write(self):
-        with self.env.begin(write=True, buffers=False) as txn:
-            yield Txn(txn, self.dbs)
+        try:
+            with self.env.begin(write=True, buffers=False) as txn:
+                yield Txn(txn, self.dbs)
+        except _DAMAGED as exc:
+            raise CorruptStore(f"{self.path}: catalog file is damaged ({exc})") from exc
 
     def size_bytes(self) -> int:
         """Bytes of the catalog file in use (LMDB pages up to the last one written)."""

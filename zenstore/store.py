@@ -885,8 +885,12 @@ def verify_store(path) -> list[str]:
             if not set(txn.keys("tombstones")) <= want:
                 problems.append("tombstones recorded for segments not in the manifest")
             live_keys = {fmt.id_key(v) for v in seen}
-            stray = 0
+            stray = unreachable = 0
             for k, raw in txn.items("payloads"):
+                # LMDB pages carry no checksum: a damaged branch page can leave a record
+                # visible to iteration but not to lookup (get() would say "no payload")
+                if txn.get("payloads", k) != raw:
+                    unreachable += 1
                 if k not in live_keys:
                     stray += 1
                     continue
@@ -894,6 +898,8 @@ def verify_store(path) -> list[str]:
                     fmt.decode_payload(raw, f"payload under key {k!r}")
                 except CorruptStore as exc:
                     problems.append(str(exc))
+            if unreachable:
+                problems.append(f"catalog file is damaged: {unreachable} payload(s) cannot be looked up")
             if stray and not problems:
                 problems.append(f"{stray} payload(s) belong to no live id")
             if not problems:
