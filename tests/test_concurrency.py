@@ -108,28 +108,38 @@ def reader_pass(store, rng, stats: dict) -> None:
     stats["hits_checked"] = stats.get("hits_checked", 0) + len(hits) + int((found >= 0).sum())
 
 
-def reader_process(path: str, stop_at: float, seed: int, out) -> None:
+def reader_process(path: str, writer_done, seed: int, ready, out) -> None:
+    """Checks in a loop for as long as the writer writes (then once more)."""
     try:
         rng = np.random.default_rng(seed)
         stats: dict = {}
         generations = set()
+        deadline = time.time() + 600
         with Store.open(path, readonly=True) as store:
-            while time.time() < stop_at:
+            ready.put(seed)
+            while time.time() < deadline:
+                last = writer_done.is_set()
                 reader_pass(store, rng, stats)
                 generations.add(store.stats()["generation"])
-                if not len(store):
-                    time.sleep(0.002)  # writer not started yet: do not hog the cores
+                if last:
+                    break
+                # leave the shared cores to the writer (this checks consistency, not speed)
+                time.sleep(0.001 if len(store) else 0.005)
         stats["generations_seen"] = len(generations)
         out.put(("ok", stats))
     except BaseException:
         out.put(("fail", traceback.format_exc()))
 
 
-def writer_process(path: str, n_batches: int, out) -> None:
+def writer_process(path: str, n_batches: int, writer_done, out) -> None:
     try:  # paced, so that the readers observe many generations while it writes
-        out.put(("ok", write_batches(path, n_batches, pause=0.02)))
+        t0 = time.time()
+        done = write_batches(path, n_batches, pause=0.01)
+        out.put(("ok", {**done, "seconds": round(time.time() - t0, 2)}))
     except BaseException:
         out.put(("fail", traceback.format_exc()))
+    finally:
+        writer_done.set()
 
 
 def try_second_writer(path: str, out) -> None:
@@ -170,14 +180,15 @@ def _results(q, n: int, timeout: float = 180) -> list:
 def test_readers_in_other_processes_see_whole_batches(tmp_path, ctx):
     path = str(tmp_path / "s.zen")
     new_store(path)
-    q = ctx.Queue()
-    # start the readers first (spawn + import take a while), then the writer
-    stop_at = time.time() + (40 if SLOW else 7)
-    readers = [ctx.Process(target=reader_process, args=(path, stop_at, k, q)) for k in range(READERS)]
+    q, ready, writer_done = ctx.Queue(), ctx.Queue(), ctx.Event()
+    # the readers first (spawn + import take a while); the writer once they are reading
+    readers = [ctx.Process(target=reader_process, args=(path, writer_done, k, ready, q))
+               for k in range(READERS)]
     for p in readers:
         p.start()
-    time.sleep(1.5)
-    writer = ctx.Process(target=writer_process, args=(path, BATCHES, q))
+    for _ in readers:
+        ready.get(timeout=120)
+    writer = ctx.Process(target=writer_process, args=(path, BATCHES, writer_done, q))
     writer.start()
     results = _results(q, READERS + 1)
     for p in readers + [writer]:
