@@ -348,3 +348,27 @@ def test_kill_zenstore_ingest(tmp_path, stats):
         assert s.verify() == []
         for i in range(0, n, 7):
             assert _cos(s.get(i).vector, x[i]) > 0.5
+
+
+def test_create_killed_leaves_nothing_the_next_create_keeps(tmp_path):
+    """A create killed after building its temporary directory leaves ``PATH.creating-PID``;
+    the next create of the same path removes it (its process is dead) and succeeds."""
+    path = tmp_path / "s.zen"
+    env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
+    env["ZENSTORE_FAULT"] = "create.catalog"
+    code = f"from zenstore import Store; Store.create({str(path)!r}, dim=64)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    assert [p.name for p in tmp_path.iterdir()] == [f"s.zen.creating-{proc.pid}"]
+    assert not path.exists()
+    # a directory of a live process, and one holding foreign files, are left alone
+    live = tmp_path / f"s.zen.creating-{os.getppid()}"
+    live.mkdir()
+    foreign = tmp_path / "s.zen.creating-999999999"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not ours")
+    with Store.create(path, dim=64) as s:
+        assert len(s) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["s.zen", live.name, foreign.name])

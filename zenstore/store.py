@@ -84,6 +84,51 @@ class _Snapshot:
         return self.manifest.generation
 
 
+def _remove_dead_creations(path: str) -> None:
+    """Delete ``PATH.creating-PID`` directories left by a ``create`` whose process died.
+
+    Only directories whose PID is no longer alive and that hold nothing but what
+    ``create`` writes (the catalog, its lock file, an empty segment directory) are removed;
+    anything else is left alone.
+    """
+    parent, prefix = os.path.dirname(path), os.path.basename(path) + ".creating-"
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):]
+        if not name.startswith(prefix) or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        tmp = os.path.join(parent, name)
+        try:
+            entries = set(os.listdir(tmp))
+            if not entries <= {CATALOG_FILE, CATALOG_FILE + "-lock", SEGMENT_DIR}:
+                continue
+            if SEGMENT_DIR in entries and os.listdir(os.path.join(tmp, SEGMENT_DIR)):
+                continue
+            for f in (CATALOG_FILE, CATALOG_FILE + "-lock"):
+                _unlink_quietly(os.path.join(tmp, f))
+            if SEGMENT_DIR in entries:
+                os.rmdir(os.path.join(tmp, SEGMENT_DIR))
+            os.rmdir(tmp)
+            log.info("removed %s, left by a create that did not finish", tmp)
+        except OSError:
+            continue
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -127,6 +172,7 @@ class Store:
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise NotAStore(f"{parent}: parent directory does not exist")
+        _remove_dead_creations(os.path.abspath(path))
         tmp = f"{os.path.abspath(path)}.creating-{os.getpid()}"
         os.makedirs(os.path.join(tmp, SEGMENT_DIR))
         try:
