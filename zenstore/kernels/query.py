@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numba as nb
+import numpy as np
 
 from .bits import _pack_rows
-from .hadamard import rotate_range
+from .hadamard import LANES, rotate_range
 
 
 @nb.njit(nogil=True, cache=True)
@@ -17,19 +18,27 @@ def prepare_range(x, signs, perms, block, normalize, nblocks, q, codes, alpha, q
     _pack_rows(q, codes, i0, i1)
     d = q.shape[1]
     per_block = d // nblocks
+    # LANES independent float64 partial sums, so the reductions vectorise (see rotate_range)
+    l_abs = np.empty(LANES, dtype=np.float64)
+    l_sum = np.empty(LANES, dtype=np.float64)
+    l_sq = np.empty(LANES, dtype=np.float64)
     for i in range(i0, i1):
-        total_sq = 0.0
+        l_sq[:] = 0.0
+        qi = q[i]
         for b in range(nblocks):
-            s_abs = 0.0
-            s_sum = 0.0
-            for j in range(per_block):
-                v = q[i, b * per_block + j]
-                s_abs += abs(v)
-                s_sum += v
-                total_sq += v * v
-            alpha[i, b] = s_abs / per_block
-            qsums[i, b] = s_sum
-        qsq[i] = total_sq
+            l_abs[:] = 0.0
+            l_sum[:] = 0.0
+            qb = qi[b * per_block : (b + 1) * per_block]
+            for c in range(per_block // LANES):
+                src = qb[c * LANES : c * LANES + LANES]
+                for t in range(LANES):
+                    v = np.float64(src[t])
+                    l_abs[t] += abs(v)
+                    l_sum[t] += v
+                    l_sq[t] += v * v
+            alpha[i, b] = l_abs.sum() / per_block
+            qsums[i, b] = l_sum.sum()
+        qsq[i] = l_sq.sum()
 
 
 @nb.njit(nogil=True, cache=True, parallel=True)
