@@ -12,6 +12,7 @@ from zenstore.kernels import (
     heap_sorted,
     pack_signs,
     rescore,
+    rescore_by_query,
     rescore_range,
     scan_groups,
     scan_many,
@@ -199,8 +200,8 @@ def test_scan_heap_carries_across_calls():
 
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 80),
        shape=st.sampled_from([(64, 1), (128, 2), (960, 3), (7680, 1), (7680, 2)]),
-       ip_w=ip_weights, nq=st.integers(1, 3))
-def test_rescore_matches_dequantized_reference(seed, n, shape, ip_w, nq):
+       ip_w=ip_weights, nq=st.integers(1, 3), chunks=st.integers(1, 5))
+def test_rescore_matches_dequantized_reference(seed, n, shape, ip_w, nq, chunks):
     dim, blocks = shape
     n_groups = 3
     codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
@@ -211,15 +212,21 @@ def test_rescore_matches_dequantized_reference(seed, n, shape, ip_w, nq):
     build_nibble_luts(queries, luts)
     qsums = queries.reshape(nq, blocks, -1).sum(axis=2).astype(np.float32)
     qoff = (queries @ base.T).astype(np.float32)
+    # every (query, row) pair, gathered the way search.exact_scores does
     rows = np.tile(np.arange(n, dtype=np.int64), nq)
     qrow = np.repeat(np.arange(nq, dtype=np.int64), n)
+    groups = np.searchsorted(offsets, rows, side="right") - 1
+    pairs = (codes.view(np.uint8)[rows], scales[rows], rowlam[rows], rowterm[rows],
+             qoff[qrow, groups])
     out = np.empty(len(rows), np.float32)
-    rescore(codes.view(np.uint8), scales, rowlam, rowterm, offsets, rows, qrow, luts, qsums, qoff, qrow,
-            np.float32(ip_w), out, 3)
+    rescore(*pairs, qrow, luts, qsums, np.float32(ip_w), out, chunks)
     serial = np.empty_like(out)
-    rescore_range(codes.view(np.uint8), scales, rowlam, rowterm, offsets, rows, qrow, luts, qsums,
-                  qoff, qrow, np.float32(ip_w), serial, 0, len(rows))
+    rescore_range(*pairs, qrow, luts, qsums, np.float32(ip_w), serial, 0, len(rows))
     np.testing.assert_array_equal(out, serial)
+    by_query = np.empty_like(out)
+    qstart = np.searchsorted(qrow, np.arange(nq + 1))
+    rescore_by_query(*pairs, qstart, queries, qsums, np.float32(ip_w), by_query, chunks)
+    np.testing.assert_array_equal(by_query, serial)
     for i in range(nq):
         expect = ref.rescore_ref(codes, scales.astype(np.float64), rowlam, rowterm, offsets, base,
                                  queries[i], ip_w)

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from .codec import Codec
-from .kernels import build_nibble_lut, build_nibble_luts, rescore, rescore_range, scan_groups, scan_many, scan_one
+from .kernels import build_nibble_lut, rescore, rescore_by_query, rescore_range, scan_groups, scan_many, scan_one
 from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
 from .rotation import hadamard_block
@@ -28,9 +28,8 @@ from .segment import Segment
 ROW_BITS = 40  # candidate tag = (segment ordinal << ROW_BITS) | row
 ROW_MASK = (1 << ROW_BITS) - 1
 QUERY_BLOCK = 8  # queries scored together per code row in scan_many
-LUT_BATCH = 32  # queries whose rescoring tables are built at once (123 KB each at 7680 dims)
 PARALLEL_SCAN_ROWS = 16384  # smaller single-query scans run on one thread
-PARALLEL_RESCORE = 512  # fewer (query, row) pairs per segment: one thread
+PARALLEL_RESCORE = 64  # fewer (query, row) pairs: one thread (~1 us of work each)
 PARALLEL_PREPARE = 16  # fewer queries: one thread
 
 
@@ -133,37 +132,64 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
 def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
                  tags: np.ndarray, metric: str) -> np.ndarray:
     """Exact dequantized ranking values (ip_w * ip + term) of (query, tag) pairs."""
-    out = np.empty(len(tags), dtype=np.float32)
-    if len(tags) == 0:
+    n = len(tags)
+    out = np.empty(n, dtype=np.float32)
+    if n == 0:
         return out
     ip_w = ip_weight(metric)
-    d = prep.q.shape[1]
-    for q0 in range(0, len(prep), LUT_BATCH):
-        q1 = min(len(prep), q0 + LUT_BATCH)
-        in_batch = (qidx >= q0) & (qidx < q1)
-        if not in_batch.any():
-            continue
-        luts = np.empty((q1 - q0, d // 4, 16), dtype=np.float32)
-        if q1 - q0 == 1:
-            build_nibble_lut(prep.q[q0], luts[0])
+    qidx = np.asarray(qidx, dtype=np.int64)
+    order = None
+    if n > 1 and (qidx[1:] < qidx[:-1]).any():
+        order = np.argsort(qidx, kind="stable")
+        qidx, tags = qidx[order], tags[order]
+    codes, scales, rowlam, rowterm, qoff = _gather_candidates(segments, prep, qidx, tags)
+    res = np.empty(n, dtype=np.float32)
+    threads = numba.get_num_threads()
+    nq = len(prep)
+    if nq < 2 * threads:
+        # a few queries: build their tables once and split the pairs across threads
+        luts = np.empty((nq, prep.q.shape[1] // 4, 16), dtype=np.float32)
+        for i in range(nq):
+            build_nibble_lut(prep.q[i], luts[i])
+        args = (codes, scales, rowlam, rowterm, qoff, qidx, luts, prep.qsums, ip_w, res)
+        if n < PARALLEL_RESCORE:
+            rescore_range(*args, 0, n)
         else:
-            build_nibble_luts(prep.q[q0:q1], luts)
-        ords = tags >> ROW_BITS
-        for ordinal in np.unique(ords[in_batch]):
-            sel = np.flatnonzero(in_batch & (ords == ordinal))
-            seg = segments[int(ordinal)]
-            rows = (tags[sel] & ROW_MASK).astype(np.int64)
-            qrow = qidx[sel].astype(np.int64)
-            res = np.empty(len(sel), dtype=np.float32)
-            args = (seg.codes.view(np.uint8), seg.scales, seg.rowlam, seg.rowterm,
-                    seg.group_offsets, rows, qrow - q0, luts, prep.qsums[q0:q1], prep.qoff, qrow,
-                    ip_w, res)
-            if len(sel) < PARALLEL_RESCORE:
-                rescore_range(*args, 0, len(sel))
-            else:
-                rescore(*args, 4 * numba.get_num_threads())
-            out[sel] = res
+            rescore(*args, 4 * threads)
+    else:
+        qstart = np.searchsorted(qidx, np.arange(nq + 1), side="left")
+        rescore_by_query(codes, scales, rowlam, rowterm, qoff, qstart, prep.q, prep.qsums, ip_w,
+                         res, min(nq, 4 * threads))
+    if order is None:
+        return res
+    out[order] = res
     return out
+
+
+def _gather_candidates(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
+                       tags: np.ndarray):
+    """Per pair: its row's code bytes, scales, base coefficient, additive term, and
+    q . base[g] for its query and group, copied out of whichever segment holds it."""
+    n = len(tags)
+    seg0 = segments[int(tags[0] >> ROW_BITS)]
+    codes = np.empty((n, seg0.codes.shape[1] * 8), dtype=np.uint8)
+    scales = np.empty((n, seg0.scales.shape[1]), dtype=np.float32)
+    rowlam = np.empty(n, dtype=np.float32)
+    rowterm = np.empty(n, dtype=np.float32)
+    qoff = np.empty(n, dtype=np.float32)
+    ords = tags >> ROW_BITS
+    rows = (tags & ROW_MASK).astype(np.int64)
+    for ordinal in np.unique(ords).tolist():
+        sel = np.flatnonzero(ords == ordinal)
+        seg = segments[ordinal]
+        r = rows[sel]
+        codes[sel] = seg.codes.view(np.uint8)[r]
+        scales[sel] = seg.scales[r]
+        rowlam[sel] = seg.rowlam[r]
+        rowterm[sel] = seg.rowterm[r]
+        groups = np.searchsorted(seg.group_offsets, r, side="right") - 1
+        qoff[sel] = prep.qoff[qidx[sel], groups]
+    return codes, scales, rowlam, rowterm, qoff
 
 
 def to_scores(values: np.ndarray, prep_qsq: np.ndarray, metric: str) -> np.ndarray:
