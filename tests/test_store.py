@@ -343,3 +343,29 @@ def test_filter_ids_restricts_candidates(store_path, rng):
         store.search(x[0], filter_ids=["a"])
     assert len(store.search(x[0], k=5)) == 5  # unfiltered search unaffected
     store.close()
+
+
+def test_rescoring_in_small_slices_gives_identical_results(store_path, rng, monkeypatch):
+    """Rescoring gathers candidates in bounded slices; slice boundaries (even inside one
+    query's candidates, and across segments) must not change any id or score."""
+    x = clustered(rng, 300, DIM)
+    with Store.create(store_path, dim=DIM, n_base=4, segment_fanout=100, min_rows_per_base=4) as store:
+        for i in range(0, 300, 60):
+            store.add(list(range(i, i + 60)), x[i : i + 60])
+        assert store.stats()["segments"] > 1
+        queries = x[:12] + 0.1 * rng.standard_normal((12, DIM)).astype(np.float32)
+        want = store.search_batch(queries, k=7, shortlist=50)
+        want_one = store.search(queries[0], k=7, shortlist=50)
+        want_rerank = store.rerank(queries[1], ids=list(range(0, 300, 3)), top_n=9)
+        import zenstore.search as search_module
+
+        monkeypatch.setattr(search_module, "GATHER_BYTES", 1)  # one pair per slice
+        got = store.search_batch(queries, k=7, shortlist=50)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert store.search(queries[0], k=7, shortlist=50) == want_one
+        assert store.rerank(queries[1], ids=list(range(0, 300, 3)), top_n=9) == want_rerank
+        monkeypatch.setattr(search_module, "GATHER_BYTES", 37 * (DIM // 8 + 16))  # uneven slices
+        got = store.search_batch(queries, k=7, shortlist=50)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

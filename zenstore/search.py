@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from .codec import Codec
-from .kernels import build_nibble_lut, rescore, rescore_by_query, rescore_range, scan_groups, scan_many, scan_one
+from .kernels import build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range, scan_groups, scan_many, scan_one
 from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
 from .rotation import hadamard_block
@@ -31,6 +31,7 @@ QUERY_BLOCK = 8  # queries scored together per code row in scan_many
 PARALLEL_SCAN_ROWS = 16384  # smaller single-query scans run on one thread
 PARALLEL_RESCORE = 64  # fewer (query, row) pairs: one thread (~1 us of work each)
 PARALLEL_PREPARE = 16  # fewer queries: one thread
+GATHER_BYTES = 32 << 20  # candidate rows copied out of their segments per rescoring slice
 
 
 def ip_weight(metric: str) -> np.float32:
@@ -131,7 +132,11 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
 
 def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
                  tags: np.ndarray, metric: str) -> np.ndarray:
-    """Exact dequantized ranking values (ip_w * ip + term) of (query, tag) pairs."""
+    """Exact dequantized ranking values (ip_w * ip + term) of (query, tag) pairs.
+
+    Pairs are sorted by query and scored in slices whose gathered rows stay under
+    ``GATHER_BYTES``, so memory stays bounded whatever the batch and shortlist size.
+    """
     n = len(tags)
     out = np.empty(n, dtype=np.float32)
     if n == 0:
@@ -142,28 +147,43 @@ def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarra
     if n > 1 and (qidx[1:] < qidx[:-1]).any():
         order = np.argsort(qidx, kind="stable")
         qidx, tags = qidx[order], tags[order]
+    d = prep.q.shape[1]
+    step = max(1, GATHER_BYTES // (d // 8 + 4 * (prep.qsums.shape[1] + 3)))
+    res = np.empty(n, dtype=np.float32) if order is not None else out
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        res[a:b] = _score_slice(segments, prep, qidx[a:b], tags[a:b], ip_w)
+    if order is not None:
+        out[order] = res
+    return out
+
+
+def _score_slice(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
+                 tags: np.ndarray, ip_w: np.float32) -> np.ndarray:
+    """Ranking values of pairs sorted by query (one slice of ``exact_scores``)."""
+    n = len(tags)
     codes, scales, rowlam, rowterm, qoff = _gather_candidates(segments, prep, qidx, tags)
     res = np.empty(n, dtype=np.float32)
     threads = numba.get_num_threads()
-    nq = len(prep)
-    if nq < 2 * threads:
+    q_lo, q_hi = int(qidx[0]), int(qidx[-1]) + 1
+    queries, qsums = prep.q[q_lo:q_hi], prep.qsums[q_lo:q_hi]
+    if q_hi - q_lo < 2 * threads:
         # a few queries: build their tables once and split the pairs across threads
-        luts = np.empty((nq, prep.q.shape[1] // 4, 16), dtype=np.float32)
-        for i in range(nq):
-            build_nibble_lut(prep.q[i], luts[i])
-        args = (codes, scales, rowlam, rowterm, qoff, qidx, luts, prep.qsums, ip_w, res)
+        luts = np.empty((q_hi - q_lo, queries.shape[1] // 4, 16), dtype=np.float32)
+        if q_hi - q_lo == 1:
+            build_nibble_lut(queries[0], luts[0])
+        else:
+            build_nibble_luts(queries, luts)
+        args = (codes, scales, rowlam, rowterm, qoff, qidx - q_lo, luts, qsums, ip_w, res)
         if n < PARALLEL_RESCORE:
             rescore_range(*args, 0, n)
         else:
             rescore(*args, 4 * threads)
     else:
-        qstart = np.searchsorted(qidx, np.arange(nq + 1), side="left")
-        rescore_by_query(codes, scales, rowlam, rowterm, qoff, qstart, prep.q, prep.qsums, ip_w,
-                         res, min(nq, 4 * threads))
-    if order is None:
-        return res
-    out[order] = res
-    return out
+        qstart = np.searchsorted(qidx, np.arange(q_lo, q_hi + 1), side="left")
+        rescore_by_query(codes, scales, rowlam, rowterm, qoff, qstart, queries, qsums, ip_w, res,
+                         min(q_hi - q_lo, 4 * threads))
+    return res
 
 
 def _gather_candidates(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
