@@ -167,3 +167,20 @@ def test_scripts_have_help():
         res = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], capture_output=True,
                              text=True, timeout=60)
         assert res.returncode == 0 and "usage:" in res.stdout, (script, res.stderr)
+
+
+def test_stages_benchmark_splits_a_batch_into_its_stages(tmp_path, capsys):
+    stages = _load("benchmarks/stages.py", "bench_stages")
+    from zenstore import Store
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 128)).astype(np.float32)
+    with Store.create(tmp_path / "s.zen", dim=128, n_base=8) as s:
+        s.add(range(600), x)
+    np.save(tmp_path / "q.npy", x[:20])
+    r = stages.main([str(tmp_path / "s.zen"), "--queries", str(tmp_path / "q.npy"),
+                     "--configs", "2:30", "all:50", "--threads", "1", "--repeats", "1"])
+    assert [row["config"] for row in r["rows"]] == ["nprobe=2 shortlist=30", "nprobe=all shortlist=50"]
+    for row in r["rows"]:
+        assert all(np.isfinite(row[s]) and row[s] > 0 for s in stages.STAGES)
+    assert "rerun: OMP_WAIT_POLICY=passive python benchmarks/stages.py" in capsys.readouterr().out
