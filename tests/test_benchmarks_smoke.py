@@ -184,3 +184,20 @@ def test_stages_benchmark_splits_a_batch_into_its_stages(tmp_path, capsys):
     for row in r["rows"]:
         assert all(np.isfinite(row[s]) and row[s] > 0 for s in stages.STAGES)
     assert "rerun: OMP_WAIT_POLICY=passive python benchmarks/stages.py" in capsys.readouterr().out
+
+
+def test_probe_candidates_study_reports_coverage(tmp_path, capsys):
+    study = _load("benchmarks/probe_candidates.py", "bench_probe_candidates")
+    from zenstore import Store
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((800, 128)).astype(np.float32)
+    with Store.create(tmp_path / "s.zen", dim=128, n_base=16, min_rows_per_base=4) as s:
+        s.add(range(800), x)
+    np.save(tmp_path / "q.npy", x[:25])
+    rows = study.main([str(tmp_path / "s.zen"), "--queries", str(tmp_path / "q.npy"),
+                       "--nprobes", "2", "--multiples", "1", "8"])
+    assert [(r["approximation"], r["K"]) for r in rows] == [("1-bit", 2), ("1-bit", 16), ("int8", 2), ("int8", 16)]
+    assert all(0.0 <= r["queries_fully_covered"] <= 1.0 for r in rows)
+    assert rows[1]["queries_fully_covered"] >= rows[0]["queries_fully_covered"]  # more candidates cover more
+    assert rows[3]["queries_fully_covered"] == 1.0  # 16 candidates of 16 base rows: everything
