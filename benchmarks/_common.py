@@ -81,7 +81,8 @@ def machine_info() -> dict:
         "versions": versions,
         "zenstore_commit": _git_commit(),
         "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                               "OPENBLAS_NUM_THREADS", "NUMBA_THREADING_LAYER")},
+                                               "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+                                               "NUMBA_THREADING_LAYER")},
         "loadavg_at_start": list(os.getloadavg()),
     }
 

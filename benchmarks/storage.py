@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 
 os.environ["OMP_WAIT_POLICY"] = "passive"  # before numpy/numba/faiss load OpenMP
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle BLAS threads sleep (see zenstore/kernels/_threads.py)
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -9,12 +9,14 @@ from zenstore.kernels import (
     build_nibble_luts,
     dot_rows_f16,
     hamming_distances,
+    heap_push,
     heap_sorted,
     pack_signs,
     rescore,
     rescore_by_query,
     rescore_range,
     scan_groups,
+    scan_by_group,
     scan_many,
     scan_one,
     topk_largest,
@@ -173,6 +175,48 @@ def test_scan_many_matches_reference(seed, n, nq, n_groups, L, ip_w, block):
                                alpha[i].astype(np.float64), qoff[i].astype(np.float64), ip_w)
         candidates = np.flatnonzero(probe[i][groups_of])
         _check_topl(vals[i], idx[i], size[i], expect, candidates, L)
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 300), nq=st.integers(1, 11),
+       n_groups=st.integers(1, 6), L=st.integers(1, 40), ip_w=ip_weights,
+       n_chunks=st.integers(1, 5), with_dead=st.booleans())
+def test_scan_by_group_matches_reference(seed, n, nq, n_groups, L, ip_w, n_chunks, with_dead):
+    dim, blocks = 128, 2
+    codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
+    rng = np.random.default_rng(seed + 4)
+    qcodes = pack_signs(rng.standard_normal((nq, dim)).astype(np.float32))
+    alpha = rng.random((nq, blocks)).astype(np.float32)
+    qoff = rng.standard_normal((nq, n_groups)).astype(np.float32)
+    probe = rng.random((nq, n_groups)) < 0.5
+    dead = (rng.random(n) < 0.2).astype(np.uint8) if with_dead else np.zeros(0, np.uint8)
+    groups_t, queries_t = np.nonzero(probe.T)
+    group_start = np.searchsorted(groups_t, np.arange(n_groups + 1))
+    cuts = np.sort(rng.integers(0, n_groups + 1, n_chunks - 1))  # any split of the groups
+    chunk_groups = np.concatenate(([0], cuts, [n_groups])).astype(np.int64)
+    # heaps that already hold a candidate from an earlier segment (tag beyond this one's rows)
+    vals = np.empty((nq, L), np.float32)
+    idx = np.empty((nq, L), np.int64)
+    size = np.zeros(nq, np.int64)
+    tag = np.int64(1 << 20)
+    for i in range(nq):
+        size[i] = heap_push(vals[i], idx[i], 0, np.float32(0.25), np.int64(7))
+    scan_by_group(codes, scales, rowlam, rowterm, dead, offsets, queries_t.astype(np.int64),
+                  group_start, chunk_groups, qcodes, alpha, qoff, np.float32(ip_w), tag, vals, idx, size)
+    groups_of = ref.row_groups_ref(offsets)
+    alive = dead == 0 if with_dead else np.ones(n, bool)
+    for i in range(nq):
+        expect = ref.proxy_ref(codes, scales.astype(np.float64), rowlam, rowterm, offsets, qcodes[i],
+                               alpha[i].astype(np.float64), qoff[i].astype(np.float64), ip_w)
+        # the earlier candidate (index 7, value 0.25) competes with this segment's rows
+        values = np.concatenate(([0.25], expect[probe[i][groups_of] & alive]))
+        members = np.concatenate(([7], tag + np.flatnonzero(probe[i][groups_of] & alive)))
+        order = np.lexsort((members, -values))[:L]
+        got_v, got_i = heap_sorted(vals[i], idx[i], size[i])
+        assert size[i] == min(L, len(values))
+        np.testing.assert_allclose(got_v, values[order], rtol=1e-5, atol=1e-4)
+        # same members up to float ties at the cut
+        assert len(set(got_i.tolist()) ^ set(members[order].tolist())) <= 2 * int(
+            np.sum(np.isclose(values, values[order][-1], rtol=1e-5, atol=1e-4)))
 
 
 def test_scan_heap_carries_across_calls():

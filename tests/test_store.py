@@ -369,3 +369,22 @@ def test_rescoring_in_small_slices_gives_identical_results(store_path, rng, monk
         got = store.search_batch(queries, k=7, shortlist=50)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_group_major_and_query_block_scans_agree(store_path, rng, monkeypatch):
+    """Batches with nprobe use the group-major scan; the query-block scan (used when its
+    private heaps would be too large) must return exactly the same results."""
+    x = clustered(rng, 600, DIM)
+    with Store.create(store_path, dim=DIM, n_base=12, segment_fanout=100, min_rows_per_base=4) as store:
+        for i in range(0, 600, 150):
+            store.add(list(range(i, i + 150)), x[i : i + 150])
+        store.delete(list(range(0, 600, 7)))
+        queries = x[:40] + 0.05 * rng.standard_normal((40, DIM)).astype(np.float32)
+        group_major = store.search_batch(queries, k=8, shortlist=40, nprobe=3)
+        import zenstore.search as search_module
+
+        monkeypatch.setattr(search_module, "GROUP_SCAN_HEAP_BYTES", 0)
+        query_block = store.search_batch(queries, k=8, shortlist=40, nprobe=3)
+        np.testing.assert_array_equal(group_major[0], query_block[0])
+        np.testing.assert_array_equal(group_major[1], query_block[1])
+        assert not np.isin(group_major[0], np.arange(0, 600, 7)).any()

@@ -10,6 +10,8 @@ Quick start::
 
 import logging as _logging
 
+from .kernels import _threads  # noqa: F401  (environment defaults, before numpy loads OpenBLAS)
+
 __version__ = "0.1.0"
 
 from .errors import *  # noqa: E402,F401,F403

@@ -19,7 +19,8 @@ import numba
 import numpy as np
 
 from .codec import Codec
-from .kernels import build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range, scan_groups, scan_many, scan_one
+from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range, scan_by_group,
+                      scan_groups, scan_many, scan_one)
 from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
 from .rotation import hadamard_block
@@ -31,6 +32,7 @@ QUERY_BLOCK = 8  # queries scored together per code row in scan_many
 PARALLEL_SCAN_ROWS = 16384  # smaller single-query scans run on one thread
 PARALLEL_RESCORE = 64  # fewer (query, row) pairs: one thread (~1 us of work each)
 PARALLEL_PREPARE = 16  # fewer queries: one thread
+GROUP_SCAN_HEAP_BYTES = 64 << 20  # private heaps of scan_by_group; larger: scan_many
 GATHER_BYTES = 32 << 20  # candidate rows copied out of their segments per rescoring slice
 
 
@@ -102,6 +104,9 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
     size = np.zeros(nq, dtype=np.int64)
     ip_w = ip_weight(metric)
     threads = numba.get_num_threads()
+    if nq > 1 and not probe.all() and 2 * threads * nq * shortlist * 12 <= GROUP_SCAN_HEAP_BYTES:
+        _scan_group_major(segments, prep, probe, ip_w, 2 * threads, vals, tags, size)
+        return Shortlist(vals, tags, size)
     groups_one = np.flatnonzero(probe[0]).astype(np.int64) if nq == 1 else None
     qcodes, alpha, qoff, order = prep.qcodes, prep.alpha, prep.qoff, None
     if nq > 1 and not probe.all():
@@ -128,6 +133,28 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
         back = np.argsort(order)
         vals, tags, size = vals[back], tags[back], size[back]
     return Shortlist(vals, tags, size)
+
+
+def _scan_group_major(segments: list[Segment], prep: PreparedQueries, probe: np.ndarray,
+                      ip_w: np.float32, n_chunks: int, vals, tags, size) -> None:
+    """Batch coarse pass that reads each probed group once per batch (``scan_by_group``):
+    with nprobe << n_base the queries of a batch rarely share a block of ``scan_many``, so
+    reading by query block would fetch most groups once per query that probes them."""
+    groups_t, queries_t = np.nonzero(probe.T)  # (group, query) pairs, by group
+    n_groups = probe.shape[1]
+    group_start = np.searchsorted(groups_t, np.arange(n_groups + 1))
+    group_queries = queries_t.astype(np.int64)
+    per_group = np.diff(group_start)
+    for ordinal, seg in enumerate(segments):
+        if seg.rows == 0:
+            continue
+        # contiguous runs of groups with about equal work (rows x probing queries) per task
+        work = np.cumsum(per_group * (np.diff(seg.group_offsets) + 1))
+        cuts = np.searchsorted(work, work[-1] * np.arange(1, n_chunks) / n_chunks, side="left") + 1
+        chunk_groups = np.maximum.accumulate(np.concatenate(([0], np.minimum(cuts, n_groups), [n_groups])))
+        scan_by_group(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
+                      group_queries, group_start, chunk_groups.astype(np.int64), prep.qcodes,
+                      prep.alpha, prep.qoff, ip_w, np.int64(ordinal << ROW_BITS), vals, tags, size)
 
 
 def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,

@@ -166,3 +166,42 @@ def scan_many(codes, scales, rowlam, rowterm, dead, group_offsets, probe, qcodes
                         heap_size[q] = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q,
                                                   alpha, qoff[q, g], ip_w, t0, t1, row_tag,
                                                   heap_vals[q], heap_idx[q], heap_size[q])
+
+
+@nb.njit(nogil=True, cache=True, parallel=True)
+def scan_by_group(codes, scales, rowlam, rowterm, dead, group_offsets, group_queries, group_start,
+                  chunk_groups, qcodes, alpha, qoff, ip_w, row_tag, heap_vals, heap_idx, heap_size):
+    """Proxy-scan for a batch, group by group: each probed group is read from memory once
+    per batch and scored, tile by tile, for every query that probes it.
+
+    ``group_queries[group_start[g] : group_start[g + 1]]`` are the queries probing group
+    ``g``; ``chunk_groups`` (n_chunks + 1) splits the groups into contiguous runs of about
+    equal work, one per parallel task. Each task fills private heaps, merged into
+    ``heap_vals / heap_idx`` (which may already hold candidates of earlier segments) at the
+    end; heaps break ties by index, so the result does not depend on the split.
+    """
+    nq, cap = heap_vals.shape
+    n_chunks = chunk_groups.shape[0] - 1
+    tile = max(1, TILE_BYTES // (codes.shape[1] * 8))
+    priv_vals = np.empty((n_chunks, nq, cap), dtype=np.float32)
+    priv_idx = np.empty((n_chunks, nq, cap), dtype=np.int64)
+    priv_size = np.zeros((n_chunks, nq), dtype=np.int64)
+    for c in nb.prange(n_chunks):
+        for g in range(chunk_groups[c], chunk_groups[c + 1]):
+            q0 = group_start[g]
+            q1 = group_start[g + 1]
+            if q0 == q1:
+                continue
+            for t0 in range(group_offsets[g], group_offsets[g + 1], tile):
+                t1 = min(t0 + tile, group_offsets[g + 1])
+                for k in range(q0, q1):
+                    q = group_queries[k]
+                    priv_size[c, q] = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q,
+                                                 alpha, qoff[q, g], ip_w, t0, t1, row_tag,
+                                                 priv_vals[c, q], priv_idx[c, q], priv_size[c, q])
+    for q in nb.prange(nq):
+        size = heap_size[q]
+        for c in range(n_chunks):
+            for t in range(priv_size[c, q]):
+                size = heap_push(heap_vals[q], heap_idx[q], size, priv_vals[c, q, t], priv_idx[c, q, t])
+        heap_size[q] = size
