@@ -153,6 +153,16 @@ def test_scan_one_matches_reference(seed, n, shape, n_groups, L, ip_w, with_dead
                                   heap_sorted(vals[0], idx[0], size[0])[1])
 
 
+def _batch_queries(rng, nq, dim, blocks, n_groups, probe_fraction):
+    """Random query-side inputs of the batch scans: sign codes, block weights, q . base[g]
+    and which groups each query probes."""
+    qcodes = pack_signs(rng.standard_normal((nq, dim)).astype(np.float32))
+    alpha = rng.random((nq, blocks)).astype(np.float32)
+    qoff = rng.standard_normal((nq, n_groups)).astype(np.float32)
+    probe = rng.random((nq, n_groups)) < probe_fraction
+    return qcodes, alpha, qoff, probe
+
+
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 300), nq=st.integers(1, 11),
        n_groups=st.integers(1, 5), L=st.integers(1, 40), ip_w=ip_weights,
        block=st.integers(1, 4))
@@ -160,10 +170,7 @@ def test_scan_many_matches_reference(seed, n, nq, n_groups, L, ip_w, block):
     dim, blocks = 128, 2
     codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
     rng = np.random.default_rng(seed + 2)
-    qcodes = pack_signs(rng.standard_normal((nq, dim)).astype(np.float32))
-    alpha = rng.random((nq, blocks)).astype(np.float32)
-    qoff = rng.standard_normal((nq, n_groups)).astype(np.float32)
-    probe = rng.random((nq, n_groups)) < 0.6
+    qcodes, alpha, qoff, probe = _batch_queries(rng, nq, dim, blocks, n_groups, 0.6)
     vals = np.empty((nq, L), np.float32)
     idx = np.empty((nq, L), np.int64)
     size = np.zeros(nq, np.int64)
@@ -184,10 +191,7 @@ def test_scan_by_group_matches_reference(seed, n, nq, n_groups, L, ip_w, n_chunk
     dim, blocks = 128, 2
     codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
     rng = np.random.default_rng(seed + 4)
-    qcodes = pack_signs(rng.standard_normal((nq, dim)).astype(np.float32))
-    alpha = rng.random((nq, blocks)).astype(np.float32)
-    qoff = rng.standard_normal((nq, n_groups)).astype(np.float32)
-    probe = rng.random((nq, n_groups)) < 0.5
+    qcodes, alpha, qoff, probe = _batch_queries(rng, nq, dim, blocks, n_groups, 0.5)
     dead = (rng.random(n) < 0.2).astype(np.uint8) if with_dead else np.zeros(0, np.uint8)
     groups_t, queries_t = np.nonzero(probe.T)
     group_start = np.searchsorted(groups_t, np.arange(n_groups + 1))
