@@ -104,8 +104,9 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
     size = np.zeros(nq, dtype=np.int64)
     ip_w = ip_weight(metric)
     threads = numba.get_num_threads()
-    if nq > 1 and not probe.all() and 2 * threads * nq * shortlist * 12 <= GROUP_SCAN_HEAP_BYTES:
-        _scan_group_major(segments, prep, probe, ip_w, 2 * threads, vals, tags, size)
+    group_chunks = 2 * threads  # private heaps of (float32 value, int64 tag) per chunk
+    if nq > 1 and not probe.all() and group_chunks * nq * shortlist * 12 <= GROUP_SCAN_HEAP_BYTES:
+        _scan_group_major(segments, prep, probe, ip_w, group_chunks, vals, tags, size)
         return Shortlist(vals, tags, size)
     groups_one = np.flatnonzero(probe[0]).astype(np.int64) if nq == 1 else None
     qcodes, alpha, qoff, order = prep.qcodes, prep.alpha, prep.qoff, None
