@@ -1,0 +1,314 @@
+"""Refine tiers: more bits per vector, kept apart from the 964-byte hot code and read only
+for the few candidates a query shortlists (issue 12). Pure compute: no I/O, no LMDB.
+
+Two kinds, both chosen by measurement (docs/refine.md has the tables):
+
+``int8``
+    The residual of the hot reconstruction, ``e = x - x_hat`` (rotated space; ``x_hat``
+    the dequantized 964-byte vector), as int8 with one float32 scale per vector:
+    ``x_ref = x_hat + scale * code``. Its inner product with a query is the hot estimate
+    plus one int8 dot product, so refining costs one pass over ``dim`` bytes. Of the int8
+    variants measured this one is the most accurate: ``e`` is smaller than the residual
+    ``x - c`` against the base row (which in turn beats the rotated vector itself).
+
+``magnitude`` (``bits`` = 1..4)
+    ``bits`` more bits per coordinate that refine the hot code instead of repeating it:
+    the hot sign bit ``b`` of ``r = x - c`` is reused as the sign, and the refine tier
+    stores only a uniform quantization ``u`` of ``|r|``, so the pair is a
+    (bits + 1)-bit sign-magnitude code of ``r`` at the cost of ``bits``. With
+    ``v = b * (2u + 1)`` (odd integers):
+
+        x_ref = (1 + lam) * c + scale * v
+
+    ``scale`` is the least-squares fit of ``v`` to ``r`` (float32) and ``lam`` the fp16
+    coefficient that makes ``x_ref . c == x . c``, as the hot code's aux term does (worth
+    +0.01 recall@10 at 2 bits on generated data). The quantizer's clip is the MSE-optimal
+    one for Gaussian coordinates (``CLIP_SIGMAS``, an encoder choice: decoding needs only
+    the stored scale). ``u`` is stored as ``bits`` bit planes laid out like sign codes.
+
+Both kinds store, for the l2 metric only, ``||x||^2`` as float32: ranking by
+``2 q . x_ref - ||x||^2`` keeps the true norm, like the hot codec's l2 aux term.
+
+A row of a refine file is ``row_bytes`` bytes: the code bytes, then the float32 scale,
+then (magnitude) the fp16 ``lam``, then (l2) the float32 squared norm, little-endian.
+:func:`to_rows` / :func:`from_rows` convert between that and a :class:`RefineBatch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CorruptStore, FormatVersionError, InvalidArgument, InvalidVector
+from .kernels.bits import unpack_signs
+
+KINDS = ("int8", "magnitude")
+MAX_MAGNITUDE_BITS = 4
+INT8_LIMIT = 127
+# clip of the magnitude quantizer in units of the row's rms(r): the MSE-optimal uniform
+# quantizer of a Gaussian with 2^(bits+1) levels (Max 1960), sign included
+CLIP_SIGMAS = {1: 1.99, 2: 2.34, 3: 2.68, 4: 3.01}
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass(frozen=True)
+class RefineTier:
+    """Which refine tier a store keeps; recorded in the store config (to_dict/from_dict)."""
+
+    kind: str = "int8"
+    bits: int = 8  # int8: always 8; magnitude: 1..4 magnitude bits per coordinate
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InvalidArgument(f"refine tier kind must be one of {KINDS}, got {self.kind!r}")
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool):
+            raise InvalidArgument(f"refine tier bits must be an int, got {self.bits!r}")
+        if self.kind == "int8" and self.bits != 8:
+            raise InvalidArgument(f"an int8 refine tier has 8 bits, got {self.bits}")
+        if self.kind == "magnitude" and not 1 <= self.bits <= MAX_MAGNITUDE_BITS:
+            raise InvalidArgument(f"magnitude refine tier bits must be in 1..{MAX_MAGNITUDE_BITS}, got {self.bits}")
+
+    @classmethod
+    def parse(cls, value) -> RefineTier | None:
+        """A ``refine=`` argument: None, a tier, "int8", "magnitude<bits>" or a dict."""
+        if value is None or isinstance(value, RefineTier):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        if isinstance(value, str):
+            if value == "int8":
+                return cls("int8", 8)
+            if value.startswith("magnitude") and value[len("magnitude"):].isdigit():
+                return cls("magnitude", int(value[len("magnitude"):]))
+        raise InvalidArgument(f"refine must be None, 'int8' or 'magnitude1'..'magnitude4', got {value!r}")
+
+    @property
+    def name(self) -> str:
+        return "int8" if self.kind == "int8" else f"magnitude{self.bits}"
+
+    def code_bytes(self, dim: int) -> int:
+        _check_dim(dim)
+        return dim if self.kind == "int8" else self.bits * dim // 8
+
+    def row_bytes(self, dim: int, metric: str) -> int:
+        """Bytes per stored row (the refine bytes per vector)."""
+        return self.code_bytes(dim) + 4 + (2 if self.kind == "magnitude" else 0) + (4 if metric == "l2" else 0)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "bits": self.bits}
+
+    @classmethod
+    def from_dict(cls, data) -> RefineTier:
+        """Rebuild from a stored config (errors are CorruptStore / FormatVersionError)."""
+        if not isinstance(data, dict):
+            raise CorruptStore("refine tier config is not an object")
+        unknown = [k for k in data if k not in ("kind", "bits") and not k.startswith("x-")]
+        if unknown:
+            raise FormatVersionError(f"refine tier config has fields this zenstore does not know: {unknown}")
+        if data.get("kind") not in KINDS:
+            raise FormatVersionError(f"refine tier kind {data.get('kind')!r} is not one this zenstore knows {KINDS}")
+        try:
+            return cls(data["kind"], data.get("bits", 8))
+        except InvalidArgument as exc:
+            raise CorruptStore(f"refine tier config is invalid: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RefineBatch:
+    """A structure of arrays: row i of each array is the refine data of vector i."""
+
+    codes: np.ndarray  # (n, code_bytes) uint8: int8 values, or magnitude bit planes
+    scales: np.ndarray  # (n,) float32
+    lam: np.ndarray  # (n,) float16 base coefficient (magnitude; zeros for int8)
+    sqnorm: np.ndarray  # (n,) float32 ||x||^2 (stored for l2 only)
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def take(self, order: np.ndarray) -> RefineBatch:
+        return RefineBatch(self.codes[order], self.scales[order], self.lam[order], self.sqnorm[order])
+
+
+def _check_dim(dim) -> None:
+    if not isinstance(dim, (int, np.integer)) or dim <= 0 or dim % 64:
+        raise InvalidArgument(f"dim must be a positive multiple of 64, got {dim!r}")
+
+
+def _rows_f32(a, n: int, dim: int, what: str) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.shape != (n, dim):
+        raise InvalidArgument(f"{what} must have shape {(n, dim)}, got {a.shape}")
+    return a
+
+
+def _check_codes(hot_codes, n: int, dim: int) -> np.ndarray:
+    hot_codes = np.ascontiguousarray(hot_codes)
+    if hot_codes.dtype != np.uint64 or hot_codes.shape != (n, dim // 64):
+        raise InvalidArgument(f"hot codes must be uint64 of shape {(n, dim // 64)}, got "
+                              f"{hot_codes.dtype} {hot_codes.shape}")
+    return hot_codes
+
+
+# --- encode / decode ------------------------------------------------------------------------
+
+
+def encode(tier: RefineTier, rotated, base_rows, hot_rows, hot_codes, metric: str) -> RefineBatch:
+    """Refine data of rotated vectors (cosine: already normalised, as the codec does).
+
+    ``base_rows`` = each vector's base row ``c`` (the fp16 values as float32),
+    ``hot_rows`` = its dequantized hot vector (``Codec.dequantize_rotated``) and
+    ``hot_codes`` its stored sign code: the int8 kind refines ``hot_rows``, the magnitude
+    kind reuses the signs of ``hot_codes``.
+    """
+    x = np.ascontiguousarray(rotated, dtype=np.float32)
+    if x.ndim != 2:
+        raise InvalidArgument(f"rotated vectors must be a 2-d array, got shape {x.shape}")
+    n, dim = x.shape
+    _check_dim(dim)
+    c = _rows_f32(base_rows, n, dim, "base rows")
+    if not np.isfinite(x).all():
+        raise InvalidVector("rotated vectors contain NaN or infinity")
+    sqnorm = np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32) if metric == "l2" \
+        else np.zeros(n, np.float32)
+    if tier.kind == "int8":
+        e = x - _rows_f32(hot_rows, n, dim, "hot rows")
+        codes, scales = _encode_int8(e)
+        lam = np.zeros(n, np.float16)
+    else:
+        signs = unpack_signs(_check_codes(hot_codes, n, dim))
+        codes, scales, lam = _encode_magnitude(x - c, signs, c, tier.bits)
+    return RefineBatch(codes, scales, lam, sqnorm)
+
+
+def _encode_int8(e: np.ndarray):
+    peak = np.abs(e).max(axis=1).astype(np.float64)
+    scales = (peak / INT8_LIMIT).astype(np.float32)
+    safe = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    q = np.clip(np.rint(e / safe[:, None]), -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
+    return q.view(np.uint8), scales
+
+
+def magnitude_levels(r: np.ndarray, signs: np.ndarray, bits: int) -> np.ndarray:
+    """``v = sign * (2u + 1)`` (float32 odd integers) of residuals ``r`` given their signs."""
+    n, dim = r.shape
+    rms = np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64) / dim)
+    step = CLIP_SIGMAS[bits] * rms / (1 << bits)
+    safe = np.where(step > 0, step, 1.0)
+    u = np.clip(np.floor(np.abs(r) / safe[:, None]), 0, (1 << bits) - 1)
+    return (signs * (2 * u + 1)).astype(np.float32)
+
+
+def _encode_magnitude(r: np.ndarray, signs: np.ndarray, c: np.ndarray, bits: int):
+    n, dim = r.shape
+    v = magnitude_levels(r, signs, bits)
+    num = np.einsum("ij,ij->i", r, v, dtype=np.float64)
+    den = np.einsum("ij,ij->i", v, v, dtype=np.float64)
+    scales = (num / den).astype(np.float32)  # den >= dim > 0
+    # lam: c . (r - scale v) / ||c||^2, with the scale as stored
+    err = r - scales[:, None] * v
+    csq = np.einsum("ij,ij->i", c, c, dtype=np.float64)
+    lam = np.divide(np.einsum("ij,ij->i", c, err, dtype=np.float64), csq, out=np.zeros(n), where=csq > 0)
+    lam[np.abs(lam) > FP16_MAX] = 0.0  # a base row of ~zero norm: drop the correction
+    u = ((np.abs(v) - 1) / 2).astype(np.uint8)
+    planes = [np.packbits((u >> j) & 1, axis=1, bitorder="little") for j in range(bits)]
+    return np.ascontiguousarray(np.concatenate(planes, axis=1)), scales, lam.astype(np.float16)
+
+
+def magnitude_values(codes: np.ndarray, hot_codes: np.ndarray, bits: int) -> np.ndarray:
+    """The odd integers ``v`` (float32, (n, dim)) of stored magnitude planes + hot signs."""
+    n = codes.shape[0]
+    signs = unpack_signs(hot_codes)
+    dim = signs.shape[1]
+    planes = np.unpackbits(codes.reshape(n, bits, dim // 8), axis=2, bitorder="little")
+    u = (planes.astype(np.int32) << np.arange(bits, dtype=np.int32)[None, :, None]).sum(axis=1)
+    return (signs * (2 * u + 1)).astype(np.float32)
+
+
+def decode(tier: RefineTier, batch: RefineBatch, base_rows, hot_rows, hot_codes) -> np.ndarray:
+    """The refined vectors in the rotated space (float32 (n, dim))."""
+    n = len(batch)
+    if tier.kind == "int8":
+        hot = np.asarray(hot_rows, dtype=np.float32)
+        return hot + batch.scales[:, None] * batch.codes.view(np.int8).astype(np.float32)
+    c = np.asarray(base_rows, dtype=np.float32)
+    v = magnitude_values(batch.codes, _check_codes(hot_codes, n, c.shape[1]), tier.bits)
+    return (1 + batch.lam.astype(np.float32))[:, None] * c + batch.scales[:, None] * v
+
+
+# --- rows of a refine file ------------------------------------------------------------------
+
+
+def to_rows(tier: RefineTier, batch: RefineBatch, dim: int, metric: str) -> np.ndarray:
+    """(n, row_bytes) uint8: the fixed-size records a refine file stores, in row order."""
+    n, cb = len(batch), tier.code_bytes(dim)
+    rows = np.empty((n, tier.row_bytes(dim, metric)), dtype=np.uint8)
+    rows[:, :cb] = batch.codes
+    rows[:, cb:cb + 4] = batch.scales.astype("<f4").view(np.uint8).reshape(n, 4)
+    pos = cb + 4
+    if tier.kind == "magnitude":
+        rows[:, pos:pos + 2] = batch.lam.astype("<f2").view(np.uint8).reshape(n, 2)
+        pos += 2
+    if metric == "l2":
+        rows[:, pos:pos + 4] = batch.sqnorm.astype("<f4").view(np.uint8).reshape(n, 4)
+    return rows
+
+
+def from_rows(tier: RefineTier, rows, dim: int, metric: str) -> RefineBatch:
+    """Parse records written by :func:`to_rows` (e.g. gathered from a mapped file)."""
+    rows = np.asarray(rows, dtype=np.uint8)
+    want = tier.row_bytes(dim, metric)
+    if rows.ndim != 2 or rows.shape[1] != want:
+        raise CorruptStore(f"refine rows of tier {tier.name} must be {want} bytes, got shape {rows.shape}")
+    n, cb = rows.shape[0], tier.code_bytes(dim)
+
+    def field(a, b, dtype):
+        return np.ascontiguousarray(rows[:, a:b]).view(dtype).reshape(n)
+
+    scales = field(cb, cb + 4, "<f4").astype(np.float32)
+    pos = cb + 4
+    lam = np.zeros(n, np.float16)
+    if tier.kind == "magnitude":
+        lam = field(pos, pos + 2, "<f2").astype(np.float16)
+        pos += 2
+    sqnorm = field(pos, pos + 4, "<f4").astype(np.float32) if metric == "l2" else np.zeros(n, np.float32)
+    return RefineBatch(np.ascontiguousarray(rows[:, :cb]), scales, lam, sqnorm)
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+def refined_ip(tier: RefineTier, batch: RefineBatch, queries, qslot, *, hot_ip=None, base_ip=None,
+               hot_codes=None, dots=None) -> np.ndarray:
+    """``q . x_ref`` (float32) of (query, row) pairs; row t of ``batch`` is scored against
+    rotated query ``queries[qslot[t]]``.
+
+    int8 needs ``hot_ip`` = q . x_hat of each pair (the hot rescoring computes it);
+    magnitude needs ``base_ip`` = q . c and ``hot_codes`` (uint64) of each pair. ``dots``
+    (the kernel's integer-code dot products, see ``kernels/refine.py``) are computed
+    with the numpy reference when not given.
+    """
+    from .kernels import refine_reference as ref
+
+    qslot = np.asarray(qslot, dtype=np.int64)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if tier.kind == "int8":
+        if hot_ip is None:
+            raise InvalidArgument("the int8 refine tier needs hot_ip (q . x_hat of each pair)")
+        if dots is None:
+            dots = ref.int8_dots_ref(batch.codes.view(np.int8), q, qslot)
+        return (np.asarray(hot_ip, np.float32) + batch.scales * dots).astype(np.float32)
+    if base_ip is None or hot_codes is None:
+        raise InvalidArgument("the magnitude refine tier needs base_ip (q . c) and hot_codes of each pair")
+    if dots is None:
+        dots = ref.magnitude_dots_ref(batch.codes, np.ascontiguousarray(hot_codes).view(np.uint8), tier.bits, q, qslot)
+    lam = batch.lam.astype(np.float32)
+    return ((1 + lam) * np.asarray(base_ip, np.float32) + batch.scales * dots).astype(np.float32)
+
+
+def ranking_values(ip: np.ndarray, batch: RefineBatch, metric: str) -> np.ndarray:
+    """Kernels' ranking form: the inner product (cosine, ip) or ``2 ip - ||x||^2`` (l2,
+    = ``||q||^2 - ||q - x||^2`` with the true norm)."""
+    if metric == "l2":
+        return (2 * ip - batch.sqnorm).astype(np.float32)
+    return np.asarray(ip, dtype=np.float32)
