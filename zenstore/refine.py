@@ -312,3 +312,74 @@ def ranking_values(ip: np.ndarray, batch: RefineBatch, metric: str) -> np.ndarra
     if metric == "l2":
         return (2 * ip - batch.sqnorm).astype(np.float32)
     return np.asarray(ip, dtype=np.float32)
+
+
+# --- the error-bounded shortlist ------------------------------------------------------------
+#
+# The hot estimate of a row is q . x_hat; its error is q . e with e = x - x_hat. The aux
+# term makes e orthogonal to the row's base row c, so only q's component q_perp orthogonal
+# to c meets it, and after the random rotation e looks like a random direction in that
+# complement: q . e ~ ||q_perp|| ||e|| / sqrt(dim) * N(0, 1) (RaBitQ's Theorem 3.2 has the
+# same O(||e|| / sqrt(dim)) shape). ||e|| is not stored, but the hot scale is
+# s = ||r||^2 / ||r||_1 and ||r - s b||^2 = s^2 dim - ||r||^2 exactly, so
+# ||e|| / sqrt(dim) <= s: the slack ``multiplier * s * ||q_perp||`` needs no stored byte.
+# ``multiplier`` is calibrated by measurement (docs/refine.md).
+
+
+def error_slack(scales, base_ip, base_sqnorm, qsq, multiplier: float) -> np.ndarray:
+    """Per (query, row) pair: ``multiplier * s * ||q_perp||`` in inner-product units.
+
+    ``scales`` (n, blocks) the rows' hot scales (their rms when there are several blocks),
+    ``base_ip`` = q . c, ``base_sqnorm`` = ||c||^2 and ``qsq`` = ||q||^2 of each pair.
+    """
+    s = np.asarray(scales, dtype=np.float64)
+    s = np.sqrt((s * s).mean(axis=1)) if s.ndim == 2 else s
+    base_ip = np.asarray(base_ip, dtype=np.float64)
+    csq = np.asarray(base_sqnorm, dtype=np.float64)
+    along = np.divide(base_ip * base_ip, csq, out=np.zeros_like(base_ip), where=csq > 0)
+    qperp = np.sqrt(np.maximum(np.asarray(qsq, dtype=np.float64) - along, 0.0))
+    return (multiplier * s * qperp).astype(np.float32)
+
+
+def bounded_refine(est, slack, valid, k: int, score_pairs, first: int | None = None):
+    """Refine only the candidates that can still reach the top ``k``, in two rounds.
+
+    ``est``, ``slack`` (nq, L): each candidate's hot estimate (higher is better) and the
+    half-width of its error bound in the same units; ``valid`` (nq, L) marks filled
+    entries. Round 1 refines each query's best ``first`` (default ``k``) candidates by
+    estimate; the k-th best refined value ``tau`` is then a floor of the final k-th value,
+    so round 2 refines every other candidate with ``est + slack >= tau`` -- every one whose
+    bound lets it beat ``tau`` -- and the rest are never read. ``score_pairs(qidx, pos)``
+    returns the refined values of the (query, candidate position) pairs it is given.
+
+    Returns (positions (nq, k) int64, -1 where fewer candidates; values (nq, k) float32;
+    rows refined per query (nq,) int64).
+    """
+    est = np.asarray(est, dtype=np.float32)
+    slack = np.asarray(slack, dtype=np.float32)
+    valid = np.asarray(valid, dtype=bool)
+    nq, width = est.shape
+    first = k if first is None else max(first, k)
+    masked = np.where(valid, est, -np.inf)
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :first]
+    taken = np.zeros((nq, width), dtype=bool)
+    np.put_along_axis(taken, order, True, axis=1)
+    taken &= valid
+    refined = np.full((nq, width), -np.inf, dtype=np.float32)
+    qi, pi = np.nonzero(taken)
+    if len(qi):
+        refined[qi, pi] = score_pairs(qi, pi)
+    kk = min(k, width)
+    tau = -np.partition(-refined, kk - 1, axis=1)[:, kk - 1] if width else np.full(nq, -np.inf)
+    more = valid & ~taken & (est + slack >= tau[:, None])
+    qi, pi = np.nonzero(more)
+    if len(qi):
+        refined[qi, pi] = score_pairs(qi, pi)
+    done = taken | more
+    top = np.argsort(-refined, axis=1, kind="stable")[:, :k]
+    vals = np.take_along_axis(refined, top, axis=1)
+    pos = np.where(np.take_along_axis(done, top, axis=1), top, -1)
+    if pos.shape[1] < k:
+        pos = np.pad(pos, ((0, 0), (0, k - pos.shape[1])), constant_values=-1)
+        vals = np.pad(vals, ((0, 0), (0, k - vals.shape[1])), constant_values=-np.inf)
+    return pos.astype(np.int64), vals.astype(np.float32), done.sum(axis=1).astype(np.int64)
