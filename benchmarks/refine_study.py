@@ -27,9 +27,10 @@ Cranfield; then the tier rescores the 100).
 
 The error-bound part: for a pool of ``--pool`` shortlisted candidates, the hot estimate's
 error vs the exact score, its distribution relative to the stored scale ``s`` and the
-query's part orthogonal to the base row (zenstore/refine.py ``error_slack``), and the
-rows refined / recall kept by ``refine.bounded_refine`` (two rounds) and by the
-sequential rule, at several multipliers, next to fixed refine_k.
+query's part orthogonal to the base row (zenstore/refine.py ``error_slack``; "oracle":
+the exact per-row ||x - x_hat|| instead, which would cost a stored scalar), and the rows
+refined / recall kept by ``refine.bounded_refine`` in rounds of 10 rows and sequentially
+(step 1), at several multipliers, next to fixed refine_k.
 
     python benchmarks/refine_study.py                       # ~1 h on a busy 2-core VM
     python benchmarks/refine_study.py --smoke --data-dir /tmp/rs --out /tmp/rs/s.json
@@ -332,7 +333,7 @@ def _quantiles(v: np.ndarray) -> dict:
 
 
 def bound_study(p: Prepared, pool: int, truth: np.ndarray, refine_ks: list[int], multipliers: list[float],
-                tiers=("int8", "magnitude3")) -> dict:
+                tiers=("int8", "magnitude3", "magnitude4")) -> dict:
     """Error of the hot estimate over each query's pool and what the bounded rules refine."""
     from zenstore import refine as R
 
@@ -385,41 +386,20 @@ def bound_study(p: Prepared, pool: int, truth: np.ndarray, refine_ks: list[int],
         for label, base_unit in (("scale", unit), ("oracle", oracle_unit)):
             for m in multipliers:
                 slack = m * base_unit
-                pos, vals, n_ref = R.bounded_refine(est, slack, valid, K, score)
-                found = np.where(pos >= 0, np.take_along_axis(ids, np.maximum(pos, 0), axis=1), -1)
-                seq = _sequential_counts(est, slack, valid, refined, K)
+                pos, _, n_ref = R.bounded_refine(est, slack, valid, K, score)  # rounds of K rows
+                seq_pos, _, n_seq = R.bounded_refine(est, slack, valid, K, score, step=1)
                 res["rules"].append({
                     "tier": tname, "bound": label, "multiplier": m,
                     "coverage": float((np.abs(err[sel]) <= slack[sel]).mean()),
-                    "recall@10": recall10(found, truth),
-                    "rows_refined": _quantiles(n_ref), "rows_refined_sequential": _quantiles(seq["n"]),
-                    "recall@10_sequential": recall10(seq["found"](ids), truth)})
+                    "recall@10": recall10(_found(ids, pos), truth),
+                    "rows_refined": _quantiles(n_ref), "rows_refined_sequential": _quantiles(n_seq),
+                    "recall@10_sequential": recall10(_found(ids, seq_pos), truth)})
         res["rules"].append({"tier": tname, "bound": "fixed refine_k", "recall@10_by_refine_k": fixed})
     return res
 
 
-def _sequential_counts(est, slack, valid, refined, k):
-    """The sequential rule: visit candidates by upper bound (est + slack), refine each,
-    stop when the next upper bound is below the current k-th refined value."""
-    nq, width = est.shape
-    ub = np.where(valid, est + slack, -np.inf)
-    order = np.argsort(-ub, axis=1, kind="stable")
-    n = np.zeros(nq, np.int64)
-    tops = np.full((nq, k), -1, np.int64)
-    for i in range(nq):
-        best = []  # refined values of visited rows
-        visited = []
-        for j in order[i]:
-            if not valid[i, j]:
-                break
-            if len(best) >= k and ub[i, j] < np.partition(best, len(best) - k)[len(best) - k]:
-                break
-            best.append(refined[i, j])
-            visited.append(j)
-        n[i] = len(visited)
-        v = np.asarray(visited)
-        tops[i, :min(k, len(v))] = v[np.argsort(-np.asarray(best), kind="stable")[:k]]
-    return {"n": n, "found": lambda ids: np.where(tops >= 0, np.take_along_axis(ids, np.maximum(tops, 0), 1), -1)}
+def _found(ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    return np.where(pos >= 0, np.take_along_axis(ids, np.maximum(pos, 0), axis=1), -1)
 
 
 # --- real collections: NDCG --------------------------------------------------------------------
@@ -532,6 +512,11 @@ def ndcg_rows(p: Prepared, rs: dict, sls: dict, fs: np.ndarray, refine_ks: list[
 
 def run_dataset(name, docs, Q, truth, args, seed, rs=None) -> dict:
     tiers = tier_list(docs.shape[1])
+    if args.tiers:
+        unknown = set(args.tiers) - {t["tier"] for t in tiers}
+        if unknown:
+            raise SystemExit(f"unknown tier(s) {sorted(unknown)}; known: {[t['tier'] for t in tiers]}")
+        tiers = [t for t in tiers if t["tier"] in set(args.tiers) | {"float32", "hot"}]
     p = Prepared(name, docs, Q, seed, args.work_dir, tiers)
     try:
         t0 = time.perf_counter()
@@ -624,7 +609,7 @@ def report_dataset(r: dict) -> str:
               f"p50 {b['err_norm_over_s_sqrt_d']['p50']:.3f} [p99 {b['err_norm_over_s_sqrt_d']['p99']:.3f}]; "
               f"mean signed err: true top-10 {b['mean_signed_err_true_top10']:.2e}, all {b['mean_signed_err_all']:.2e}",
               "", "| tier | bound | multiplier | coverage | recall@10 | rows refined mean / p50 / p99 / max | "
-              "sequential: rows mean / p99 | sequential recall@10 |", "|---|---|---|---|---|---|---|---|"]
+              "sequential (step 1): rows mean / p99 | recall@10 |", "|---|---|---|---|---|---|---|---|"]
     for x in b["rules"]:
         if x["bound"] == "fixed refine_k":
             lines.append(f"| {x['tier']} | fixed refine_k | | | " + ", ".join(
@@ -659,6 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=300, help="generated queries (default 300)")
     p.add_argument("--refine-k", type=int, nargs="+", default=[20, 30, 50, 100, 200],
                    help="shortlist sizes refined (default 20 30 50 100 200)")
+    p.add_argument("--tiers", nargs="+", default=None,
+                   help="only these tiers (float32 and hot always; default: all), e.g. int8 magnitude3 planes2")
     p.add_argument("--pool", type=int, default=200, help="candidates the error-bound rules may refine (default 200)")
     p.add_argument("--multipliers", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0, 3.0],
                    help="slack multipliers of the bound rules (default 0.5 0.75 1 1.5 2 3)")

@@ -306,30 +306,44 @@ def _bounded_case(seed, nq, width, k, noise):
     return true, true + err, valid, score, calls
 
 
-@given(seed=st.integers(0, 2**31), nq=st.integers(1, 5), width=st.integers(1, 60), k=st.integers(1, 12),
-       noise=st.floats(0.0, 2.0))
-def test_bounded_refine_finds_the_exact_top_k_when_the_bound_holds(seed, nq, width, k, noise):
+@given(seed=st.integers(0, 2**31), nq=st.integers(1, 5), width=st.integers(0, 60), k=st.integers(1, 12),
+       noise=st.floats(0.0, 2.0), step=st.sampled_from([1, 3, None, 100]))
+def test_bounded_refine_finds_the_exact_top_k_when_the_bound_holds(seed, nq, width, k, noise, step):
     true, est, valid, score, calls = _bounded_case(seed, nq, width, k, noise)
-    slack = np.full_like(est, 2 * noise + 1e-6)  # |est - true| <= noise: est + slack bounds the truth
-    pos, vals, n_refined = R.bounded_refine(est, slack, valid, k, score)
+    slack = np.full_like(est, noise + 1e-6)  # |est - true| <= noise: est + slack bounds the truth
+    pos, vals, n_refined = R.bounded_refine(est, slack, valid, k, score, step=step)
+    assert pos.shape == vals.shape == (nq, k)
     for i in range(nq):
         want = np.sort(true[i][valid[i]])[::-1][:k]
         got = vals[i][pos[i] >= 0]
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(true[i, pos[i][pos[i] >= 0]], got)
         assert min(k, valid[i].sum()) <= n_refined[i] <= valid[i].sum()
-    assert len(calls) <= 2 and sum(calls) == n_refined.sum()
+    assert sum(calls) == n_refined.sum()  # every refined row scored exactly once
+
+
+@given(seed=st.integers(0, 2**31), nq=st.integers(1, 4), width=st.integers(1, 60), k=st.integers(1, 12),
+       noise=st.floats(0.0, 2.0))
+def test_bounded_refine_sequential_refines_fewest(seed, nq, width, k, noise):
+    true, est, valid, score, _ = _bounded_case(seed, nq, width, k, noise)
+    slack = np.full_like(est, noise + 1e-6)
+    counts = [R.bounded_refine(est, slack, valid, k, score, step=s)[2] for s in (1, k, width)]
+    assert np.all(counts[0] <= counts[1]) and np.all(counts[1] <= counts[2])
+    assert np.all(counts[1] <= counts[0] + k - 1)
 
 
 def test_bounded_refine_skips_candidates_that_cannot_win():
     est = np.array([[1.0, 0.9, 0.5, 0.1, 0.0]], np.float32)
     true = est.copy()
     slack = np.full_like(est, 0.05)
-    pos, vals, n = R.bounded_refine(est, slack, np.ones_like(est, bool), 2, lambda qi, pi: true[qi, pi])
+    valid = np.ones_like(est, bool)
+    pos, vals, n = R.bounded_refine(est, slack, valid, 2, lambda qi, pi: true[qi, pi], step=1)
     assert n.tolist() == [2] and pos.tolist() == [[0, 1]]
     slack[:] = 0.45  # 0.5 + 0.45 >= 0.9: the third may still beat the second
-    pos, vals, n = R.bounded_refine(est, slack, np.ones_like(est, bool), 2, lambda qi, pi: true[qi, pi])
+    pos, vals, n = R.bounded_refine(est, slack, valid, 2, lambda qi, pi: true[qi, pi], step=1)
     assert n.tolist() == [3] and pos.tolist() == [[0, 1]]
+    with pytest.raises(InvalidArgument):
+        R.bounded_refine(est, slack, valid, 0, lambda qi, pi: true[qi, pi])
 
 
 # --- the study script, tiny -----------------------------------------------------------------

@@ -341,16 +341,19 @@ def error_slack(scales, base_ip, base_sqnorm, qsq, multiplier: float) -> np.ndar
     return (multiplier * s * qperp).astype(np.float32)
 
 
-def bounded_refine(est, slack, valid, k: int, score_pairs, first: int | None = None):
-    """Refine only the candidates that can still reach the top ``k``, in two rounds.
+def bounded_refine(est, slack, valid, k: int, score_pairs, step: int | None = None):
+    """Refine only the candidates that can still reach the top ``k``.
 
     ``est``, ``slack`` (nq, L): each candidate's hot estimate (higher is better) and the
     half-width of its error bound in the same units; ``valid`` (nq, L) marks filled
-    entries. Round 1 refines each query's best ``first`` (default ``k``) candidates by
-    estimate; the k-th best refined value ``tau`` is then a floor of the final k-th value,
-    so round 2 refines every other candidate with ``est + slack >= tau`` -- every one whose
-    bound lets it beat ``tau`` -- and the rest are never read. ``score_pairs(qidx, pos)``
-    returns the refined values of the (query, candidate position) pairs it is given.
+    entries. Candidates are visited in order of their upper bound ``est + slack``,
+    ``step`` per query and round (default ``k``); after each round ``tau`` = the k-th best
+    refined value so far, and a query stops at its first candidate whose upper bound is
+    below ``tau`` -- every later one is lower still, so (if the bound holds) none of them
+    can enter the top k, and they are never read. ``step=1`` is the sequential rule; a
+    larger step costs at most ``step - 1`` extra rows per query and needs fewer rounds
+    (each round is one batched ``score_pairs(qidx, pos)`` call, which returns the refined
+    values of the (query, candidate position) pairs it is given).
 
     Returns (positions (nq, k) int64, -1 where fewer candidates; values (nq, k) float32;
     rows refined per query (nq,) int64).
@@ -358,28 +361,42 @@ def bounded_refine(est, slack, valid, k: int, score_pairs, first: int | None = N
     est = np.asarray(est, dtype=np.float32)
     slack = np.asarray(slack, dtype=np.float32)
     valid = np.asarray(valid, dtype=bool)
+    if k < 1:
+        raise InvalidArgument(f"k must be >= 1, got {k}")
+    step = k if step is None else step
+    if step < 1:
+        raise InvalidArgument(f"step must be >= 1, got {step}")
     nq, width = est.shape
-    first = k if first is None else max(first, k)
-    masked = np.where(valid, est, -np.inf)
-    order = np.argsort(-masked, axis=1, kind="stable")[:, :first]
-    taken = np.zeros((nq, width), dtype=bool)
-    np.put_along_axis(taken, order, True, axis=1)
-    taken &= valid
+    ub = np.where(valid, est + slack, -np.inf).astype(np.float32)
+    order = np.argsort(-ub, axis=1, kind="stable")
+    ub_sorted = np.take_along_axis(ub, order, axis=1)
     refined = np.full((nq, width), -np.inf, dtype=np.float32)
-    qi, pi = np.nonzero(taken)
-    if len(qi):
-        refined[qi, pi] = score_pairs(qi, pi)
+    done = np.zeros((nq, width), dtype=bool)
+    ptr = np.zeros(nq, dtype=np.int64)
+    tau = np.full(nq, -np.inf, dtype=np.float32)
+    active = valid.any(axis=1)
+    lanes = np.arange(step)
     kk = min(k, width)
-    tau = -np.partition(-refined, kk - 1, axis=1)[:, kk - 1] if width else np.full(nq, -np.inf)
-    more = valid & ~taken & (est + slack >= tau[:, None])
-    qi, pi = np.nonzero(more)
-    if len(qi):
-        refined[qi, pi] = score_pairs(qi, pi)
-    done = taken | more
+    while active.any():
+        idx = ptr[:, None] + lanes[None, :]
+        inside = idx < width
+        idx = np.minimum(idx, max(width - 1, 0))
+        ubs = np.take_along_axis(ub_sorted, idx, axis=1)
+        # ub_sorted is descending and tau fixed within a round: the selection is a prefix
+        sel = active[:, None] & inside & (ubs > -np.inf) & (ubs >= tau[:, None])
+        qi, j = np.nonzero(sel)
+        if len(qi):
+            pos = order[qi, idx[qi, j]]
+            refined[qi, pos] = score_pairs(qi, pos)
+            done[qi, pos] = True
+        count = sel.sum(axis=1)
+        ptr += count
+        active &= (count == step) & (ptr < width)
+        tau = -np.partition(-refined, kk - 1, axis=1)[:, kk - 1]
     top = np.argsort(-refined, axis=1, kind="stable")[:, :k]
     vals = np.take_along_axis(refined, top, axis=1)
     pos = np.where(np.take_along_axis(done, top, axis=1), top, -1)
     if pos.shape[1] < k:
         pos = np.pad(pos, ((0, 0), (0, k - pos.shape[1])), constant_values=-1)
         vals = np.pad(vals, ((0, 0), (0, k - vals.shape[1])), constant_values=-np.inf)
-    return pos.astype(np.int64), vals.astype(np.float32), done.sum(axis=1).astype(np.int64)
+    return pos.astype(np.int64), vals.astype(np.float32), ptr
