@@ -33,6 +33,8 @@ def test_tier_configs_round_trip_and_parse():
         assert R.RefineTier.parse(tier.name) == tier
         assert R.RefineTier.parse(tier.to_dict()) == tier
     assert R.RefineTier.parse(None) is None
+    with pytest.raises(InvalidArgument, match="no option"):
+        R.RefineTier.parse({"kind": "int8", "scale": "f16"})
     assert R.RefineTier.from_dict({"kind": "int8", "bits": 8, "x-note": 1}) == R.RefineTier("int8")
 
 
@@ -140,6 +142,10 @@ def test_encode_refuses_bad_input():
         R.encode(tier, xr, c, xh, hot.codes[:, :1], "cosine")
     with pytest.raises(InvalidArgument, match="hot rows"):
         R.encode(R.RefineTier("int8"), xr, c, xh[:, :64], hot.codes, "cosine")
+    with pytest.raises(InvalidArgument, match="hot rows are needed"):
+        R.encode(R.RefineTier("int8"), xr, c, None, hot.codes, "cosine")
+    with pytest.raises(InvalidArgument, match="hot codes are needed"):
+        R.encode(tier, xr, c, xh, None, "cosine")
     with pytest.raises(InvalidArgument, match="multiple of 64"):
         R.encode(tier, xr[:, :100], c[:, :100], xh[:, :100], hot.codes, "cosine")
     bad = xr.copy()
@@ -224,6 +230,14 @@ def test_magnitude_dots_match_reference(seed, n, dim, nq, bits, kind, chunks):
         else:
             K.magnitude_dots_range(planes, hot, bits, q, qslot, out, 0, n)
         np.testing.assert_allclose(out, want, rtol=0, atol=tol)
+
+
+def test_magnitude_kernel_refuses_other_bit_counts():
+    q = np.zeros((1, 64), np.float32)
+    out = np.empty(1, np.float32)
+    with pytest.raises(ValueError, match="bits"):
+        K.magnitude_dots_range(np.zeros((1, 40), np.uint8), np.zeros((1, 8), np.uint8), 5, q,
+                               np.zeros(1, np.int64), out, 0, 1)
 
 
 def test_magnitude_bit_layout():

@@ -75,6 +75,9 @@ class RefineTier:
         if value is None or isinstance(value, RefineTier):
             return value
         if isinstance(value, dict):
+            unknown = set(value) - {"kind", "bits"}
+            if unknown:
+                raise InvalidArgument(f"refine tier has no option(s) {sorted(unknown)}")
             return cls(**value)
         if isinstance(value, str):
             if value == "int8":
@@ -136,6 +139,8 @@ def _check_dim(dim) -> None:
 
 
 def _rows_f32(a, n: int, dim: int, what: str) -> np.ndarray:
+    if a is None:
+        raise InvalidArgument(f"{what} are needed")
     a = np.ascontiguousarray(a, dtype=np.float32)
     if a.shape != (n, dim):
         raise InvalidArgument(f"{what} must have shape {(n, dim)}, got {a.shape}")
@@ -143,6 +148,8 @@ def _rows_f32(a, n: int, dim: int, what: str) -> np.ndarray:
 
 
 def _check_codes(hot_codes, n: int, dim: int) -> np.ndarray:
+    if hot_codes is None:
+        raise InvalidArgument("hot codes are needed")
     hot_codes = np.ascontiguousarray(hot_codes)
     if hot_codes.dtype != np.uint64 or hot_codes.shape != (n, dim // 64):
         raise InvalidArgument(f"hot codes must be uint64 of shape {(n, dim // 64)}, got "

@@ -70,6 +70,8 @@ def magnitude_dots_range(planes, hot, bits, queries, qslot, out, t0, t1):
     ``hot`` (n, d/8) uint8: the rows' sign-code bytes (bit set: s = +1, else -1);
     ``planes`` (n, bits * d/8) uint8: plane j holds bit j of every u_i.
     """
+    if bits < 1 or bits > 4:
+        raise ValueError("magnitude_dots: bits must be in 1..4")
     nbytes = hot.shape[1]
     levels = np.empty(nbytes, dtype=np.uint64)  # 8 signed int8 levels per word
     levels8 = levels.view(np.int8)
