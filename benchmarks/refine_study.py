@@ -363,7 +363,8 @@ def bound_study(p: Prepared, pool: int, truth: np.ndarray, refine_ks: list[int],
     res = {
         "pool": pool, "pairs": int(sel.sum()),
         "abs_err": _quantiles(np.abs(err[sel])),
-        "z_scale": _quantiles(z), "z_scale_true_top10": _quantiles((np.abs(err) / np.maximum(unit, 1e-30))[top10 & valid]),
+        "z_scale": _quantiles(z),
+        "z_scale_true_top10": _quantiles((np.abs(err) / np.maximum(unit, 1e-30))[top10 & valid]),
         "z_oracle": _quantiles(zo),
         "err_norm_over_s_sqrt_d": _quantiles(ratio),
         "qperp_norm": _quantiles(qperp[sel]),
@@ -522,7 +523,8 @@ def run_dataset(name, docs, Q, truth, args, seed, rs=None) -> dict:
         t0 = time.perf_counter()
         p.score_all()
         log(f"  scored {len(tiers)} tiers in {time.perf_counter() - t0:.0f} s")
-        ks = sorted(set(args.refine_k) | ({rk + 1 for rk in args.refine_k} if rs and not rs["keep_identical"] else set()))
+        skip_self = rs is not None and not rs["keep_identical"]  # one retrieved doc may be the query itself
+        ks = sorted(set(args.refine_k) | ({rk + 1 for rk in args.refine_k} if skip_self else set()))
         sls = shortlists(p, ks)
         if truth is None:  # real data: exact top-10 by float search over the corpus
             truth = np.argsort(-p.S["float32"], axis=1, kind="stable")[:, :K]
@@ -616,7 +618,8 @@ def report_dataset(r: dict) -> str:
                 f"{k}: {v:.4f}" for k, v in x["recall@10_by_refine_k"].items()) + " | | | |")
             continue
         rr, sq = x["rows_refined"], x["rows_refined_sequential"]
-        lines.append(f"| {x['tier']} | {x['bound']} | {x['multiplier']:g} | {x['coverage']:.4f} | {x['recall@10']:.4f} | "
+        lines.append(f"| {x['tier']} | {x['bound']} | {x['multiplier']:g} | {x['coverage']:.4f} | "
+                     f"{x['recall@10']:.4f} | "
                      f"{rr['mean']:.1f} / {rr['p50']:.0f} / {rr['p99']:.0f} / {rr['max']:.0f} | "
                      f"{sq['mean']:.1f} / {sq['p99']:.0f} | {x['recall@10_sequential']:.4f} |")
     if "ndcg" in r:
@@ -650,7 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multipliers", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0, 3.0],
                    help="slack multipliers of the bound rules (default 0.5 0.75 1 1.5 2 3)")
     p.add_argument("--real-data", default=DEFAULT_REAL, help=f"real collections (default {DEFAULT_REAL}; '' to skip)")
-    p.add_argument("--real-seeds", type=int, nargs="+", default=[0, 1, 2], help="store seeds on real data (default 0 1 2)")
+    p.add_argument("--real-seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="store seeds on real data (default 0 1 2)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny run (128-d, 1,500 docs, no real data): for the tests")
     p.add_argument("--data-dir", default="data", help="generated data cache (default ./data)")
