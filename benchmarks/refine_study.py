@@ -34,6 +34,7 @@ refined / recall kept by ``refine.bounded_refine`` in rounds of 10 rows and sequ
 
     python benchmarks/refine_study.py                       # ~1 h on a busy 2-core VM
     python benchmarks/refine_study.py --smoke --data-dir /tmp/rs --out /tmp/rs/s.json
+    python benchmarks/refine_study.py --summarize docs/benchmarks/refine-study.json   # tables
 
 Writes docs/benchmarks/refine-study.json (or ``--out``) and prints markdown tables.
 """
@@ -52,7 +53,7 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections import Counter  # noqa: E402
+from collections import Counter, defaultdict  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -558,6 +559,9 @@ def main(argv=None) -> dict:
     if argv is None:
         argv = sys.argv[1:]
     args = build_parser().parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return {}
     if args.smoke:
         args.dim, args.n, args.queries = 128, 1500, 24
         args.refine_k, args.pool, args.multipliers = [20, 50], 60, [1.0, 2.0]
@@ -633,6 +637,90 @@ def report_dataset(r: dict) -> str:
     return "\n".join(lines)
 
 
+# --- summaries over store seeds (the tables of docs/refine.md) ------------------------------
+
+
+def summarize(paths: list[str]) -> str:
+    """Markdown tables from study JSON files: means over the store seeds of each data set."""
+    import json
+
+    ds = []
+    for path in paths:
+        with open(path) as f:
+            ds += json.load(f)["datasets"]
+    out = []
+    for runs in _group(ds).values():
+        out += [summary_recall_table(runs), ""]
+        if "ndcg" in runs[0]:
+            out += [summary_ndcg_table(runs), ""]
+        out += [summary_bound_table(runs), ""]
+    return "\n".join(out)
+
+
+def _group(ds):
+    g = defaultdict(list)
+    for d in ds:
+        g[d["dataset"]].append(d)
+    return g
+
+
+def summary_recall_table(runs, ks=("20", "30", "50", "100", "200"), tiers=None):
+    d0 = runs[0]
+    lines = [f"**{d0['dataset']}** ({d0['n']:,} docs x {d0['dim']}, {d0['queries']} queries, {d0['n_base']} base rows, "
+             f"store seed{'s' if len(runs) > 1 else ''} {', '.join(str(r['seed']) for r in runs)}): "
+             f"hot recall@10 {np.mean([r['hot_recall@10'] for r in runs]):.4f}", "",
+             "| tier | refine B/vec | rel. MSE | " + " | ".join(f"k={k}" for k in ks) + " |",
+             "|---|---:|---:|" + "---:|" * len(ks)]
+    for i, t in enumerate(d0["tiers"]):
+        if tiers and t["tier"] not in tiers:
+            continue
+        rows = [r["tiers"][i] for r in runs]
+        rec = {k: np.mean([x["recall@10"][k] for x in rows]) for k in ks if k in t["recall@10"]}
+        mse = np.mean([x["rel_mse"] for x in rows])
+        lines.append(f"| {t['tier']} | {t['bytes_per_vector']:,} | {mse:.1e} | " + " | ".join(f"{rec[k]:.4f}" if k in rec else "-" for k in ks) + " |")
+    return "\n".join(lines)
+
+
+def summary_ndcg_table(runs, ks=("30", "50", "100")):
+    lines = []
+    splits = sorted({x["split"] for x in runs[0]["ndcg"]})
+    for sp in splits:
+        d0 = runs[0]
+        fl = np.mean([[x for x in r["ndcg"] if x["split"] == sp and x["tier"] == "float32"][0]["float_ndcg@10_exact"] for r in runs])
+        flr = np.mean([[x for x in r["ndcg"] if x["split"] == sp and x["tier"] == "float32"][0]["float_ndcg@10_rerank"] for r in runs])
+        lines += ["", f"**{d0['dataset']}, {sp}** (float32 NDCG@10: exact search {fl:.4f}, rerank of the first stage {flr:.4f}; mean of {len(runs)} store seeds [min-max])", "",
+                  "| tier | refine B/vec | " + " | ".join(f"full, refine_k {k}" for k in ks) + " | rerank top-100 |", "|---|---:|" + "---:|" * (len(ks) + 1)]
+        for t in [x["tier"] for x in runs[0]["ndcg"] if x["split"] == sp]:
+            rows = [[x for x in r["ndcg"] if x["split"] == sp and x["tier"] == t][0] for r in runs]
+            cells = []
+            for k in ks:
+                v = [x["retention_full"][k] for x in rows]
+                cells.append(f"{np.mean(v):.2%} [{min(v):.1%}-{max(v):.1%}]")
+            v = [x["retention_rerank"] for x in rows]
+            cells.append(f"{np.mean(v):.2%} [{min(v):.1%}-{max(v):.1%}]")
+            lines.append(f"| {t} | {rows[0]['bytes_per_vector']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_bound_table(runs):
+    r = runs[0]
+    b = r["bound"]
+    lines = [f"**{r['dataset']}** (pool {b['pool']}, {b['pairs']:,} pairs, store seed {r['seed']}): |err| p50 {b['abs_err']['p50']:.1e} / p99 {b['abs_err']['p99']:.1e} / max {b['abs_err']['max']:.1e}; "
+             f"z = |err| / (s ||q_perp||): p50 {b['z_scale']['p50']:.2f}, p99 {b['z_scale']['p99']:.2f}, p99.9 {b['z_scale']['p99.9']:.2f}, max {b['z_scale']['max']:.2f} "
+             f"(true top-10 rows: p99 {b['z_scale_true_top10']['p99']:.2f}, max {b['z_scale_true_top10']['max']:.2f}); "
+             f"||e|| / (s sqrt d): p50 {b['err_norm_over_s_sqrt_d']['p50']:.3f}, p99 {b['err_norm_over_s_sqrt_d']['p99']:.3f}; ||q_perp|| p50 {b['qperp_norm']['p50']:.2f}", "",
+             "| tier | bound | m | coverage | rounds of 10: recall@10 | rows mean / p99 / max | sequential: recall@10 | rows mean / p99 / max |",
+             "|---|---|---:|---:|---:|---|---:|---|"]
+    for x in b["rules"]:
+        if x["bound"] == "fixed refine_k":
+            lines.append(f"| {x['tier']} | fixed refine_k | | | " + ", ".join(f"{k}: {v:.4f}" for k, v in x["recall@10_by_refine_k"].items()) + " | | | |")
+            continue
+        rr, sq = x["rows_refined"], x["rows_refined_sequential"]
+        lines.append(f"| {x['tier']} | {x['bound']} | {x['multiplier']:g} | {x['coverage']:.3f} | {x['recall@10']:.4f} | {rr['mean']:.1f} / {rr['p99']:.0f} / {rr['max']:.0f} | "
+                     f"{x['recall@10_sequential']:.4f} | {sq['mean']:.1f} / {sq['p99']:.0f} / {sq['max']:.0f} |")
+    return "\n".join(lines)
+
+
 DEFAULT_REAL = "/work/shared/data"
 
 
@@ -656,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="store seeds on real data (default 0 1 2)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all)")
+    p.add_argument("--summarize", nargs="+", metavar="JSON", default=None,
+                   help="print the mean-over-seeds tables of earlier runs' JSON files and exit")
     p.add_argument("--smoke", action="store_true", help="tiny run (128-d, 1,500 docs, no real data): for the tests")
     p.add_argument("--data-dir", default="data", help="generated data cache (default ./data)")
     p.add_argument("--work-dir", default=None, help="where temporary stores go (default: system temp)")

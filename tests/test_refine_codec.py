@@ -378,3 +378,6 @@ def test_refine_study_smoke(tmp_path, capsys):
         assert rows["int8"]["recall@10"]["50"] >= rows["hot"]["recall@10"]["50"]
         assert ds["bound"]["rules"]
     assert "rerun:" in capsys.readouterr().out
+    assert mod.main(["--summarize", str(out)]) == {}
+    tables = capsys.readouterr().out
+    assert "| int8 | " in tables and "fixed refine_k" in tables
