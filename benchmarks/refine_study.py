@@ -350,8 +350,7 @@ def bound_study(p: Prepared, pool: int, truth: np.ndarray, refine_ks: list[int],
     base_ip = np.take_along_axis(p.qoff, g, axis=1)
     csq = p.codec.base_sqnorm[g]
     qsq = (p.Qr.astype(np.float64) ** 2).sum(1)[:, None]
-    unit = R.error_slack(s.ravel(), base_ip.ravel(), csq.ravel(), np.broadcast_to(qsq, s.shape).ravel(), 1.0)
-    unit = unit.reshape(s.shape)
+    unit = R.error_slack(s[..., None], base_ip, csq, np.broadcast_to(qsq, s.shape), 1.0)
     qperp = np.divide(unit, s, out=np.zeros_like(unit), where=s > 0)
     oracle_unit = p.err_norm[safe] * qperp / math.sqrt(p.d)
     top10 = np.zeros_like(valid)

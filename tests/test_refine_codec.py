@@ -299,11 +299,29 @@ def test_refined_ip_needs_its_inputs():
 
 
 def test_error_slack_uses_the_query_part_orthogonal_to_the_base_row():
-    c = np.array([3.0, 4.0])  # ||c||^2 = 25
     slack = R.error_slack(np.array([[0.5], [0.5]]), base_ip=np.array([5.0, 0.0]), base_sqnorm=np.array([25.0, 25.0]),
                           qsq=np.array([1.0, 1.0]), multiplier=2.0)
     np.testing.assert_allclose(slack, [0.0, 1.0], atol=1e-7)  # q along c: nothing left to err
-    assert c.shape == (2,)
+    # l2: 2 m s ||q - c||, with ||q - c||^2 = ||q||^2 - 2 q.c + ||c||^2 = 1 - 0 + 25
+    l2 = R.error_slack(np.array([[0.5, 0.5]]), np.array([0.0]), np.array([25.0]), np.array([1.0]), 2.0, "l2")
+    np.testing.assert_allclose(l2, [2 * 2.0 * 0.5 * np.sqrt(26.0)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_error_slack_bounds_the_hot_error_on_random_data(metric):
+    """The hot estimate's error stays within the slack at m = 3 (the Gaussian model's 5 sigma)."""
+    codec, xr, c, xh, hot = _hot(8, 400, 512, metric, n_base=4)
+    rng = np.random.default_rng(9)
+    q = codec.prepare(xr[:20] + 0.3 * rng.standard_normal((20, 512)).astype(np.float32) * np.abs(xr).mean())
+    lam, term = codec.row_terms(hot.groups, hot.scales, hot.aux)
+    ip_w = 2.0 if metric == "l2" else 1.0
+    est = ip_w * (q @ xh.T) + term[None, :]
+    exact = ip_w * (q @ xr.T) - ((xr * xr).sum(1)[None, :] if metric == "l2" else 0.0)
+    qi, ri = np.meshgrid(np.arange(20), np.arange(400), indexing="ij")
+    base_ip = (q @ codec.base.T)[qi, hot.groups[ri]]
+    slack = R.error_slack(hot.scales.astype(np.float32)[ri], base_ip, codec.base_sqnorm[hot.groups[ri]],
+                          (q * q).sum(1)[qi], 3.0, metric)
+    assert (np.abs(est - exact) <= slack).mean() > 0.999
 
 
 def _bounded_case(seed, nq, width, k, noise):

@@ -328,22 +328,34 @@ def ranking_values(ip: np.ndarray, batch: RefineBatch, metric: str) -> np.ndarra
 # complement: q . e ~ ||q_perp|| ||e|| / sqrt(dim) * N(0, 1) (RaBitQ's Theorem 3.2 has the
 # same O(||e|| / sqrt(dim)) shape). ||e|| is not stored, but the hot scale is
 # s = ||r||^2 / ||r||_1 and ||r - s b||^2 = s^2 dim - ||r||^2 exactly, so
-# ||e|| / sqrt(dim) <= s: the slack ``multiplier * s * ||q_perp||`` needs no stored byte.
-# ``multiplier`` is calibrated by measurement (docs/refine.md).
+# ||e|| / sqrt(dim) <= s: the slack ``multiplier * s * ||q_perp||`` needs no stored byte
+# (measured ||e|| / (s sqrt(dim)) = 0.603, p99 0.61-0.64). ``multiplier`` is calibrated by
+# measurement (docs/refine.md, cosine stores).
+#
+# l2 stores rank by 2 (q . c + s q . b) + aux_term, whose error is -2 (q - c) . (r - s b):
+# the same argument with q - c in place of q_perp and a factor 2 (not measured on data).
 
 
-def error_slack(scales, base_ip, base_sqnorm, qsq, multiplier: float) -> np.ndarray:
-    """Per (query, row) pair: ``multiplier * s * ||q_perp||`` in inner-product units.
+def error_slack(scales, base_ip, base_sqnorm, qsq, multiplier: float, metric: str = "cosine") -> np.ndarray:
+    """Per (query, row) pair: the half-width of the hot estimate's error bound, in the
+    kernels' ranking units: ``multiplier * s * ||q_perp||`` (cosine, ip) or
+    ``2 * multiplier * s * ||q - c||`` (l2).
 
-    ``scales`` (n, blocks) the rows' hot scales (their rms when there are several blocks),
-    ``base_ip`` = q . c, ``base_sqnorm`` = ||c||^2 and ``qsq`` = ||q||^2 of each pair.
+    ``scales`` (..., blocks): each pair's row's hot scales (their rms is used when there are
+    several blocks); ``base_ip`` = q . c, ``base_sqnorm`` = ||c||^2 and ``qsq`` = ||q||^2,
+    each of shape (...).
     """
     s = np.asarray(scales, dtype=np.float64)
-    s = np.sqrt((s * s).mean(axis=1)) if s.ndim == 2 else s
+    if s.ndim < 1:
+        raise InvalidArgument("scales need a trailing blocks axis")
+    s = np.sqrt((s * s).mean(axis=-1))
     base_ip = np.asarray(base_ip, dtype=np.float64)
     csq = np.asarray(base_sqnorm, dtype=np.float64)
+    qsq = np.asarray(qsq, dtype=np.float64)
+    if metric == "l2":
+        return (2 * multiplier * s * np.sqrt(np.maximum(qsq - 2 * base_ip + csq, 0.0))).astype(np.float32)
     along = np.divide(base_ip * base_ip, csq, out=np.zeros_like(base_ip), where=csq > 0)
-    qperp = np.sqrt(np.maximum(np.asarray(qsq, dtype=np.float64) - along, 0.0))
+    qperp = np.sqrt(np.maximum(qsq - along, 0.0))
     return (multiplier * s * qperp).astype(np.float32)
 
 
