@@ -10,7 +10,8 @@ with each candidate tier and the best 10 kept:
   codec tiers (zenstore/refine.py; scored through the kernels from the stored row bytes,
   and checked against the numpy reference of the decoded vectors):
     int8          int8 of e = x - x_hat (the hot reconstruction's residual), float32 scale
-    magnitude<m>  m magnitude bits of r = x - c reusing the hot sign bits, + lam along c
+    magnitude<m>  m = 1, 2, 3, 4, 8 magnitude bits of r = x - c reusing the hot sign bits,
+                  + lam along c
   prototypes (numpy, this file), for comparison:
     int8 of the rotated vector / of r = x - c (per-vector scale)
     sign planes 1-4: successive BitDelta of e (plane j = signs of what planes < j left,
@@ -128,7 +129,7 @@ def tier_list(dim: int, metric: str = "cosine") -> list[dict]:
     d = dim
     tiers = [{"tier": "float32", "bytes": 4 * d, "kind": "reference", "what": "the original vector"},
              {"tier": "hot", "bytes": 0, "kind": "reference", "what": "no refine tier (964 B at 7680-d)"}]
-    for t in [RefineTier("int8")] + [RefineTier("magnitude", b) for b in (1, 2, 3, 4)]:
+    for t in [RefineTier("int8")] + [RefineTier("magnitude", b) for b in (1, 2, 3, 4, 8)]:
         tiers.append({"tier": t.name, "bytes": t.row_bytes(d, metric), "kind": "codec", "codec": t,
                       "what": "int8 of e = x - x_hat, f32 scale" if t.kind == "int8"
                       else f"{t.bits} magnitude bits of r reusing the hot signs, f32 scale + fp16 lam"})
@@ -334,7 +335,7 @@ def _quantiles(v: np.ndarray) -> dict:
 
 
 def bound_study(p: Prepared, pool: int, truth: np.ndarray, refine_ks: list[int], multipliers: list[float],
-                tiers=("int8", "magnitude3", "magnitude4")) -> dict:
+                tiers=("int8", "magnitude8", "magnitude3", "magnitude4")) -> dict:
     """Error of the hot estimate over each query's pool and what the bounded rules refine."""
     from zenstore import refine as R
 

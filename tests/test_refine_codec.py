@@ -19,7 +19,7 @@ from zenstore.kernels import refine_reference as KR
 from zenstore.rotation import Rotation
 
 DIMS = [64, 128, 192, 960, 7680]
-TIERS = [R.RefineTier("int8"), *(R.RefineTier("magnitude", b) for b in range(1, 5))]
+TIERS = [R.RefineTier("int8"), *(R.RefineTier("magnitude", b) for b in (1, 2, 3, 4, 8))]
 settings.register_profile("refine", max_examples=25, deadline=None)
 settings.load_profile("refine")
 
@@ -41,11 +41,13 @@ def test_tier_configs_round_trip_and_parse():
 def test_row_bytes_at_7680():
     assert R.RefineTier("int8").row_bytes(7680, "cosine") == 7684
     assert R.RefineTier("int8").row_bytes(7680, "l2") == 7688
-    assert [R.RefineTier("magnitude", b).row_bytes(7680, "ip") for b in (1, 2, 3, 4)] == [966, 1926, 2886, 3846]
+    assert [R.RefineTier("magnitude", b).row_bytes(7680, "ip") for b in (1, 2, 3, 4, 8)] == [966, 1926, 2886, 3846,
+                                                                                             7686]
 
 
 @pytest.mark.parametrize("bad", [{"kind": "int4"}, {"kind": "int8", "bits": 4}, {"kind": "magnitude", "bits": 0},
-                                 {"kind": "magnitude", "bits": 5}, {"kind": "magnitude", "bits": 2.0},
+                                 {"kind": "magnitude", "bits": 5}, {"kind": "magnitude", "bits": 6},
+                                 {"kind": "magnitude", "bits": 2.0},
                                  {"kind": "magnitude", "bits": True}])
 def test_bad_tier_arguments_are_refused(bad):
     with pytest.raises(InvalidArgument):
@@ -107,7 +109,8 @@ def test_refined_vectors_beat_the_hot_code(tier, metric):
     err_hot = np.linalg.norm(xh - xr, axis=1)
     err_ref = np.linalg.norm(xref - xr, axis=1)
     assert (err_ref < err_hot).mean() > 0.95
-    limit = {"int8": 0.02, "magnitude1": 0.8, "magnitude2": 0.45, "magnitude3": 0.25, "magnitude4": 0.14}[tier.name]
+    limit = {"int8": 0.02, "magnitude1": 0.8, "magnitude2": 0.45, "magnitude3": 0.25, "magnitude4": 0.14,
+             "magnitude8": 0.02}[tier.name]
     assert err_ref.mean() < limit * err_hot.mean()
     if tier.kind == "magnitude":  # x_ref . c == x . c, up to lam's fp16 rounding
         np.testing.assert_allclose(np.einsum("ij,ij->i", xref, c), np.einsum("ij,ij->i", xr, c), rtol=2e-3, atol=1e-3)
@@ -206,7 +209,7 @@ def test_int8_dots_match_reference(seed, n, dim, nq, kind, chunks):
 
 
 @given(seed=st.integers(0, 2**31), n=st.integers(0, 40), dim=st.sampled_from(DIMS), nq=st.integers(1, 4),
-       bits=st.integers(1, 4), kind=kinds, chunks=st.integers(1, 5))
+       bits=st.sampled_from([1, 2, 3, 4, 8]), kind=kinds, chunks=st.integers(1, 5))
 def test_magnitude_dots_match_reference(seed, n, dim, nq, bits, kind, chunks):
     rng = np.random.default_rng(seed)
     q, _, qslot = _pairs(seed, n, dim, nq, "random")
@@ -235,9 +238,10 @@ def test_magnitude_dots_match_reference(seed, n, dim, nq, bits, kind, chunks):
 def test_magnitude_kernel_refuses_other_bit_counts():
     q = np.zeros((1, 64), np.float32)
     out = np.empty(1, np.float32)
-    with pytest.raises(ValueError, match="bits"):
-        K.magnitude_dots_range(np.zeros((1, 40), np.uint8), np.zeros((1, 8), np.uint8), 5, q,
-                               np.zeros(1, np.int64), out, 0, 1)
+    for bits in (0, 5, 7):
+        with pytest.raises(ValueError, match="bits"):
+            K.magnitude_dots_range(np.zeros((1, 64), np.uint8), np.zeros((1, 8), np.uint8), bits, q,
+                                   np.zeros(1, np.int64), out, 0, 1)
 
 
 def test_magnitude_bit_layout():

@@ -11,7 +11,7 @@ Two kinds, both chosen by measurement (docs/refine.md has the tables):
     variants measured this one is the most accurate: ``e`` is smaller than the residual
     ``x - c`` against the base row (which in turn beats the rotated vector itself).
 
-``magnitude`` (``bits`` = 1..4)
+``magnitude`` (``bits`` = 1, 2, 3, 4 or 8)
     ``bits`` more bits per coordinate that refine the hot code instead of repeating it:
     the hot sign bit ``b`` of ``r = x - c`` is reused as the sign, and the refine tier
     stores only a uniform quantization ``u`` of ``|r|``, so the pair is a
@@ -24,7 +24,8 @@ Two kinds, both chosen by measurement (docs/refine.md has the tables):
     coefficient that makes ``x_ref . c == x . c``, as the hot code's aux term does (worth
     +0.002 to +0.007 recall@10 at 3 bits, docs/refine.md). The quantizer's clip is the MSE-optimal
     one for Gaussian coordinates (``CLIP_SIGMAS``, an encoder choice: decoding needs only
-    the stored scale). ``u`` is stored as ``bits`` bit planes laid out like sign codes.
+    the stored scale); 8 bits clip at the row's max |r|. ``u`` is stored as ``bits`` bit
+    planes laid out like sign codes, or (8 bits) as one byte per coordinate.
 
 Both kinds store, for the l2 metric only, ``||x||^2`` as float32: ranking by
 ``2 q . x_ref - ||x||^2`` keeps the true norm, like the hot codec's l2 aux term.
@@ -45,10 +46,11 @@ from .kernels import refine_reference as _ref
 from .kernels.bits import unpack_signs
 
 KINDS = ("int8", "magnitude")
-MAX_MAGNITUDE_BITS = 4
+MAGNITUDE_BITS = (1, 2, 3, 4, 8)
 INT8_LIMIT = 127
 # clip of the magnitude quantizer in units of the row's rms(r): the MSE-optimal uniform
-# quantizer of a Gaussian with 2^(bits+1) levels (Max 1960), sign included
+# quantizer of a Gaussian with 2^(bits+1) levels (Max 1960), sign included; 8 bits clip at
+# the row's max |r| (measured better than 4.3 sigma, docs/refine.md)
 CLIP_SIGMAS = {1: 1.99, 2: 2.34, 3: 2.68, 4: 3.01}
 FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -58,7 +60,7 @@ class RefineTier:
     """Which refine tier a store keeps; recorded in the store config (to_dict/from_dict)."""
 
     kind: str = "int8"
-    bits: int = 8  # int8: always 8; magnitude: 1..4 magnitude bits per coordinate
+    bits: int = 8  # int8: always 8; magnitude: 1, 2, 3, 4 or 8 magnitude bits per coordinate
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -67,8 +69,8 @@ class RefineTier:
             raise InvalidArgument(f"refine tier bits must be an int, got {self.bits!r}")
         if self.kind == "int8" and self.bits != 8:
             raise InvalidArgument(f"an int8 refine tier has 8 bits, got {self.bits}")
-        if self.kind == "magnitude" and not 1 <= self.bits <= MAX_MAGNITUDE_BITS:
-            raise InvalidArgument(f"magnitude refine tier bits must be in 1..{MAX_MAGNITUDE_BITS}, got {self.bits}")
+        if self.kind == "magnitude" and self.bits not in MAGNITUDE_BITS:
+            raise InvalidArgument(f"magnitude refine tier bits must be one of {MAGNITUDE_BITS}, got {self.bits}")
 
     @classmethod
     def parse(cls, value) -> RefineTier | None:
@@ -85,7 +87,7 @@ class RefineTier:
                 return cls("int8", 8)
             if value.startswith("magnitude") and value[len("magnitude"):].isdigit():
                 return cls("magnitude", int(value[len("magnitude"):]))
-        raise InvalidArgument(f"refine must be None, 'int8' or 'magnitude1'..'magnitude4', got {value!r}")
+        raise InvalidArgument(f"refine must be None, 'int8' or 'magnitude<bits>' (bits 1, 2, 3, 4, 8), got {value!r}")
 
     @property
     def name(self) -> str:
@@ -200,8 +202,11 @@ def _encode_int8(e: np.ndarray):
 def magnitude_levels(r: np.ndarray, signs: np.ndarray, bits: int) -> np.ndarray:
     """``v = sign * (2u + 1)`` (float32 odd integers) of residuals ``r`` given their signs."""
     n, dim = r.shape
-    rms = np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64) / dim)
-    step = CLIP_SIGMAS[bits] * rms / (1 << bits)
+    if bits in CLIP_SIGMAS:
+        clip = CLIP_SIGMAS[bits] * np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64) / dim)
+    else:
+        clip = np.abs(r).max(axis=1).astype(np.float64)
+    step = clip / (1 << bits)
     safe = np.where(step > 0, step, 1.0)
     u = np.clip(np.floor(np.abs(r) / safe[:, None]), 0, (1 << bits) - 1)
     return (signs * (2 * u + 1)).astype(np.float32)
@@ -219,6 +224,8 @@ def _encode_magnitude(r: np.ndarray, signs: np.ndarray, c: np.ndarray, bits: int
     lam = np.divide(np.einsum("ij,ij->i", c, err, dtype=np.float64), csq, out=np.zeros(n), where=csq > 0)
     lam[np.abs(lam) > FP16_MAX] = 0.0  # a base row of ~zero norm: drop the correction
     u = ((np.abs(v) - 1) / 2).astype(np.uint8)
+    if bits == 8:
+        return np.ascontiguousarray(u), scales, lam.astype(np.float16)
     planes = [np.packbits((u >> j) & 1, axis=1, bitorder="little") for j in range(bits)]
     return np.ascontiguousarray(np.concatenate(planes, axis=1)), scales, lam.astype(np.float16)
 
@@ -228,8 +235,11 @@ def magnitude_values(codes: np.ndarray, hot_codes: np.ndarray, bits: int) -> np.
     n = codes.shape[0]
     signs = unpack_signs(hot_codes)
     dim = signs.shape[1]
-    planes = np.unpackbits(codes.reshape(n, bits, dim // 8), axis=2, bitorder="little")
-    u = (planes.astype(np.int32) << np.arange(bits, dtype=np.int32)[None, :, None]).sum(axis=1)
+    if bits == 8:
+        u = codes.astype(np.int32)
+    else:
+        planes = np.unpackbits(codes.reshape(n, bits, dim // 8), axis=2, bitorder="little")
+        u = (planes.astype(np.int32) << np.arange(bits, dtype=np.int32)[None, :, None]).sum(axis=1)
     return (signs * (2 * u + 1)).astype(np.float32)
 
 

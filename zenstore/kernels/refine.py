@@ -7,7 +7,8 @@ row's scale and offset (``refine.refined_ip``, O(1) per pair in numpy). The O(di
 - ``int8_dots``: ``sum_i q_i * code_i`` for int8 codes;
 - ``magnitude_dots``: ``sum_i q_i * sign_i * (2 u_i + 1)`` with the sign from the row's
   hot code bytes and ``u`` from ``bits`` bit planes (plane ``j`` = bit ``j`` of ``u``,
-  packed like the sign code: dimension ``8p + k`` is bit ``k`` of byte ``p``).
+  packed like the sign code: dimension ``8p + k`` is bit ``k`` of byte ``p``), or for 8
+  bits one byte per dimension.
 
 Performance notes (measured on the 2-core VM, one thread, 7680 dims): the dot products
 use ``fastmath`` reassociation so LLVM vectorises the float sum (0.7 us per int8 pair; a
@@ -64,14 +65,37 @@ def _spread_bits(byte):
 
 
 @nb.njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _magnitude8_dots_range(u_bytes, hot, queries, qslot, out, t0, t1):
+    """``magnitude_dots_range`` for 8 bits: ``u_bytes`` (n, d) uint8 holds u_i."""
+    nbytes = hot.shape[1]
+    signs = np.empty(nbytes, dtype=np.uint64)  # 0/1 per dimension, 8 per word
+    signs8 = signs.view(np.uint8)
+    for t in range(t0, t1):
+        h_row = hot[t]
+        for p in range(nbytes):
+            signs[p] = _spread_bits(h_row[p])
+        u = u_bytes[t]
+        q = queries[qslot[t]]
+        acc = np.float32(0.0)
+        for i in range(8 * nbytes):
+            level = (2 * np.int32(signs8[i]) - 1) * (2 * np.int32(u[i]) + 1)
+            acc += q[i] * np.float32(level)
+        out[t] = acc
+
+
+@nb.njit(nogil=True, cache=True, fastmath=FASTMATH)
 def magnitude_dots_range(planes, hot, bits, queries, qslot, out, t0, t1):
-    """out[t] = sum_i q_i * s_i * (2 u_i + 1) for pairs t0..t1-1 (``bits`` in 1..4).
+    """out[t] = sum_i q_i * s_i * (2 u_i + 1) for pairs t0..t1-1 (``bits`` 1, 2, 3, 4 or 8).
 
     ``hot`` (n, d/8) uint8: the rows' sign-code bytes (bit set: s = +1, else -1);
-    ``planes`` (n, bits * d/8) uint8: plane j holds bit j of every u_i.
+    ``planes`` (n, bits * d/8) uint8: plane j holds bit j of every u_i (8 bits: u_i itself,
+    one byte per dimension).
     """
+    if bits == 8:
+        _magnitude8_dots_range(planes, hot, queries, qslot, out, t0, t1)
+        return
     if bits < 1 or bits > 4:
-        raise ValueError("magnitude_dots: bits must be in 1..4")
+        raise ValueError("magnitude_dots: bits must be 1, 2, 3, 4 or 8")
     nbytes = hot.shape[1]
     levels = np.empty(nbytes, dtype=np.uint64)  # 8 signed int8 levels per word
     levels8 = levels.view(np.int8)
