@@ -17,6 +17,7 @@ with each candidate tier and the best 10 kept:
     sign planes 1-4: successive BitDelta of e (plane j = signs of what planes < j left,
                      least-squares fp16 scale; 960 B + 2 B each at 7680-d)
     int4 of r (per-vector scale; per-64-dim fp16 scales), int4 of e (per-64-dim scales)
+    int8 of e with per-64-dim fp16 scales; int16 of e (a 2-byte ceiling)
     magnitude3 without lam (ablation)
 
 Data: generated 7680-d docs (zenstore.synth via tools/gendata.py, two profiles with
@@ -143,6 +144,8 @@ def tier_list(dim: int, metric: str = "cosine") -> list[dict]:
         ("int4 r vec", d // 2 + 4, "int4 of r, per-vector f32 scale"),
         ("int4 r b64", d // 2 + 2 * (d // 64), "int4 of r, fp16 scale per 64 dims"),
         ("int4 e b64", d // 2 + 2 * (d // 64), "int4 of e, fp16 scale per 64 dims"),
+        ("int8 e b64", d + 2 * (d // 64), "int8 of e, fp16 scale per 64 dims"),
+        ("int16 e", 2 * d + 4, "int16 of e, f32 scale (a 2-byte ceiling)"),
         ("magnitude3 no lam", 3 * d // 8 + 4, "magnitude3 without the lam correction (ablation)"),
     ]
     tiers += [{"tier": n, "bytes": b, "kind": "prototype", "what": w} for n, b, w in proto]
@@ -176,6 +179,10 @@ def decode_chunk(tiers: list[dict], xr, c, xh, hot_codes, metric: str) -> dict:
             out[name] = c + uniform_sym(r, 4, 64, True)
         elif name == "int4 e b64":
             out[name] = xh + uniform_sym(e, 4, 64, True)
+        elif name == "int8 e b64":
+            out[name] = xh + uniform_sym(e, 8, 64, True)
+        elif name == "int16 e":
+            out[name] = xh + uniform_sym(e, 16, e.shape[1], False)
         elif name == "magnitude3 no lam":
             out[name] = c + magnitude_no_lam(r, signs, 3)
     return out
