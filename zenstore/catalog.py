@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import lmdb
 
 from .errors import CorruptStore, NotAStore, ReadOnlyStore
+from .faults import fault
 
 CATALOG_FILE = "catalog.mdb"
 DB_NAMES = ("meta", "ids", "tombstones", "payloads", "jobs")
@@ -111,9 +112,17 @@ class Catalog:
 
     @contextmanager
     def write(self):
+        """One write transaction, committed (fsync) when the block ends without an error.
+
+        A signal that arrives while the commit is in fsync is raised by Python at the
+        first bytecode after it returns -- here, after the commit: callers must not treat
+        an exception from this block as proof that nothing was committed (the store's
+        writer checks the catalog's generation before it removes any file).
+        """
         try:
             with self.env.begin(write=True, buffers=False) as txn:
                 yield Txn(txn, self.dbs)
+            fault("catalog.committed")  # durable; the caller's code has not run yet
         except _DAMAGED as exc:
             raise CorruptStore(f"{self.path}: catalog file is damaged ({exc})") from exc
 

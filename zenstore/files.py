@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import signal
 import zlib
 from dataclasses import dataclass
 
@@ -18,36 +17,10 @@ import numpy as np
 
 from . import format as fmt
 from .errors import CorruptStore, NotAStore
+from .faults import fault
 
 TMP_SUFFIX = ".tmp"
 VERIFY_CHUNK = 4 << 20
-
-
-# --- test-only fault injection ------------------------------------------------------------
-# ZENSTORE_FAULT="<point>[@<n>]" makes this process SIGKILL itself the n-th time (default:
-# the first) it reaches ``fault("<point>")``: tests/test_crash.py stops writers at exact
-# places of the write path this way (the points are listed in docs/reliability.md). When
-# the variable is unset (always, outside those tests) ``fault`` is a no-op function.
-
-
-def _no_fault(point: str) -> None:
-    pass
-
-
-def _fault_from_env(spec: str):
-    name, _, nth = spec.partition("@")
-    left = [int(nth) if nth else 1]
-
-    def fault(point: str) -> None:
-        if point == name:
-            left[0] -= 1
-            if left[0] == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return fault
-
-
-fault = _fault_from_env(os.environ["ZENSTORE_FAULT"]) if os.environ.get("ZENSTORE_FAULT") else _no_fault
 
 
 def fsync_dir(path: str) -> None:

@@ -38,7 +38,8 @@ from .errors import (
     StoreExists,
     StoreLocked,
 )
-from .files import TMP_SUFFIX, fault, fsync_dir
+from .faults import fault
+from .files import TMP_SUFFIX, fsync_dir
 from .rotation import Rotation
 from .search import ROW_BITS, ROW_MASK, exact_scores, prepare_queries, rank, search_prepared, to_scores
 from .segment import (
@@ -304,15 +305,43 @@ class Store:
             raise StoreClosed(f"{self._root}: store is closed")
 
     def _current(self) -> _Snapshot:
-        """The latest committed snapshot (readers pick up other processes' writes here)."""
+        """The latest committed snapshot (readers pick up other processes' writes here).
+
+        A writable handle is refreshed too when the catalog moved without it (a write
+        interrupted after its commit), but never waits for a write in progress: that
+        write installs its own snapshot when it finishes.
+        """
         self._check_open()
-        if self._readonly:
-            with self._mutex:
-                with self._catalog.read() as txn:
-                    gen = _txn_generation(txn)
-                if gen != self._snap.generation:
-                    self._snap = self._load_snapshot(self._snap)
+        if self._catalog_generation() != self._snap.generation:
+            if self._mutex.acquire(blocking=self._readonly):
+                try:
+                    if self._catalog_generation() != self._snap.generation:
+                        self._snap = self._load_snapshot(self._snap)
+                finally:
+                    self._mutex.release()
         return self._snap
+
+    def _catalog_generation(self) -> int:
+        with self._catalog.read() as txn:
+            return _txn_generation(txn)
+
+    def _committed(self, generation: int) -> bool:
+        """Whether the catalog holds ``generation``: asked when an exception escaped a
+        commit. Ctrl-C (KeyboardInterrupt) or a SIGTERM handler's SystemExit that arrives
+        while the commit is in fsync is raised right after the commit returned; removing
+        the new files then would break a committed store. When the answer cannot be
+        read, the files stay (an orphan is removed by the next writer; a lost file is
+        lost data)."""
+        try:
+            return self._catalog_generation() >= generation
+        except BaseException:  # noqa: BLE001 - e.g. a second interrupt: keep the files
+            return True
+
+    def _discard_uncommitted(self, generation: int, files: list[str]) -> None:
+        """Remove files written for ``generation`` if, and only if, it was not committed."""
+        if files and not self._committed(generation):
+            for rel in files:
+                _unlink_quietly(os.path.join(self._root, rel))
 
     def _load_snapshot(self, prev: _Snapshot) -> _Snapshot:
         for _attempt in range(5):
@@ -348,10 +377,12 @@ class Store:
                         if "is missing" in str(exc) and self._generation_moved(gen):
                             continue
                         raise
-                    if self._readonly:
-                        with self._mutex:
+                    if self._mutex.acquire(blocking=self._readonly):  # see _current
+                        try:
                             if snap.generation > self._snap.generation:
                                 self._snap = snap
+                        finally:
+                            self._mutex.release()
                 yield snap, txn
                 return
         raise CorruptStore(f"{self._root}: store keeps changing underneath the reader")
@@ -411,9 +442,22 @@ class Store:
     # --- writes -----------------------------------------------------------------------------
 
     def _writable(self) -> _Snapshot:
+        """The snapshot a write builds on (call with the mutex held).
+
+        If the catalog moved without this handle -- a write interrupted after its commit
+        (Ctrl-C caught in a notebook, a SIGTERM handler's SystemExit caught by a service)
+        -- the snapshot is rebuilt from the catalog first: a manifest built on the stale
+        one would silently drop the committed batch. Files the interrupted write left
+        unreferenced are removed.
+        """
         self._check_open()
         if self._readonly:
             raise ReadOnlyStore(f"{self._root}: store was opened read-only")
+        if self._catalog_generation() != self._snap.generation:
+            log.warning("%s: the catalog moved since this handle's last write (an interrupted "
+                        "call?); reloading it", self._root)
+            self._snap = self._load_snapshot(self._snap)
+            self._remove_orphans()
         return self._snap
 
     def train(self, sample) -> None:
@@ -434,7 +478,7 @@ class Store:
                     _put_manifest(txn, manifest)
                     fault("train.commit")
             except BaseException:
-                _unlink_quietly(os.path.join(self._root, base_rec.file))
+                self._discard_uncommitted(manifest.generation, [base_rec.file])
                 raise
             self._snap = _Snapshot(manifest, codec, ())
 
@@ -508,6 +552,7 @@ class Store:
                     + ", ".join(repr(v) for v in ids_arr[existing][:5].tolist())
                 )
             created: list[str] = []
+            generation = snap.generation + 1
             try:
                 codec, base_rec = snap.codec, snap.manifest.base
                 if codec is None:
@@ -523,7 +568,7 @@ class Store:
                 fault("add.segment")  # segment file in place, catalog not yet committed
                 records, tombs = _tombstone_records(snap, seg_ord[existing], rows[existing])
                 manifest = fmt.Manifest(
-                    snap.generation + 1, seg_id + 1, id_type, base_rec, tuple(records) + (rec,)
+                    generation, seg_id + 1, id_type, base_rec, tuple(records) + (rec,)
                 )
                 with self._catalog.write() as txn:
                     txn.put("ids", fmt.segment_key(seg_id), fmt.encode_column(ids_sorted))
@@ -539,8 +584,7 @@ class Store:
                     _put_manifest(txn, manifest)
                     fault("add.commit")  # inside the open LMDB write transaction
             except BaseException:
-                for rel in created:
-                    _unlink_quietly(os.path.join(self._root, rel))
+                self._discard_uncommitted(generation, created)
                 raise
             fault("add.committed")  # durable; the caller has not been told yet
             new_seg = load_segment(self._root, rec, self._config, codec, ids_sorted,
@@ -645,7 +689,7 @@ class Store:
                 _put_manifest(txn, manifest)
                 fault("merge.commit")
         except BaseException:
-            _unlink_quietly(os.path.join(self._root, rec.file))
+            self._discard_uncommitted(manifest.generation, [rec.file])
             raise
         fault("merge.committed")  # the merged-away files are still on disk
         for s in victims:
