@@ -46,8 +46,8 @@ def main(argv=None) -> list[dict]:
     queries = np.load(args.queries).astype(np.float32)
     rows = []
     with Store.open(args.store, readonly=True) as store:
-        snap = store._current()
-        prep = pipeline.prepare_queries(snap.codec, store._for_metric(queries, "query"))
+        snap = store.snapshot()
+        prep = pipeline.prepare(snap, queries)
         base = snap.codec.base.astype(np.float32)  # rotated, like prep.q
         exact = prep.q @ base.T
         for name, (matrix, scale) in approximations(base).items():

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from zenstore import Store  # noqa: E402
 from zenstore import search as pipeline  # noqa: E402
+from zenstore.validation import for_metric  # noqa: E402
 
 STAGES = ("input checks", "prepare", "of which q.c", "probe", "scan", "rescore", "whole call")
 
@@ -46,12 +47,12 @@ def parse_config(text: str) -> tuple[int | None, int]:
 
 def time_stages(store: Store, queries: np.ndarray, nprobe: int | None, shortlist: int) -> dict:
     """One pass through the stages; seconds per stage for the whole batch."""
-    snap = store._current()
-    segments = store._searchable(snap, None)
+    snap = store.snapshot()
+    segments = pipeline.searchable(snap)
     codec, metric = snap.codec, store.metric
     t = {}
     t0 = time.perf_counter()
-    x = store._for_metric(queries, "query")
+    x = for_metric(queries, metric, "query")
     t1 = time.perf_counter()
     prep = pipeline.prepare_queries(codec, x)
     t2 = time.perf_counter()

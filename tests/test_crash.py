@@ -183,7 +183,7 @@ class Chain:
         # the next writer cleans up and sees the same state
         with Store.open(self.path) as w:
             assert w.verify() == []
-            manifest = w._snap.manifest
+            manifest = w.snapshot().manifest
             listed = {s.file for s in manifest.segments} | ({manifest.base.file} if manifest.base else set())
             on_disk = store_files(self.path)
             assert on_disk == listed, f"leftover files after reopen: {sorted(on_disk - listed)}"
@@ -194,7 +194,7 @@ class Chain:
     def _check_search(self, store, got: dict) -> None:
         if not got:
             return
-        rows = sum(s.rows for s in store._snap.segments)
+        rows = sum(s.rows for s in store.snapshot().segments)
         queries = np.stack([v for v, _ in list(got.values())[:4]])
         ids, _ = store.search_batch(queries, k=min(10, len(got)), shortlist=max(rows, 1))
         found = ids[ids >= 0].tolist()
@@ -337,7 +337,7 @@ def test_kill_zenstore_ingest(tmp_path, stats):
         if leave_orphans:  # the next ingest process must clean up itself
             continue
         with Store.open(store) as w:  # the next writer removes what the kill left behind
-            m = w._snap.manifest
+            m = w.snapshot().manifest
             listed = {s.file for s in m.segments} | ({m.base.file} if m.base else set())
             assert store_files(store) == listed
     subprocess.run(cmd, env={k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"},

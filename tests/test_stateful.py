@@ -163,7 +163,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert [x for x in ids[0].tolist() if x not in (-1, None)] == [h.id for h in hits]
 
     def rows(self) -> int:
-        return sum(s.rows for s in self.store._snap.segments)
+        return sum(s.rows for s in self.store.snapshot().segments)
 
     def exhaustive(self, store=None) -> dict:
         """{id: score} for a few fixed queries, over every live row (deterministic)."""
@@ -171,7 +171,7 @@ class StoreMachine(RuleBasedStateMachine):
         if not self.model:
             return {}
         queries = np.stack([vector(-1 - j % 7 + 10**9) for j in range(3)])
-        rows = sum(s.rows for s in store._snap.segments)
+        rows = sum(s.rows for s in store.snapshot().segments)
         ids, scores = store.search_batch(queries, k=len(self.model), shortlist=rows + 1)
         out = {}
         for j in range(len(queries)):

@@ -70,7 +70,7 @@ def test_full_shortlist_equals_brute_force_on_dequantized(store_path, rng, metri
         got = [h.id for h in store.search(q, k=10, shortlist=200)]
         if metric == "l2":
             # l2 ranks by 2 q.x_hat + term (term carries the true norm; see codec.py)
-            snap = store._snap
+            snap = store.snapshot()
             seg = snap.segments[0]
             qr = snap.codec.prepare(q[None])[0].astype(np.float64)
             xhat = snap.codec.dequantize_rotated(seg.groups, seg.codes, seg.scales16, seg.aux16)

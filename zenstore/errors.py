@@ -65,6 +65,11 @@ class CorruptStore(ZenstoreError):
     """A file or catalog record fails validation: bad magic, checksum, size or contents."""
 
 
+class FileMissing(CorruptStore):
+    """A file the catalog lists is not there. Readers that meet it while a writer merges
+    retry on the newer manifest; when the catalog has not moved, the store is damaged."""
+
+
 class StoreLocked(ZenstoreError):
     """Another writer (thread or process) holds the store's write lock."""
 
@@ -97,6 +102,7 @@ __all__ = [
     "StoreExists",
     "FormatVersionError",
     "CorruptStore",
+    "FileMissing",
     "StoreLocked",
     "ReadOnlyStore",
     "StoreClosed",

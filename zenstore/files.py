@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import format as fmt
-from .errors import CorruptStore, NotAStore
+from .errors import CorruptStore, FileMissing, NotAStore
 from .faults import fault
 
 TMP_SUFFIX = ".tmp"
@@ -147,7 +147,7 @@ def open_framed_file(path: str, kind: int, *, verify: bool = True) -> MappedFile
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
-        raise CorruptStore(f"{path}: file listed in the catalog is missing") from exc
+        raise FileMissing(f"{path}: file listed in the catalog is missing") from exc
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -160,6 +160,14 @@ def open_framed_file(path: str, kind: int, *, verify: bool = True) -> MappedFile
     finally:
         os.close(fd)
     return mapped
+
+
+def check_digest(path: str, mapped: MappedFile, header_crc: int) -> None:
+    """The manifest records each file's header crc32: a valid file that is not the one
+    the catalog committed (another store's, an older one restored) is refused."""
+    if mapped.header.digest != header_crc:
+        raise CorruptStore(f"{path}: header crc32 {mapped.header.digest:#010x} differs from the "
+                           f"catalog's {header_crc:#010x} (not the file the catalog refers to)")
 
 
 def require_dir(path: str) -> None:

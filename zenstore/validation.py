@@ -158,6 +158,22 @@ def check_magnitude(x: np.ndarray, what: str) -> None:
         )
 
 
+def for_metric(x: np.ndarray, metric: str, what: str) -> np.ndarray:
+    """Validated rows made safe for the float32 kernels: cosine refuses zero rows and
+    rescales extreme lengths exactly; ip and l2 refuse rows too long to score."""
+    if metric == "cosine":
+        check_nonzero(x, what)
+        return rescale_for_cosine(x)
+    check_magnitude(x, what)
+    return x
+
+
+def unique_keep_order(arr: np.ndarray) -> np.ndarray:
+    """``arr`` without repeats, first occurrences in their original order."""
+    _, first = np.unique(arr, return_index=True)
+    return arr[np.sort(first)]
+
+
 def as_query(query, dim: int) -> np.ndarray:
     """One query as a (1, dim) float32 array; accepts shape (dim,) or (1, dim)."""
     arr = np.asarray(query) if not isinstance(query, np.ndarray) else query
