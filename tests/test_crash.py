@@ -34,9 +34,9 @@ import pytest
 from zenstore import Store, verify_store
 
 from ._crash_child import DIM, make_plan, model_states, op_payloads, op_vectors
+from .conftest import scale, slow_run
 
 CHILD = Path(__file__).with_name("_crash_child.py")
-SLOW = os.environ.get("ZENSTORE_SLOW") == "1"
 N_OPS = 120
 
 # every named point in the write path (zenstore/store.py, zenstore/files.py)
@@ -194,7 +194,7 @@ class Chain:
     def _check_search(self, store, got: dict) -> None:
         if not got:
             return
-        rows = sum(s.rows for s in store.snapshot().segments)
+        rows = store.stats()["stored_rows"]  # live + deleted rows: a shortlist covering every row
         queries = np.stack([v for v, _ in list(got.values())[:4]])
         ids, _ = store.search_batch(queries, k=min(10, len(got)), shortlist=max(rows, 1))
         found = ids[ids >= 0].tolist()
@@ -213,7 +213,7 @@ def stats():
 def _fault_specs() -> list[str]:
     """Kill points, as "<point>@<n>"; "A>B" runs A (leaving its leftovers on disk) and
     then B in the next writer, e.g. a kill during the cleanup of an earlier kill."""
-    if SLOW:
+    if slow_run():
         specs = []
         for n in (1, 2, 3):
             for p in POINTS:
@@ -269,7 +269,7 @@ def test_kill_at_named_points(tmp_path, stats):
 
 def test_kill_at_random_moments(tmp_path, stats):
     """SIGKILL at random times: during startup, orphan cleanup, writes, merges, compaction."""
-    kills_wanted = 120 if SLOW else 12
+    kills_wanted = scale(12, 120)
     rnd = random.Random(7)
     seeds = iter(range(3000, 4000))
     chain = Chain(tmp_path, next(seeds), stats)
@@ -308,7 +308,7 @@ def test_kill_zenstore_ingest(tmp_path, stats):
     faults = ["base.written", "train.commit", "add.segment@2", "orphan.removed", "add.commit@3",
               "add.committed@2", "merge.committed", "file.written@4"]
     rnd = random.Random(11)
-    plan = faults + [None] * (12 if SLOW else 2)
+    plan = faults + [None] * scale(2, 12)
     for k, fault in enumerate(plan):
         leave_orphans = k + 1 < len(plan) and plan[k + 1] == "orphan.removed"
         env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
