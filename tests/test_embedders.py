@@ -87,6 +87,8 @@ class FakeServer:
                     return self.send(step["status"], {"error": {"message": step.get("error", "boom")}},
                                      step.get("headers"))
                 self.send(200, server.answer(body, step.get("mode", server.mode)))
+                if step.get("close_after"):  # hang up without saying so (an idle timeout)
+                    self.close_connection = True
 
             def send(self, status, doc, headers=None):
                 data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
@@ -241,6 +243,14 @@ def test_connections_are_kept_alive_between_requests(server, client):
     e.embed_documents(TEXTS)
     conns = list(e._conns)
     assert len(conns) == 1 and conns[0].sock is not None
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_reopened_at_once(server, client):
+    server.script.append({"close_after": True})
+    e = client(max_retries=0)  # no retry budget: the reconnect is not a retry
+    e.embed_query("a")
+    np.testing.assert_array_equal(e.embed_documents(TEXTS), EXPECTED)
+    assert len(server.requests) == 2 and e.requests_sent == 3
 
 
 def test_base64_answers_are_decoded_whether_asked_for_or_not(server, client):

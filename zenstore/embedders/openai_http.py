@@ -296,6 +296,10 @@ class OpenAIEmbedder(BaseEmbedder):
                 if reused:
                     continue
                 raise _Transient(f"{self.source} dropped the connection: {exc}") from exc
+            except ssl.SSLCertVerificationError as exc:  # will not pass on a retry either
+                self._drop()
+                raise EmbedderError(f"{self.source}: TLS certificate not trusted: {exc}",
+                                    url=self.url) from exc
             except (TimeoutError, socket.timeout) as exc:
                 self._drop()
                 raise _Transient(f"{self.source} did not answer within {self.timeout:g} s") from exc
