@@ -52,8 +52,8 @@ class FakeServer:
     "not_json", "no_index".
     """
 
-    def __init__(self, dim: int = DIM, api_key: str | None = None) -> None:
-        self.dim, self.api_key = dim, api_key
+    def __init__(self, dim: int = DIM, api_key: str | None = None, refuse_base64: bool = False) -> None:
+        self.dim, self.api_key, self.refuse_base64 = dim, api_key, refuse_base64
         self.mode = "float"
         self.script: deque[dict] = deque()
         self.requests: list[dict] = []
@@ -83,6 +83,9 @@ class FakeServer:
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
                     return self.send(401, {"error": {"message": "Incorrect API key provided",
                                                      "type": "invalid_request_error"}})
+                if server.refuse_base64 and body.get("encoding_format") == "base64":  # vLLM 0.5
+                    return self.send(400, {"object": "error", "type": "BadRequestError",
+                                           "message": "base64 encoding is not currently supported"})
                 if "status" in step:
                     return self.send(step["status"], {"error": {"message": step.get("error", "boom")}},
                                      step.get("headers"))
@@ -196,7 +199,7 @@ def test_embeds_documents_and_query_with_the_openai_schema(server, client):
     assert e.dim == DIM and isinstance(e, Embedder)
     req = server.requests[0]
     assert req["path"] == "/v1/embeddings"
-    assert req["body"] == {"input": TEXTS, "model": "fake-model", "encoding_format": "float"}
+    assert req["body"] == {"input": TEXTS, "model": "fake-model", "encoding_format": "base64"}
     assert req["auth"] == "Bearer sk-test"
     assert "sk-test" not in repr(e)
 
@@ -253,12 +256,23 @@ def test_a_kept_alive_connection_closed_by_the_server_is_reopened_at_once(server
     assert len(server.requests) == 2 and e.requests_sent == 3
 
 
-def test_base64_answers_are_decoded_whether_asked_for_or_not(server, client):
-    e = client(encoding_format="base64")
+@pytest.mark.parametrize("asked", ["auto", "float", "base64"])
+@pytest.mark.parametrize("answered", ["float", "base64"])
+def test_answers_are_read_by_what_they_hold_whatever_was_asked(server, client, asked, answered):
+    server.mode = answered  # Ollama answers floats to a base64 request
+    e = client(encoding_format=asked)
     np.testing.assert_array_equal(e.embed_documents(TEXTS), EXPECTED)
-    assert server.requests[-1]["body"]["encoding_format"] == "base64"
-    server.mode = "base64"  # a server answering base64 to a float request
-    np.testing.assert_array_equal(client().embed_documents(TEXTS), EXPECTED)
+    assert server.requests[-1]["body"]["encoding_format"] == ("base64" if asked == "auto" else asked)
+
+
+def test_auto_falls_back_to_float_when_base64_is_refused():
+    with FakeServer(refuse_base64=True) as srv, OpenAIEmbedder(srv.url, max_retries=0) as e:
+        np.testing.assert_array_equal(e.embed_documents(TEXTS), EXPECTED)
+        np.testing.assert_array_equal(e.embed_query("text number 1"), EXPECTED[1])
+        assert [r["body"]["encoding_format"] for r in srv.requests] == ["base64", "float", "float"]
+    with FakeServer(refuse_base64=True) as srv, OpenAIEmbedder(srv.url, encoding_format="base64") as e:
+        with pytest.raises(zenstore.EmbedderError, match="HTTP 400.*base64 encoding is not"):
+            e.embed_query("x")  # asked for base64 explicitly: no silent change
 
 
 @pytest.mark.parametrize("mode", ["shuffle", "no_index"])
@@ -409,6 +423,7 @@ def test_unreachable_server_is_named():
             e.embed_query("x")
 
 
+@pytest.mark.parametrize("fmt", ["float", "base64"])
 @pytest.mark.parametrize("mode,match", [
     ("wrong_dim", "dimension 9, expected 8"),
     ("ragged", "different lengths"),
@@ -416,8 +431,8 @@ def test_unreachable_server_is_named():
     ("short", "returned 9 embeddings for 10 inputs"),
     ("not_json", "not JSON"),
 ])
-def test_bad_answers_are_clear_errors(server, client, mode, match):
-    e = client(dimensions=None)
+def test_bad_answers_are_clear_errors(server, client, mode, match, fmt):
+    e = client(encoding_format=fmt)
     e._dim = DIM  # as if learnt from an earlier answer
     server.mode = mode
     with pytest.raises(zenstore.EmbedderError, match=match) as info:
@@ -432,10 +447,30 @@ def test_a_later_batch_of_another_dimension_is_refused(server, client):
         e.embed_documents(TEXTS)
 
 
-def test_nan_in_base64_is_refused(server, client):
-    server.script.append({"mode": "nan"})
-    with pytest.raises(zenstore.EmbedderError, match="NaN"):
-        client(encoding_format="base64").embed_documents(TEXTS)
+def test_answers_of_the_wrong_types_are_refused(server, client):
+    e = client()
+    for doc, match in [({"data": [{"index": 0, "embedding": ["1", "2"]}]}, "not lists of numbers"),
+                       ({"data": [{"index": 0, "embedding": [True, False]}]}, "not lists of numbers"),
+                       ({"data": [{"index": 0, "embedding": "%%%"}]}, "not base64"),
+                       ({"data": [{"index": 0, "embedding": "AAA="}]}, "not whole float32s"),
+                       ({"data": [{"index": 0, "embedding": 3}]}, "neither all lists"),
+                       ({"data": [{"index": 0}]}, "has no 'embedding'"),
+                       ({"data": [{"index": 1, "embedding": [1.0]}]}, "not 0..0 once each"),
+                       ({"data": [{"index": "0", "embedding": [1.0]}]}, "integer 'index'"),
+                       ({"embeddings": [[1.0]]}, "no 'data' list"),
+                       ([1, 2], "no 'data' list")]:
+        with pytest.raises(zenstore.EmbedderError, match=match):
+            e._parse(json.dumps(doc).encode(), 1)
+
+
+def test_unicode_texts_round_trip(server, client):
+    texts = ["café ☕", "日本語", "emoji 🧪"]
+    out = client().embed_documents(texts)
+    assert [r["body"]["input"] for r in server.requests] == [texts]
+    np.testing.assert_array_equal(out, np.stack([fake_vector(t) for t in texts]))
+    with pytest.raises(zenstore.InvalidArgument, match="text 1 is not valid Unicode"):
+        client().embed_documents(["ok", "\ud800 lone surrogate"])
+    assert len(server.requests) == 1
 
 
 def test_server_messages_of_the_common_servers():
@@ -533,6 +568,12 @@ def test_callable_embedder():
         CallableEmbedder(lambda t: [[0.0] * 3] * len(t), dim=4).embed_query("x")
     with pytest.raises(zenstore.EmbedderError, match="not a numeric matrix"):
         CallableEmbedder(lambda t: [[0.0, 1.0], [1.0]]).embed_documents(["a", "b"])
+    with pytest.raises(zenstore.EmbedderError, match="not a numeric matrix"):
+        CallableEmbedder(lambda t: [["1.0", "2.0"]]).embed_query("a")
+    with pytest.raises(zenstore.EmbedderError, match="not a numeric matrix"):
+        CallableEmbedder(lambda t: None).embed_query("a")
+    with pytest.raises(zenstore.EmbedderError, match=r"shape \(2,\) for 1 texts"):
+        CallableEmbedder(lambda t: [1.0, 2.0]).embed_query("a")
     with pytest.raises(zenstore.EmbedderError, match="NaN"):
         CallableEmbedder(lambda t: [[np.inf, 1.0]]).embed_query("a")
     with pytest.raises(zenstore.EmbedderError, match="beyond float32"):

@@ -78,11 +78,15 @@ def as_vectors(raw, n: int, dim: int | None, source: str) -> np.ndarray:
     """Check an embedder's output for ``n`` texts: a finite float32 C-contiguous (n, dim)
     matrix (``dim`` None: any width >= 1). ``source`` names the embedder in errors."""
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = np.asarray(raw, dtype=np.float32)
-    except (ValueError, TypeError) as exc:  # ragged lists, strings, None ...
+        arr = np.asarray(raw)
+    except (ValueError, TypeError) as exc:  # ragged lists ...
         raise EmbedderError(f"{source} returned something that is not a numeric matrix "
                             f"for {n} texts: {exc}") from exc
+    if arr.dtype.kind not in "fiu":  # strings, None, objects, bools
+        raise EmbedderError(f"{source} returned something that is not a numeric matrix "
+                            f"for {n} texts (values of type {arr.dtype})")
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = arr.astype(np.float32, copy=False)
     if n == 0 and arr.size == 0:
         return np.zeros((0, dim or 0), dtype=np.float32)
     if arr.ndim != 2:
