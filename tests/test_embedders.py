@@ -584,6 +584,24 @@ def test_callable_embedder():
         CallableEmbedder("not callable")
 
 
+def test_adapter_uses_the_objects_own_async_methods():
+    import asyncio
+
+    class AsyncToo(ListEmbeddings):
+        async def aembed_documents(self, texts):
+            return [[2.0] * 6 for _ in texts]
+
+        async def aembed_query(self, text):
+            return [3.0] * 6
+
+    e = as_embedder(AsyncToo())
+    np.testing.assert_array_equal(asyncio.run(e.aembed_documents(["a", "b"])), np.full((2, 6), 2.0))
+    np.testing.assert_array_equal(asyncio.run(e.aembed_query("a")), np.full(6, 3.0))
+    assert e.dim == 6
+    with pytest.raises(zenstore.EmbedderError, match="dimension 6, expected 5"):
+        asyncio.run(as_embedder(AsyncToo(), dim=5).aembed_query("a"))
+
+
 def test_async_names_run_the_sync_methods():
     import asyncio
 

@@ -225,6 +225,24 @@ class EmbeddingsAdapter(BaseEmbedder):
             return [self.wrapped.embed_query(texts[0])]
         return self.wrapped.embed_documents(texts)
 
+    async def aembed_documents(self, texts: list[str]) -> np.ndarray:
+        """The object's own ``aembed_documents`` when it has one (LangChain's do), checked."""
+        native = getattr(self.wrapped, "aembed_documents", None)
+        texts = check_texts(texts)
+        if native is None or not texts:
+            return await super().aembed_documents(texts)
+        out = as_vectors(await native(texts), len(texts), self._dim, self.source)
+        self._dim = self._dim or int(out.shape[1])
+        return l2_normalize(out, self.source) if self.normalize else out
+
+    async def aembed_query(self, text: str) -> np.ndarray:
+        native = getattr(self.wrapped, "aembed_query", None)
+        if native is None:
+            return await super().aembed_query(text)
+        out = as_vectors([await native(check_text(text, "query"))], 1, self._dim, self.source)
+        self._dim = self._dim or int(out.shape[1])
+        return (l2_normalize(out, self.source) if self.normalize else out)[0]
+
 
 def as_embedder(obj, *, dim: int | None = None) -> BaseEmbedder:
     """``obj`` as a checked zenstore embedder: zenstore's own are returned unchanged; any
