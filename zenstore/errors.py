@@ -89,6 +89,22 @@ class IngestError(ZenstoreError):
     """An input file cannot be read, or has a bad row under ``on_error="fail"``."""
 
 
+# --- embedders -------------------------------------------------------------------------------
+
+
+class EmbedderError(ZenstoreError):
+    """An embedder cannot be loaded, its server failed or refused, or it returned vectors
+    that are not a finite (n, dim) matrix. HTTP failures carry ``url``, ``status`` (None
+    when no answer came) and ``server_message``."""
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None,
+                 server_message: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.server_message = server_message
+
+
 __all__ = [
     "ZenstoreError",
     "InvalidArgument",
@@ -107,4 +123,5 @@ __all__ = [
     "ReadOnlyStore",
     "StoreClosed",
     "IngestError",
+    "EmbedderError",
 ]
