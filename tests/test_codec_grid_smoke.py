@@ -114,3 +114,11 @@ def test_set_threads_limits_numba_and_every_loaded_runtime(codec_grid):
     finally:
         common.set_threads(before)
     assert common.thread_counts()["numba"] == before
+
+
+def test_codec_grid_runs_as_a_script():
+    import subprocess
+
+    res = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "codec_grid.py"), "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "usage:" in res.stdout and "--scale-estimators" in res.stdout, res.stderr
