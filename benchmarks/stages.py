@@ -16,15 +16,13 @@ computes. Use it to see which fixed cost caps batch QPS at small nprobe
 from __future__ import annotations
 
 import os
-
-os.environ["OMP_WAIT_POLICY"] = "passive"  # before numpy/numba/faiss load OpenMP
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle BLAS threads sleep (see zenstore/kernels/_threads.py)
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _env  # noqa: E402,F401  first: the thread environment before numpy/numba/faiss load
+
+import argparse  # noqa: E402
+import time  # noqa: E402
 
 import _common  # noqa: E402
 import numpy as np  # noqa: E402
