@@ -295,10 +295,7 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     result = run(args, argv)
     out = args.out or os.path.join(_common.OUT_DIR, f"storage-n{args.n}-d{args.dim}.json")
-    result["json"] = out
-    _common.write_json(out, result)
-    print(report(result))
-    print(f"json: {out}")
+    _common.publish(result, out, report)
     if not args.keep:
         shutil.rmtree(result["store"]["path"], ignore_errors=True)
     return result
