@@ -369,9 +369,9 @@ EXAMPLES = {
   zenstore ingest docs.zen corpus.jsonl.zst --id-field doc_id --vector-field emb --on-error skip
   zenstore ingest docs.zen vectors.fvecs --dim 128 --metric l2
   zenstore ingest docs.zen shared/data/scifact --embeddings emb-minilm-l6-v2 --dim 384
-Interrupted (Ctrl-C, kill, kill -9)? Run the same command again: it resumes after the
-last committed batch, without duplicating or losing rows. A failed or interrupted first
-run that committed nothing removes the store it created.""",
+Interrupted (Ctrl-C: exit 130, kill: exit 143, kill -9)? Run the same command again: it
+resumes after the last committed batch, without duplicating or losing rows. A failed or
+interrupted first run that committed nothing removes the store it created.""",
     "stats": "example:\n  zenstore stats docs.zen --json",
     "search": "examples:\n  zenstore search docs.zen --query q.npy -k 10\n  zenstore search docs.zen --query q.npy -k 100 --json --output hits.jsonl",
     "verify": "example:\n  zenstore verify docs.zen && echo healthy",
