@@ -542,7 +542,7 @@ def test_sigterm_mid_ingest_is_a_clean_interrupt_and_the_rerun_resumes_exactly(t
     """A real ``zenstore ingest`` sent SIGTERM (then, on the rerun, SIGINT) mid-load: a
     clean exit with the documented code, a store that verifies, holding exactly the
     checkpointed rows; the final rerun resumes exactly."""
-    n = 6000
+    n = 10000  # ~4 s of loading here: the kills land mid-load with a wide margin
     src = tmp_path / "x.npy"
     np.save(src, rows(n, dim=256))
     store = tmp_path / "s.zen"
