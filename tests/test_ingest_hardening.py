@@ -588,22 +588,6 @@ def test_stop_signals_hold_a_signal_until_the_commit_returns():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-CHILD = """
-import os, signal, sys
-import zenstore.store as store_module
-from zenstore import cli
-
-real_fault = store_module.fault
-def fault(point):  # a SIGTERM that arrives while the 3rd batch's transaction is open
-    if point == "add.commit":
-        fault.seen += 1
-        if fault.seen == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-    real_fault(point)
-fault.seen = 0
-store_module.fault = fault
-sys.exit(cli.main(sys.argv[1:]))
-"""
 
 
 def test_sigterm_during_a_commit_waits_for_the_commit(tmp_path):
@@ -612,8 +596,10 @@ def test_sigterm_during_a_commit_waits_for_the_commit(tmp_path):
     store = tmp_path / "s.zen"
     args = ["ingest", str(store), str(src), "--dim", str(DIM), "--n-base", "2", "--batch-size", "100",
             "--quiet"]
-    proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True,
-                          timeout=300)
+    # a SIGTERM that arrives while the 3rd batch's transaction is open
+    env = {**os.environ, "ZENSTORE_FAULT": "add.commit@3:TERM"}
+    proc = subprocess.run([sys.executable, "-m", "zenstore", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
     assert proc.returncode == 143, proc.stderr
     assert "Traceback" not in proc.stderr
     assert zenstore.verify_store(store) == []

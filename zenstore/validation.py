@@ -293,11 +293,8 @@ def check_magnitude(x: np.ndarray, what: str) -> None:
 def for_metric(x: np.ndarray, metric: str, what: str) -> np.ndarray:
     """Validated rows made safe for the float32 kernels: cosine refuses zero rows and
     rescales extreme lengths exactly; ip and l2 refuse rows too long to score."""
-    if metric == "cosine":
-        check_nonzero(x, what)
-        return rescale_for_cosine(x)
-    check_magnitude(x, what)
-    return x
+    check_rows(x, metric, what)
+    return rescale_for_cosine(x) if metric == "cosine" else x
 
 
 def unique_keep_order(arr: np.ndarray) -> np.ndarray:
