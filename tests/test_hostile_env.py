@@ -44,6 +44,15 @@ from ._hostile import (
 )
 
 
+COUNTS: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_counts():
+    yield
+    print(f"\nhostile-env counts: {COUNTS}")
+
+
 def catalog_size(path: str) -> int:
     return os.path.getsize(os.path.join(path, "catalog.mdb"))
 
@@ -83,7 +92,8 @@ def test_readers_killed_inside_a_read_do_not_make_the_catalog_grow(tmp_path):
     settled = upserts(10)
     after = upserts(30)
     writer.close()
-    # each batch rewrites ~33 KB of payloads: leaked slots grow the file by ~1 MB here
+    COUNTS["catalog bytes after 13 / 43 upserts, a reader killed"] = (settled, after)
+    # each batch rewrites ~33 KB of payloads: leaked slots grew the file by ~1.9 MB here
     assert after <= settled + 128 * 1024, f"catalog grew from {settled} to {after} bytes"
     with Store.open(path, readonly=True) as r:
         assert len(r) == 100 and verify_store(path) == []
@@ -294,6 +304,7 @@ def test_map_grows_for_a_write_larger_than_it(tmp_path, monkeypatch):
     pads = [{"pad": os.urandom(30_000).hex()} for _ in range(100)]  # 6 MB in one transaction
     s.add(list(range(100, 200)), vectors(100, seed=1), payloads=pads)
     assert s._catalog.map_size() > first
+    COUNTS["map bytes before / after a 6 MB write"] = (first, s._catalog.map_size())
     assert s.get(150).payload == pads[50] and len(s) == 110
     s.close()
     with Store.open(path, readonly=True) as r:
@@ -337,6 +348,7 @@ def test_a_reader_follows_a_writer_that_grew_the_map(tmp_path, monkeypatch):
     assert reader.returncode == 0, err.decode()[-3000:]
     done, reads, first, last = out.decode().split()
     assert done == "done" and int(last) > int(first), out
+    COUNTS["reader: passes, map bytes first / last"] = (int(reads), int(first), int(last))
 
 
 def test_small_map_size_setting_gives_storage_full(tmp_path, monkeypatch):
@@ -391,6 +403,8 @@ def test_full_disk_is_storage_full_and_loses_nothing(tmp_path, heavy):
         n_acked = len(acked)
         assert n_acked > 0
         assert path in str(info.value)
+        COUNTS[f"full disk ({heavy}): rows acknowledged, file named"] = (
+            n_acked, os.path.relpath(str(info.value).split(":")[0], path))
         assert not glob.glob(os.path.join(path, "**", "*.tmp"), recursive=True)
         with Store.open(path, readonly=True) as r:  # every acknowledged batch, not the failed one
             assert sorted(r.ids().tolist()) == acked
@@ -483,12 +497,13 @@ def test_close_racing_reads_in_other_threads(tmp_path, readonly):
         for t in threads:
             t.start()
         start.wait()
-        time.sleep(0.002 * (trial % 6))
+        time.sleep(0.005 * (trial % 6))
         store.close()
         for t in threads:
             t.join(60)
     assert not errors, errors
     assert calls[0] > 0
+    COUNTS[f"close races ({'readonly' if readonly else 'writer'}): trials, read rounds"] = (12, calls[0])
     with Store.open(path, readonly=True) as r:
         assert len(r) == 200
 

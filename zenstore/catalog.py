@@ -49,7 +49,6 @@ import resource
 import stat
 import threading
 import time
-from contextlib import contextmanager
 
 import lmdb
 
@@ -76,8 +75,10 @@ MAX_READERS = 256
 MAP_SIZE_ENV = "ZENSTORE_MAP_SIZE"
 MAP_STEP = 64 << 20  # the map's minimum size and granularity (address space, not memory)
 MIN_PAGE = 4096  # LMDB's page size is the OS page size, at least 4 KiB
-REMAP_TIMEOUT = 30.0  # seconds a remap waits for this process's other transactions to end
-ROOM_TIMEOUT = 0.05  # ... when it is only growing early (it will try again at the next write)
+# Seconds a needed remap waits for this process's other transactions to end (new ones
+# wait meanwhile). Growing early, before a write, never waits: it happens only when no
+# transaction is open, else it is tried again at the next write.
+REMAP_TIMEOUT = 10.0
 # LMDB's own reports of a damaged file (bad page type, page beyond the end, ...)
 _DAMAGED = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.IncompatibleError,
             lmdb.VersionMismatchError)
@@ -249,7 +250,7 @@ class _Environment:
         self.refs = 0  # Catalogs holding it (changed under _REGISTRY_LOCK)
         self.broken: str | None = None  # why it cannot be used any more
         self.closed = False
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._open: dict[int, int] = {}  # thread ident -> transactions it has open
         self._count = 0
         self._exclusive = False
@@ -259,10 +260,11 @@ class _Environment:
     def enter(self) -> int:
         ident = threading.get_ident()
         with self._cond:
-            if not self._open.get(ident):  # a thread that has one open must not wait (deadlock)
+            held = self._open.get(ident, 0)
+            if not held:  # a thread that has one open must not wait (deadlock)
                 while self._exclusive:
                     self._cond.wait()
-            self._open[ident] = self._open.get(ident, 0) + 1
+            self._open[ident] = held + 1
             self._count += 1
         return ident
 
@@ -365,7 +367,7 @@ class _Environment:
             return
         target = _map_plan(used) if self.limit is None else min(_map_plan(used), self.limit)
         try:
-            self.alone(lambda: self._remap([target], "growing ahead of the writes"), ROOM_TIMEOUT)
+            self.alone(lambda: self._remap([target], "growing ahead of the writes"), 0.0)
         except ResourceExhausted:
             pass  # the write may still fit; if it does not, grow() says why
 
@@ -454,10 +456,14 @@ def _close_if_unused(shared: _Environment) -> None:
 def _open_environment(path: str, create: bool) -> _Environment:
     root = os.path.dirname(path) or "."
     limit = map_limit()
-    writable = create or _may(path, os.W_OK)
-    flock_fd = None if writable or _may_write_lock_table(path) else _keep_writers_out(root, path)
+    registers = create or _may_write_lock_table(path)  # can take a slot in the reader table
+    writable = create or (registers and _may(path, os.W_OK))
+    flock_fd = None if registers else _keep_writers_out(root, path)
     try:
-        used = 0 if create else os.path.getsize(path)
+        try:
+            used = 0 if create else os.path.getsize(path)
+        except OSError as exc:
+            raise from_os_error(exc, path, "opening the catalog") from exc
         env = _open_lmdb(path, create=create, writable=writable, lock=flock_fd is None, used=used, limit=limit)
         try:
             dbs = {n: env.open_db(n.encode(), create=create) for n in DB_NAMES}
@@ -496,6 +502,11 @@ def _open_lmdb(path: str, *, create: bool, writable: bool, lock: bool, used: int
                     "on the store's files)") from exc
             if code in (errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EAGAIN):
                 raise _translate(exc, path, "opening the catalog") from exc
+            if "already open" in str(exc):  # py-lmdb: the environment came through fork()
+                raise StoreIOError(
+                    f"{path}: this process inherited the store's catalog from its parent (opened "
+                    "before fork()), and LMDB cannot open it again here: open stores after forking, "
+                    "or start workers with the 'spawn' method") from exc
             raise CorruptStore(f"{path}: cannot open catalog ({exc})") from exc
     raise ResourceExhausted(f"{path}: cannot map the catalog ({used} bytes): not enough address "
                             f"space ({_address_space_note()})")
@@ -545,42 +556,19 @@ class Catalog:
         """Bytes of address space the catalog's map takes in this process."""
         return self._shared.map_size()
 
-    @contextmanager
-    def read(self):
-        with self._transaction(write=False) as txn:
-            yield txn
+    def read(self) -> _Transaction:
+        """A read transaction (``with catalog.read() as txn``): one committed state."""
+        return _Transaction(self, False)
 
-    @contextmanager
-    def write(self):
+    def write(self) -> _Transaction:
         """One write transaction, committed when the body returns. The body must write
         only through the ``Txn`` (it is replayed if the map has to grow)."""
-        with self._transaction(write=True) as txn:
-            yield txn
+        return _Transaction(self, True)
 
-    @contextmanager
-    def _transaction(self, write: bool):
+    def _error(self, exc: lmdb.Error, write: bool, pending: int = 0) -> ZenstoreError:
         if self._closed:
-            raise StoreClosed(f"{os.path.dirname(self.path)}: store is closed")
-        shared = self._shared
-        doing = "writing the catalog" if write else "reading the catalog"
-        try:
-            if write:
-                shared.env.reader_check()  # dead readers' snapshots would keep every page in use
-                shared.make_room()
-            txn = Txn(shared, write)
-        except lmdb.Error as exc:
-            raise _translate(exc, self.path, doing) from exc
-        try:
-            try:
-                yield txn
-                if write:
-                    txn.commit()
-            finally:
-                txn.end()
-        except lmdb.Error as exc:
-            if self._closed:
-                raise StoreClosed(f"{os.path.dirname(self.path)}: store is closed") from exc
-            raise _translate(exc, self.path, doing, txn.pending) from exc
+            return StoreClosed(f"{os.path.dirname(self.path)}: store is closed")
+        return _translate(exc, self.path, "writing the catalog" if write else "reading the catalog", pending)
 
     def size_bytes(self) -> int:
         """Bytes of the catalog file in use (LMDB pages up to the last one written)."""
@@ -596,6 +584,46 @@ class Catalog:
         if not self._closed:
             self._closed = True
             _release(self._shared)
+
+
+class _Transaction:
+    """The context manager of ``Catalog.read()`` / ``write()`` (a class: a generator-based
+    one costs a microsecond more per transaction)."""
+
+    __slots__ = ("catalog", "write", "txn")
+
+    def __init__(self, catalog: Catalog, write: bool) -> None:
+        self.catalog = catalog
+        self.write = write
+        self.txn: Txn | None = None
+
+    def __enter__(self) -> Txn:
+        catalog = self.catalog
+        if catalog._closed:
+            raise StoreClosed(f"{os.path.dirname(catalog.path)}: store is closed")
+        shared = catalog._shared
+        try:
+            if self.write:
+                shared.env.reader_check()  # dead readers' snapshots would keep every page in use
+                shared.make_room()
+            self.txn = Txn(shared, self.write)
+        except lmdb.Error as exc:
+            raise catalog._error(exc, self.write) from exc
+        return self.txn
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        txn = self.txn
+        try:
+            try:
+                if kind is None and self.write:
+                    txn.commit()
+            finally:
+                txn.end()
+        except lmdb.Error as err:
+            raise self.catalog._error(err, self.write, txn.pending) from err
+        if kind is not None and issubclass(kind, lmdb.Error):  # raised by a lookup in the body
+            raise self.catalog._error(exc, self.write, txn.pending) from exc
+        return False
 
 
 class Txn:
