@@ -522,3 +522,18 @@ def test_close_with_an_unfinished_iteration(tmp_path):
     assert rest == 15
     assert len(again) == 20 and again.get(4).payload == {"i": 4}
     again.close()
+
+
+def test_catalog_overhead_benchmark_runs(capsys):
+    """benchmarks/catalog_overhead.py at a tiny size: its numbers are there and sane."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_catalog_overhead", os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks",
+                                               "catalog_overhead.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--reps", "20"])
+    assert out["reader_check_freed"] == catalog_mod.MAX_READERS  # the killed child's slots
+    assert all(out[k] > 0 for k in ("read_raw_us", "read_catalog_us", "write_raw_us", "write_catalog_us"))
+    assert "rerun: python benchmarks/catalog_overhead.py" in capsys.readouterr().out
