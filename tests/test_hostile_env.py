@@ -399,7 +399,6 @@ def test_full_disk_is_storage_full_and_loses_nothing(tmp_path, heavy):
         acked: list[int] = []
         with pytest.raises(zenstore.StorageFull, match="no space") as info:
             _fill(store, rng, heavy, acked)
-        store.close()
         n_acked = len(acked)
         assert n_acked > 0
         assert path in str(info.value)
@@ -409,10 +408,11 @@ def test_full_disk_is_storage_full_and_loses_nothing(tmp_path, heavy):
         with Store.open(path, readonly=True) as r:  # every acknowledged batch, not the failed one
             assert sorted(r.ids().tolist()) == acked
         assert verify_store(path) == []
-        os.unlink(filler)  # space again: the same store takes writes
+        os.unlink(filler)  # space again: the same Store takes writes
+        store.add([10**6], vectors(1, seed=9, dim=store.dim))
+        store.close()
         with Store.open(path) as w:
-            w.add([10**6], vectors(1, seed=9, dim=w.dim))
-            assert len(w) == n_acked + 1
+            assert len(w) == n_acked + 1 and 10**6 in w
         assert verify_store(path) == []
 
 
