@@ -49,5 +49,6 @@ def store_stats(view: StoreView) -> dict:
         "bytes_per_vector_all_in": total / snap.count if snap.count else None,
         "format_version": fmt.FORMAT_VERSION,
         "generation": snap.generation,
+        "catalog_map_bytes": catalog.map_size(),  # address space the catalog's map takes here
         "config": cfg.to_dict(),
     }

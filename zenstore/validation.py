@@ -346,9 +346,31 @@ def _payload_json(p) -> tuple[bytes | None, str | None]:
     if not isinstance(p, dict):
         return None, f"must be a dict or None, got {type(p).__name__}"
     try:
-        return _PAYLOAD_JSON.encode(p).encode("utf-8"), None
+        data = _PAYLOAD_JSON.encode(p).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
         return None, f"is not JSON-serializable: {exc}"
+    # deeper nesting was accepted here but could not be decoded again deeper in the read
+    # path's stack (CorruptStore); bytes.count is cheap, the exact walk rarely needed
+    if data.count(b"{") + data.count(b"[") > MAX_PAYLOAD_DEPTH and _depth(p) > MAX_PAYLOAD_DEPTH:
+        return None, f"is nested more than {MAX_PAYLOAD_DEPTH} levels deep"
+    return data, None
+
+
+MAX_PAYLOAD_DEPTH = 256
+
+
+def _depth(value) -> int:
+    """Nesting depth of dicts and lists (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = v.values()
+        elif not isinstance(v, (list, tuple)):
+            continue
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in v)
+    return deepest
 
 
 def positive_int(value, name: str, *, allow_none: bool = False, maximum: int | None = None):

@@ -18,7 +18,7 @@ from . import records
 from .basefile import load_base
 from .catalog import Catalog
 from .codec import Codec
-from .errors import CorruptStore, FileMissing, FormatVersionError, NotAStore, ReadOnlyStore
+from .errors import CorruptStore, FileMissing, FormatVersionError, NotAStore, ReadOnlyStore, StoreIOError
 from .segment import load_segment
 from .view import RETRIES
 
@@ -71,7 +71,7 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
         except FileMissing as exc:
             vanished.append(str(exc))
             continue
-        except (CorruptStore, FormatVersionError) as exc:
+        except (CorruptStore, FormatVersionError, StoreIOError) as exc:  # e.g. a file it may not read
             problems.append(str(exc))
             continue
         alive = np.ones(len(ids), bool)
