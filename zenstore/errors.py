@@ -84,6 +84,13 @@ class IngestError(ZenstoreError):
     """An input file cannot be read, or has a bad row under ``on_error="fail"``."""
 
 
+# --- payload filters -----------------------------------------------------------------------------
+
+
+class InvalidFilter(InvalidArgument):
+    """A payload filter is malformed; the message names the offending part by its path."""
+
+
 __all__ = [
     "ZenstoreError",
     "InvalidArgument",
@@ -101,4 +108,5 @@ __all__ = [
     "ReadOnlyStore",
     "StoreClosed",
     "IngestError",
+    "InvalidFilter",
 ]
