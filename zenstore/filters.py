@@ -406,8 +406,9 @@ class Filter:
                 raise InvalidArgument(f"indexed must map field names to one of {INDEX_KINDS}, "
                                       f"got {_show(name)}: {_show(kind)}")
         scans, rest = _plan(self.root, indexed)
-        residual = None if not rest else Filter(_all_of(rest))
-        return IndexPlan(tuple(scans), residual)
+        if not scans:
+            return IndexPlan((), self)
+        return IndexPlan(tuple(scans), Filter(_all_of(rest)) if rest else None)
 
     def to_spec(self) -> dict:
         """A filter dict that compiles back to this filter."""
@@ -588,32 +589,24 @@ def _to_float(x) -> float:
 
 
 def _least_float(x, incl: bool) -> float | None:
-    """The least float64 ``f`` with ``f >= x`` (``f > x`` if not ``incl``), or None."""
-    ok = (lambda f: f >= x) if incl else (lambda f: f > x)
+    """The least float64 ``f`` with ``f >= x`` (``f > x`` if not ``incl``), or None.
+    ``float(x)`` is the float nearest ``x``, so the answer is it or a step or two above."""
     f = _to_float(x)
-    while not ok(f):
+    while not (f >= x if incl else f > x):
         if f == math.inf:
             return None
         f = math.nextafter(f, math.inf)
-    while True:  # float(x) rounds to nearest: the answer is at most a step or two away
-        g = math.nextafter(f, -math.inf)
-        if g == f or not ok(g):
-            return f
-        f = g
+    return f
 
 
 def _greatest_float(x, incl: bool) -> float | None:
-    ok = (lambda f: f <= x) if incl else (lambda f: f < x)
+    """The greatest float64 ``f`` with ``f <= x`` (``f < x`` if not ``incl``), or None."""
     f = _to_float(x)
-    while not ok(f):
+    while not (f <= x if incl else f < x):
         if f == -math.inf:
             return None
         f = math.nextafter(f, -math.inf)
-    while True:
-        g = math.nextafter(f, math.inf)
-        if g == f or not ok(g):
-            return f
-        f = g
+    return f
 
 
 def _float_bounds(lo, lo_incl, hi, hi_incl) -> tuple[float, float] | None:
