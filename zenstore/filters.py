@@ -17,7 +17,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Union as _TypeUnion
 
 import numpy as np
@@ -480,8 +480,9 @@ def _direct(payload, path):
     return v
 
 
-def _take(values: list, idx: np.ndarray) -> list:
-    return [values[i] for i in idx.tolist()]
+def _take(values: list, rows: np.ndarray) -> list:
+    """The entries of ``values`` where the bool array ``rows`` is true."""
+    return list(compress(values, rows.tolist()))
 
 
 class _Column:
@@ -495,17 +496,17 @@ class _Column:
             values = [_direct(p, path) for p in payloads]
         n = len(values)
         kinds = np.fromiter(map(_KIND_OF_TYPE.get, map(type, values), repeat(K_SLOW)), np.int8, n)
-        at = np.flatnonzero(kinds == K_BOOL)
-        if at.size:
-            kinds[at] = np.where(np.array(_take(values, at), dtype=bool), K_TRUE, K_FALSE)
-        at = np.flatnonzero(kinds == K_INT)
-        if at.size:
-            ints = _take(values, at)
+        rows = kinds == K_BOOL
+        if rows.any():
+            kinds[rows] = np.where(np.array(_take(values, rows), dtype=bool), K_TRUE, K_FALSE)
+        rows = kinds == K_INT
+        if rows.any():
+            ints = _take(values, rows)
             try:
                 as_float = np.array(ints, dtype=np.float64)
             except OverflowError:
                 as_float = np.array([float(v) if abs(v) < _EXACT_FLOAT_INT else math.inf for v in ints])
-            kinds[at] = np.where(np.abs(as_float) < _EXACT_FLOAT_INT, K_NUM, K_SLOW)
+            kinds[rows] = np.where(np.abs(as_float) < _EXACT_FLOAT_INT, K_NUM, K_SLOW)
         self.kinds = kinds
         self.values = values
         self.slow = np.flatnonzero(kinds == K_SLOW)
@@ -513,34 +514,29 @@ class _Column:
 
     def nums(self) -> tuple[np.ndarray, np.ndarray]:
         if self._nums is None:
-            at = np.flatnonzero(self.kinds == K_NUM)
-            self._nums = (at, np.array(_take(self.values, at), dtype=np.float64))
+            rows = self.kinds == K_NUM
+            self._nums = (np.flatnonzero(rows), np.array(_take(self.values, rows), dtype=np.float64))
         return self._nums
 
     def strs(self) -> tuple[np.ndarray, list]:
         if self._strs is None:
-            at = np.flatnonzero(self.kinds == K_STR)
-            self._strs = (at, _take(self.values, at))
+            rows = self.kinds == K_STR
+            self._strs = (np.flatnonzero(rows), _take(self.values, rows))
         return self._strs
 
 
+_NARROW_MIN_ROWS = 256  # below this, evaluating a subset costs more than it saves
+
+
 def _mask(node, payloads: list, columns: dict) -> np.ndarray:
-    n = len(payloads)
-    if isinstance(node, And):
-        out = np.ones(n, dtype=bool)
-        for c in node.children:
-            out &= _mask(c, payloads, columns)
-        return out
-    if isinstance(node, Or):
-        out = np.zeros(n, dtype=bool)
-        for c in node.children:
-            out |= _mask(c, payloads, columns)
-        return out
+    if isinstance(node, (And, Or)):
+        return _mask_connective(node.children, isinstance(node, And), payloads, columns)
     if isinstance(node, Not):
         return ~_mask(node.child, payloads, columns)
     col = columns.get(node._path)
     if col is None:
         col = columns[node._path] = _Column(payloads, node._path)
+    n = len(payloads)
     if isinstance(node, Exists):
         out = col.kinds != K_MISSING
     elif isinstance(node, Interval):
@@ -552,8 +548,47 @@ def _mask(node, payloads: list, columns: dict) -> np.ndarray:
     else:
         out = _mask_values(col, (node.value,) if isinstance(node, Eq) else node.values, n)
     if col.slow.size:
-        out[col.slow] = [node._match(payloads[i]) for i in col.slow.tolist()]
+        out[col.slow] = _slow_rows(node, col, payloads)
     return out
+
+
+def _mask_connective(children: tuple, conjunction: bool, payloads: list, columns: dict) -> np.ndarray:
+    """$and / $or; once few rows are still undecided, the rest is evaluated on those only."""
+    n = len(payloads)
+    out = np.full(n, conjunction, dtype=bool)
+    for i, child in enumerate(children):
+        if conjunction:
+            out &= _mask(child, payloads, columns)
+        else:
+            out |= _mask(child, payloads, columns)
+        undecided = out if conjunction else ~out
+        rest = children[i + 1:]
+        if rest and n >= _NARROW_MIN_ROWS and 4 * np.count_nonzero(undecided) <= n:
+            out[undecided] = _mask_connective(rest, conjunction, _take(payloads, undecided), {})
+            break
+    return out
+
+
+def _slow_rows(node, col: _Column, payloads: list) -> list:
+    """Rows whose value is an array (or under one, or an unusual number): row at a time,
+    with a shortcut for the common case of string values in a flat array (tags)."""
+    rows = col.slow.tolist()
+    if isinstance(node, (Eq, In)):
+        words = (node.value,) if isinstance(node, Eq) else node.values
+        if words and all(type(w) is str for w in words):
+            words = frozenset(words)
+            out = []
+            for i in rows:
+                v = col.values[i]
+                if type(v) is list:
+                    try:
+                        out.append(not words.isdisjoint(v))  # a str equals only a str: exact
+                        continue
+                    except TypeError:  # an object or array inside the array
+                        pass
+                out.append(node._match(payloads[i]))
+            return out
+    return [node._match(payloads[i]) for i in rows]
 
 
 def _mask_values(col: _Column, values: tuple, n: int) -> np.ndarray:
