@@ -112,7 +112,8 @@ numbers_ = st.one_of(st.sampled_from(EDGE_NUMBERS), st.integers(-3, 3),
                      st.floats(allow_nan=False, allow_infinity=False), st.integers(-2**70, 2**70))
 scalars = st.one_of(st.sampled_from([None, True, False, "x", "y", "", "\ud800"]), numbers_, st.text("xy", max_size=2))
 json_docs = st.recursive(st.one_of(scalars, st.just(float("nan"))),
-                         lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(KEYS), kids, max_size=3),
+                         lambda kids: (st.lists(kids, max_size=3)
+                                       | st.dictionaries(st.sampled_from(KEYS), kids, max_size=3)),
                          max_leaves=10)
 payloads = st.one_of(st.none(), st.dictionaries(st.sampled_from(KEYS), json_docs, max_size=3))
 
@@ -131,7 +132,7 @@ filters = st.recursive(field_filters, lambda kids: st.one_of(
     st.tuples(kids, field_filters).map(lambda t: {"$and": [t[0]], **t[1]}),
 ), max_leaves=8)
 # payloads and filters drawn from a few values, so that conditions and indexes often hit
-SMALL = [None, True, False, 0, 1, 1.0, 1.5, -0.0, 2**53 + 1, 2**70, "x", ""]
+SMALL = [None, True, False, 0, 1, 1.0, 1.5, -0.0, 2**53 + 1, float(2**53), 2**70, "x", ""]
 small = st.sampled_from(SMALL)
 small_leaf = small | st.lists(small, min_size=1, max_size=3)
 small_object = st.fixed_dictionaries({}, optional={k: small_leaf for k in KEYS})
@@ -188,11 +189,13 @@ def test_to_spec_compiles_back_to_the_same_filter(spec, docs):
 
 
 def test_mask_on_a_column_of_every_kind_of_value():
-    docs = [{"a": v} for v in [None, True, False, 0, 1, 1.0, -0.0, 2**53 + 1, 10**400, "1", "x", [], [1, "x"],
+    docs = [{"a": v} for v in [None, True, False, 0, 1, 1.0, -0.0, 2**53 + 1, float(2**53), 10**400, "1", "x",
+                               [], [1, "x"],
                                {"b": 1}, [{"b": 1}], float("nan")]] + [None, {}, {"b": 1}]
     for spec in [{"a": 1}, {"a": None}, {"a": True}, {"a": "x"}, {"a": {"$gte": 0}}, {"a": {"$gt": 2**53}},
                  {"a": {"$in": [0, "x", None]}}, {"a": {"$exists": True}}, {"a.b": 1}, {"a": {"$ne": 1}},
-                 {"a": {"$lt": 10**401}}, {"a": {"$nin": []}}, {"a": 2**53 + 1}]:
+                 {"a": {"$lt": 10**401}}, {"a": {"$nin": []}}, {"a": 2**53 + 1}, {"a": {"$in": [2**53 + 1, "x"]}},
+                 {"a": {"$in": [2**53 + 1, 1]}}]:
         f = compile_filter(spec)
         assert f.mask(docs).tolist() == [ref_match(spec, d) for d in docs], spec
 
@@ -266,6 +269,8 @@ def test_range_operators_of_one_dict_merge_into_one_interval():
     f = compile_filter({"a": {"$gt": 1, "$gte": 2, "$lt": 9, "$lte": 9}})
     assert f.to_spec() == {"a": {"$gte": 2, "$lt": 9}}
     assert compile_filter({"a": {"$gte": 2, "$gt": 2}}).to_spec() == {"a": {"$gt": 2}}
+    assert compile_filter({"a": {"$gte": 5, "$gt": 1, "$lt": 3, "$lte": 9}}).to_spec() == {"a": {"$gte": 5, "$lt": 3}}
+    assert compile_filter({"a": {"$gt": 2, "$gte": 2, "$lte": 3, "$lt": 3}}).to_spec() == {"a": {"$gt": 2, "$lt": 3}}
     assert not compile_filter({"a": {"$gt": 5, "$lt": 3}}).matches({"a": 4})  # empty: well formed
 
 
@@ -306,7 +311,8 @@ MALFORMED = {
     "$eq given a dict": ({"a": {"$eq": {"b": 1}}}, "$eq's value must be str, int, float, bool or null"),
     "$ne given a list": ({"a": {"$ne": [1]}}, "$ne's value must be str, int, float, bool or null"),
     "$exists given an int": ({"a": {"$exists": 1}}, 'filter["a"]: $exists needs true or false, got 1'),
-    "operators mixed with plain keys": ({"a": {"$gt": 1, "b": 2}}, 'filter["a"]: mixes operators ($gt) with plain keys'),
+    "operators mixed with plain keys": ({"a": {"$gt": 1, "b": 2}},
+                                        'filter["a"]: mixes operators ($gt) with plain keys'),
     "object value": ({"meta": {"lang": "en"}}, 'use a dotted path, e.g. "meta.lang"'),
     "list value": ({"tags": ["a", "b"]}, 'got [\'a\', \'b\'] (to match any of several values use {"$in"'),
     "bytes value": ({"a": b"x"}, "value must be str, int, float, bool or null, got b'x'"),
@@ -462,7 +468,8 @@ class SimulatedIndexes:
             hits = [k for k in scan.keys() if k in rows_of]
         else:
             bounds = scan.key_bounds()
-            hits = [] if bounds is None else keys[bisect.bisect_left(keys, bounds[0]):bisect.bisect_right(keys, bounds[1])]
+            hits = ([] if bounds is None
+                    else keys[bisect.bisect_left(keys, bounds[0]):bisect.bisect_right(keys, bounds[1])])
         check = scan.as_filter()
         rechecked = {r for r in self.unkeyed[scan.field] if check.matches(self.docs[r])}
         return set().union(*(rows_of[k] for k in hits)) | rechecked
@@ -493,7 +500,8 @@ def _realistic_docs(n, seed=5):
     docs = []
     for i in range(n):
         doc = {"lang": ["en", "de", "fr", True][rng.integers(4)], "year": int(rng.integers(2015, 2026)),
-               "price": float(np.round(rng.uniform(0, 100), 1)), "tags": list(rng.choice(["a", "b", "c", "d"], rng.integers(0, 3))),
+               "price": float(np.round(rng.uniform(0, 100), 1)),
+               "tags": list(rng.choice(["a", "b", "c", "d"], rng.integers(0, 3))),
                "meta": {"source": ["web", "pdf"][rng.integers(2)], "rank": int(rng.integers(0, 5))}}
         if i % 17 == 0:
             doc["year"] = [2019, 2024.5]  # a number the int index cannot key

@@ -138,11 +138,30 @@ class In(_Leaf):
 
     values: tuple
 
+    def __post_init__(self):
+        super().__post_init__()
+        # per JSON type, so that membership is JSON equality: a bool never meets a number
+        object.__setattr__(self, "_null", any(v is None for v in self.values))
+        object.__setattr__(self, "_bools", frozenset(v for v in self.values if isinstance(v, bool)))
+        object.__setattr__(self, "_strs", frozenset(v for v in self.values if isinstance(v, str)))
+        object.__setattr__(self, "_numbers", frozenset(v for v in self.values if _is_number(v)))
+
     def _match(self, payload) -> bool:
         reached = _reach(payload, self._path)
-        if not reached and any(v is None for v in self.values):
-            return True
-        return any(_same(c, v) for c in _candidates(reached) for v in self.values)
+        if not reached:
+            return self._null
+        for c in _candidates(reached):
+            if c is None:
+                hit = self._null
+            elif isinstance(c, bool):
+                hit = c in self._bools
+            elif isinstance(c, str):
+                hit = c in self._strs
+            else:
+                hit = _is_number(c) and c in self._numbers  # hashing keeps int/float equality exact
+            if hit:
+                return True
+        return False
 
     def _spec(self):
         return {self.field: {"$in": list(self.values)}}
@@ -351,7 +370,7 @@ def _operators(name: str, ops: Mapping, where: str, depth: int) -> Node:
                 raise InvalidFilter(f"{where}: $exists needs true or false, got {_show(arg)}")
             conds.append(Exists(name) if arg else Not(Exists(name)))
         elif op == "$not":
-            if not isinstance(arg, Mapping) or not arg or not all(isinstance(k, str) and k.startswith("$") for k in arg):
+            if not (isinstance(arg, Mapping) and arg and all(isinstance(k, str) and k.startswith("$") for k in arg)):
                 raise InvalidFilter(f'{where}: $not needs a dict of operators, as in {{"$not": {{"$gt": 1}}}}, '
                                     f"got {_show(arg)}")
             conds.append(Not(_operators(name, arg, _at(where, "$not"), depth + 1)))
@@ -682,7 +701,9 @@ class Terms:
 
     def keys(self) -> tuple[bytes, ...]:
         """Sorted keys to look up; values the kind cannot key are left to the unkeyed rows."""
-        return tuple(sorted({k for k in map(lambda v: _key_of(self.kind, v), self.values) if k is not None}))
+        keys = {_key_of(self.kind, v) for v in self.values}
+        keys.discard(None)
+        return tuple(sorted(keys))
 
     def as_filter(self) -> Filter:
         return Filter(In(self.field, self.values) if len(self.values) != 1 else Eq(self.field, self.values[0]))
