@@ -200,6 +200,16 @@ def test_mask_on_a_column_of_every_kind_of_value():
         assert f.mask(docs).tolist() == [ref_match(spec, d) for d in docs], spec
 
 
+def test_mask_on_values_json_does_not_make():
+    # hand-made dicts may hold any object; such values match nothing, as in matches
+    docs = [{"a": np.arange(3)}, {"a": "x"}, {"a": b"x"}, {"a": np.float64(2.0)}, {"a": np.str_("x")}]
+    for spec in [{"a": "x"}, {"a": {"$in": ["x", "y"]}}, {"a": 2}, {"a": {"$gt": 1}}, {"a": {"$exists": True}}]:
+        f = compile_filter(spec)
+        assert f.mask(docs).tolist() == [f.matches(d) for d in docs], spec
+    assert compile_filter({"a": "x"}).mask(docs).tolist() == [False, True, False, False, True]
+    assert compile_filter({"a": 2}).mask(docs).tolist() == [False, False, False, True, False]
+
+
 def test_mask_accepts_any_sequence_and_empty_batches():
     f = compile_filter({"a": 1})
     assert f.mask([]).shape == (0,)
@@ -213,6 +223,10 @@ def test_payloads_must_be_dicts_or_none():
         f.matches([1])
     with pytest.raises(InvalidArgument, match="got str"):
         f.mask([{"a": 1}, "a"])
+    with pytest.raises(InvalidArgument, match="got int"):
+        compile_filter({}).mask([None, 3])
+    with pytest.raises(InvalidArgument, match="got list"):
+        compile_filter({"a.b": 1, "c": 2}).mask([{"a": {"b": 1}}, [1]])
 
 
 # --- specific semantics ---------------------------------------------------------------------------
@@ -594,3 +608,17 @@ def test_filter_is_immutable():
     with pytest.raises(AttributeError):
         f.root = None
     assert isinstance(f, Filter)
+
+
+def test_filter_eval_benchmark_runs_small(tmp_path, capsys):
+    import importlib.util
+
+    path = os.path.join(REPO, "benchmarks", "filter_eval.py")
+    spec = importlib.util.spec_from_file_location("bench_filter_eval", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--n", "300", "--repeats", "1", "--out", str(tmp_path / "fe.json")])
+    assert [r["filter"] for r in result["rows"]] == list(bench.FILTERS)
+    assert all(0 <= r["selectivity"] <= 1 and r["mask_rows_per_s"] > 0 for r in result["rows"])
+    assert 0 < result["rows"][0]["selectivity"] < 1 and result["decode_rows_per_s"] > 0
+    assert "rerun: OMP_WAIT_POLICY=passive python benchmarks/filter_eval.py" in capsys.readouterr().out
