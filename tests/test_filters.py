@@ -251,6 +251,16 @@ def test_docs_semantics_table_is_what_filters_do():
         assert ref_match(spec, payload) is expected, (spec, payload)
 
 
+def test_docs_first_example_runs_as_shown():
+    with open(os.path.join(REPO, "docs", "api.md"), encoding="utf-8") as f:
+        section = f.read().split("## Filters")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    namespace = {"list_of_payloads": [{"tenant": "acme"}, None]}
+    exec(code, namespace)
+    claims = [line.split("  # True")[0] for line in code.splitlines() if line.endswith("# True")]
+    assert claims and all(eval(claim, namespace) is True for claim in claims)
+
+
 def test_empty_filter_matches_everything():
     f = compile_filter({})
     assert f.matches(None) and f.matches({"a": 1})
