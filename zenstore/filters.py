@@ -2,8 +2,8 @@
 
 ``compile_filter(spec)`` validates a JSON-style dict and returns an immutable ``Filter``.
 ``Filter.matches(payload)`` checks one payload; ``Filter.mask(payloads)`` checks a list of
-them a field at a time with numpy (the same answers, 1.2-2.7x faster in
-benchmarks/filter_eval.py; decoding stored payloads costs 10-40x more than either); and
+them a field at a time with numpy (the same answers, 1.2-3.3x faster in
+benchmarks/filter_eval.py, where decoding the stored payloads costs 10-37x more); and
 ``Filter.index_plan(indexed)`` splits a filter into parts that payload indexes answer
 exactly and a residual to check on the rows those parts select. docs/api.md ("Filters")
 specifies the semantics; the tests hold both evaluators to a third, naive one.
