@@ -132,6 +132,13 @@ class EmbedderError(ZenstoreError):
         self.server_message = server_message
 
 
+# --- payload filters -----------------------------------------------------------------------------
+
+
+class InvalidFilter(InvalidArgument):
+    """A payload filter is malformed; the message names the offending part by its path."""
+
+
 __all__ = [
     "ZenstoreError",
     "InvalidArgument",
@@ -155,6 +162,7 @@ __all__ = [
     "StorageFull",
     "IngestError",
     "EmbedderError",
+    "InvalidFilter",
 ]
 
 
