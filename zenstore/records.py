@@ -27,10 +27,18 @@ import struct
 import numpy as np
 
 from . import format as fmt
+from .catalog import Catalog
 from .errors import CorruptStore, FormatVersionError, InvalidArgument, NotAStore
 
 META, IDS, TOMBSTONES, PAYLOADS, JOBS = "meta", "ids", "tombstones", "payloads", "jobs"
 SUB_DATABASES = (META, IDS, TOMBSTONES, PAYLOADS, JOBS)
+
+
+
+def open_catalog(root: str, *, readonly: bool, create: bool = False) -> Catalog:
+    """The catalog of the store at ``root``, with the schema's sub-databases."""
+    return Catalog(root, SUB_DATABASES, readonly=readonly, create=create)
+
 
 _FORMAT_KEY = b"format"
 _CONFIG_KEY = b"config"

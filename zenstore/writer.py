@@ -30,7 +30,7 @@ import numpy as np
 from . import format as fmt
 from . import records
 from .basefile import BaseMatrix, write_base
-from .catalog import CATALOG_FILE, WRITER_LOCK, Catalog
+from .catalog import CATALOG_FILE, WRITER_LOCK
 from .codec import FP16_MAX, Codec
 from .errors import (CorruptStore, DuplicateId, IdNotFound, IdTypeMismatch, InvalidArgument, InvalidVector,
                      NotAStore, ReadOnlyStore, StoreExists, StoreLocked, from_os_error)
@@ -77,7 +77,7 @@ def create_store(path: str, config: fmt.StoreConfig, created_by: str) -> None:
         tmp = f"{path}.creating-{os.getpid()}"
     os.makedirs(os.path.join(tmp, SEGMENT_DIR))
     try:
-        catalog = Catalog(tmp, readonly=False, create=True)
+        catalog = records.open_catalog(tmp, readonly=False, create=True)
         try:
             with catalog.write() as txn:
                 records.put_format_and_config(txn, config, created_by)
