@@ -5,6 +5,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._kernel import kernel
+
 LANES = 16  # independent partial sums in reductions (dims are multiples of 64)
 
 
@@ -101,7 +103,7 @@ def rotate_range(x, signs, perms, block, out, i0, i1, normalize):
             dst[j] = cur[j] * f
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def rotate_rows(x, signs, perms, block, out, chunks, normalize):
     """``rotate_range`` over all rows, ``chunks`` pieces in parallel."""
     n = x.shape[0]
@@ -109,7 +111,7 @@ def rotate_rows(x, signs, perms, block, out, chunks, normalize):
         rotate_range(x, signs, perms, block, out, n * c // chunks, n * (c + 1) // chunks, normalize)
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def unrotate_rows(y, signs, perms, block, out):
     """Inverse of ``rotate_rows`` (without normalisation)."""
     n, d = y.shape

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._kernel import kernel
 from .bits import _pack_rows
 from .hadamard import LANES, rotate_range
 
@@ -41,7 +42,7 @@ def prepare_range(x, signs, perms, block, normalize, nblocks, q, codes, alpha, q
         qsq[i] = l_sq.sum()
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def prepare_rows(x, signs, perms, block, normalize, nblocks, q, codes, alpha, qsums, qsq, chunks):
     """``prepare_range`` over all rows, ``chunks`` pieces in parallel."""
     n = x.shape[0]

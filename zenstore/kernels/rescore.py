@@ -25,6 +25,7 @@ import numba as nb
 import numpy as np
 
 from ._intrinsics import f16_to_f32
+from ._kernel import kernel
 
 
 @nb.njit(nogil=True, cache=True)
@@ -39,7 +40,7 @@ def build_nibble_lut(q, out):
                 out[p, step + v] = out[p, v] + qj
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def build_nibble_luts(queries, out):
     """``build_nibble_lut`` for every row of a (nq, d) query array into (nq, d/4, 16)."""
     for i in nb.prange(queries.shape[0]):
@@ -92,7 +93,7 @@ def rescore_range(codes_u8, scales, rowlam, rowterm, qoff, qslot, luts, qsums, i
                         qsums[s], ip_w)
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def rescore(codes_u8, scales, rowlam, rowterm, qoff, qslot, luts, qsums, ip_w, out, chunks):
     """``rescore_range`` over all pairs, ``chunks`` pieces in parallel (tables shared):
     for a few queries with many candidates each."""
@@ -102,7 +103,7 @@ def rescore(codes_u8, scales, rowlam, rowterm, qoff, qslot, luts, qsums, ip_w, o
                       n * c // chunks, n * (c + 1) // chunks)
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def rescore_by_query(codes_u8, scales, rowlam, rowterm, qoff, qstart, queries, qsums, ip_w, out,
                      chunks):
     """Exact ranking values for a batch whose pairs are sorted by query: the pairs of query
@@ -141,7 +142,7 @@ def _dot_rows_f16_range(a, b_bits, out, j0, j1):
             out[i, j] = acc
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def dot_rows_f16(a, b_bits, out, chunks):
     """out[i, j] = a[i] . b[j] for an fp16 matrix ``b`` given as its uint16 bits.
 

@@ -29,6 +29,7 @@ import numba as nb
 import numpy as np
 
 from ._intrinsics import popcount64
+from ._kernel import kernel
 from .topk import heap_push
 
 TILE_BYTES = 32 * 1024  # code rows scored by a query block before moving on
@@ -87,7 +88,7 @@ def scan_groups(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qco
     heap_size[0] = size
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def scan_one(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes, alpha, qoff,
              ip_w, row_tag, n_chunks, heap_vals, heap_idx, heap_size):
     """Proxy-scan the rows of ``groups`` for one query (row 0 of ``qcodes``/``alpha``/``qoff``).
@@ -133,7 +134,7 @@ def scan_one(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes
     heap_size[0] = size
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def scan_many(codes, scales, rowlam, rowterm, dead, group_offsets, probe, qcodes, alpha, qoff,
               ip_w, row_tag, block, heap_vals, heap_idx, heap_size):
     """Proxy-scan for a batch of queries; ``probe[q, g]`` says whether query q scans group g.
@@ -168,7 +169,7 @@ def scan_many(codes, scales, rowlam, rowterm, dead, group_offsets, probe, qcodes
                                                   heap_vals[q], heap_idx[q], heap_size[q])
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def scan_by_group(codes, scales, rowlam, rowterm, dead, group_offsets, group_queries, group_start,
                   chunk_groups, qcodes, alpha, qoff, ip_w, row_tag, heap_vals, heap_idx, heap_size):
     """Proxy-scan for a batch, group by group: each probed group is read from memory once

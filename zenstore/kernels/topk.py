@@ -13,6 +13,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._kernel import kernel
+
 
 @nb.njit(inline="always")
 def _worse(v1, i1, v2, i2):
@@ -94,7 +96,7 @@ def topk_largest(values, k):
     return order
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def top_mask(values, k, mask):
     """mask[i, j] = True for the ``k`` largest values of each row (ties: smaller j)."""
     n, m = values.shape
