@@ -19,8 +19,8 @@ import numba
 import numpy as np
 
 from .codec import Codec
-from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range, scan_by_group,
-                      scan_groups, scan_many, scan_one)
+from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range,
+                      scan_batch_by_group, scan_batch_by_query_block, scan_query_parallel, scan_query_serial)
 from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
 from .rotation import hadamard_block
@@ -124,12 +124,13 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
                     groups_one, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag)
             offs = seg.group_offsets
             if int((offs[groups_one + 1] - offs[groups_one]).sum()) < PARALLEL_SCAN_ROWS:
-                scan_groups(*args, vals, tags, size)
+                scan_query_serial(*args, vals, tags, size)
             else:
-                scan_one(*args, 2 * threads, vals, tags, size)
+                scan_query_parallel(*args, 2 * threads, vals, tags, size)
         else:
-            scan_many(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
-                      probe, qcodes, alpha, qoff, ip_w, tag, QUERY_BLOCK, vals, tags, size)
+            scan_batch_by_query_block(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead,
+                                      seg.group_offsets, probe, qcodes, alpha, qoff, ip_w, tag,
+                                      QUERY_BLOCK, vals, tags, size)
     if order is not None:
         back = np.argsort(order)
         vals, tags, size = vals[back], tags[back], size[back]
@@ -153,9 +154,10 @@ def _scan_group_major(segments: list[Segment], prep: PreparedQueries, probe: np.
         work = np.cumsum(per_group * (np.diff(seg.group_offsets) + 1))
         cuts = np.searchsorted(work, work[-1] * np.arange(1, n_chunks) / n_chunks, side="left") + 1
         chunk_groups = np.maximum.accumulate(np.concatenate(([0], np.minimum(cuts, n_groups), [n_groups])))
-        scan_by_group(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
-                      group_queries, group_start, chunk_groups.astype(np.int64), prep.qcodes,
-                      prep.alpha, prep.qoff, ip_w, np.int64(ordinal << ROW_BITS), vals, tags, size)
+        scan_batch_by_group(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead,
+                            seg.group_offsets, group_queries, group_start,
+                            chunk_groups.astype(np.int64), prep.qcodes, prep.alpha, prep.qoff,
+                            ip_w, np.int64(ordinal << ROW_BITS), vals, tags, size)
 
 
 def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,

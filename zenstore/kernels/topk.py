@@ -89,7 +89,7 @@ def topk_largest(values, k):
     k = min(k, n)
     vals = np.empty(k, dtype=values.dtype)
     idxs = np.empty(k, dtype=np.int64)
-    size = 0
+    size = np.int64(0)  # a literal 0 would compile a second heap_push for its first call
     for i in range(n):
         size = heap_push(vals, idxs, size, values[i], i)
     _, order = heap_sorted(vals, idxs, size)
@@ -104,7 +104,7 @@ def top_mask(values, k, mask):
     for i in nb.prange(n):
         vals = np.empty(k, dtype=values.dtype)
         idxs = np.empty(k, dtype=np.int64)
-        size = 0
+        size = np.int64(0)
         for j in range(m):
             size = heap_push(vals, idxs, size, values[i, j], j)
         for j in range(m):
