@@ -1,6 +1,6 @@
 """How a kernel called from Python is compiled and which build runs it.
 
-``@kernel(...)`` wraps a numba function (``cache=True, nogil=True`` always) and does two
+``@kernel(...)`` wraps a numba function (``nogil=True``, cached: see ``_cache.py``) and does two
 things plain ``numba.njit`` cannot:
 
 **Declared signatures, compiled on first call.** numba compiles one specialisation per
@@ -39,6 +39,8 @@ import types
 
 import numba as nb
 
+from ._cache import CACHE
+
 SERIAL_SUFFIX = "__serial"
 
 _lock = threading.Lock()  # compiling the declared signatures / building a twin
@@ -57,7 +59,7 @@ class Kernel:
         self.__doc__ = py_func.__doc__
         self.parallel = parallel
         self.declared_signatures = signatures
-        self._options = {"cache": True, "nogil": True, **options}
+        self._options = {"cache": CACHE, "nogil": True, **options}
         self.dispatcher = nb.njit(parallel=parallel, **self._options)(py_func)
         self._ready = not signatures  # declared signatures compiled
         self._serial = None  # the twin, built in a forked child only
@@ -103,8 +105,8 @@ def _compile_only(dispatcher, signatures: tuple) -> None:
 
 
 def kernel(*signatures, parallel: bool = False, **options):
-    """Decorator: a :class:`Kernel` (``cache=True, nogil=True``; other numba options
-    pass through), compiled for ``signatures`` if given."""
+    """Decorator: a :class:`Kernel` (``nogil=True``, cached; other numba options pass
+    through), compiled for ``signatures`` if given."""
 
     def wrap(py_func) -> Kernel:
         return Kernel(py_func, signatures, parallel, options)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._cache import CACHE
 from ._kernel import kernel
 
 WORD_BITS = 64
 PARALLEL_ROWS = 64  # fewer rows than this: one thread (a parallel launch costs more)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=CACHE, nogil=True)
 def _pack_rows(x, out, i0, i1):
     words = x.shape[1] // 64
     for i in range(i0, i1):

@@ -38,6 +38,7 @@ import numba as nb
 import numpy as np
 from numba import types
 
+from ._cache import CACHE
 from ._intrinsics import popcount64
 from ._kernel import kernel
 from .topk import heap_push
@@ -61,7 +62,7 @@ _HEAPS = (_array(types.float32, 2, readonly=False), _array(types.int64, 2, reado
 _GROUPS = _array(types.int64, 1)
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def hamming_distances(codes, qcode, out):
     """out[i] = number of differing bits between codes[i] and qcode (plain Hamming)."""
     n, words = codes.shape
@@ -72,7 +73,7 @@ def hamming_distances(codes, qcode, out):
         out[i] = acc
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q, alpha, base_ip, ip_w,
                first, stop, row_tag, vals, idxs, size):
     """Proxy of rows first..stop-1 for query q, offered to the heap vals/idxs; returns size.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._cache import CACHE
 from ._kernel import kernel
 
 
@@ -22,7 +23,7 @@ def _worse(v1, i1, v2, i2):
     return v1 < v2 or (v1 == v2 and i1 > i2)
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def heap_push(vals, idxs, size, v, ix):
     """Offer (v, ix) to the heap stored in vals/idxs holding ``size`` items; return new size."""
     cap = vals.shape[0]
@@ -60,7 +61,7 @@ def heap_push(vals, idxs, size, v, ix):
     return size
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def heap_sorted(vals, idxs, size):
     """The heap's first ``size`` items as (values, indices), best first (copies)."""
     out_v = vals[:size].copy()
@@ -82,7 +83,7 @@ def heap_sorted(vals, idxs, size):
     return out_v, out_i
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def topk_largest(values, k):
     """Indices of the ``k`` largest values, best first (ties: smaller index first)."""
     n = values.shape[0]
