@@ -201,3 +201,17 @@ def test_probe_candidates_study_reports_coverage(tmp_path, capsys):
     assert all(0.0 <= r["queries_fully_covered"] <= 1.0 for r in rows)
     assert rows[1]["queries_fully_covered"] >= rows[0]["queries_fully_covered"]  # more candidates cover more
     assert rows[3]["queries_fully_covered"] == 1.0  # 16 candidates of 16 base rows: everything
+
+
+@pytest.mark.slow
+def test_jit_benchmark_times_cold_and_warm_first_searches(tmp_path):
+    """Compiles every kernel twice from an empty numba cache (minutes): slow only."""
+    jit = _load("benchmarks/jit.py", "bench_jit")
+    out = tmp_path / "jit.json"
+    r = jit.main(["--out", str(out)])
+    assert json.loads(out.read_text())["benchmark"] == "jit"
+    for phase in ("reader", "writer"):
+        first = r["phases"][phase]["seconds"]["first searches total"]
+        assert first["cold"] > first["warm"] > 0
+        assert r["phases"][phase]["specialisations"] > 10
+        assert r["phases"][phase]["duplicated"] == {}
