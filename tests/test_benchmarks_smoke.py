@@ -208,3 +208,17 @@ def test_probe_candidates_study_reports_coverage(tmp_path, capsys, monkeypatch):
                         lambda base: {"same": (base, np.ones(len(base))), "negated": (-base, np.ones(len(base)))})
     known = {(r["approximation"], r["K"]): r["queries_fully_covered"] for r in study.main(argv)}
     assert known == {("same", 2): 1.0, ("same", 8): 1.0, ("negated", 2): 0.0, ("negated", 8): 0.0}
+
+
+@pytest.mark.slow
+def test_jit_benchmark_times_cold_and_warm_first_searches(tmp_path):
+    """Compiles every kernel twice from an empty numba cache (minutes): slow only."""
+    jit = _load("benchmarks/jit.py", "bench_jit")
+    out = tmp_path / "jit.json"
+    r = jit.main(["--out", str(out)])
+    assert json.loads(out.read_text())["benchmark"] == "jit"
+    for phase in ("reader", "writer"):
+        first = r["phases"][phase]["seconds"]["first searches total"]
+        assert first["cold"] > first["warm"] > 0
+        assert r["phases"][phase]["specialisations"] > 10
+        assert r["phases"][phase]["duplicated"] == {}
