@@ -63,6 +63,12 @@ def test_storage_benchmark_runs_the_ingest_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "bytes/doc" in text and "rerun:" in text
     assert not os.path.exists(st["path"])  # removed unless --keep
+    amp = r["merge_amplification"]
+    for label, batch in (("default batches", 8192), ("one-row adds", 1)):
+        assert amp[label]["rows"] == 2000 and amp[label]["batch"] == batch
+        assert amp[label]["max_rewrites"] <= amp[label]["bound"]
+    assert amp["default batches"]["max_rewrites"] == 0  # one batch of 2000: nothing to merge
+    assert amp["one-row adds"]["max_rewrites"] >= 2 and "rewrites per row max" in text
 
 
 def test_search_benchmark_all_methods(tmp_path, capsys):
