@@ -16,7 +16,7 @@ from .errors import (
     InvalidArgument,
     InvalidVector,
 )
-from .format import MAX_STR_ID_BYTES, compress
+from .format import MAX_STR_ID_BYTES, coded_dim, compress
 
 _SHOW = 5  # how many offending items an error message lists
 
@@ -88,7 +88,11 @@ def normalize_ids(ids, *, allow_duplicates: bool = False) -> tuple[np.ndarray, s
 
 
 def as_matrix(vectors, dim: int, what: str = "vectors") -> np.ndarray:
-    """A finite float32 C-contiguous (n, dim) array, or a clear error."""
+    """A finite float32 C-contiguous array of ``dim`` columns, or a clear error.
+
+    A ``dim`` that is not a multiple of 64 comes back zero-padded to the coded width
+    (``format.coded_dim``): the codec, the rotation and the kernels work on whole 64-bit
+    words, and zeros change no score."""
     try:
         arr = np.asarray(vectors)
     except (ValueError, TypeError) as exc:
@@ -101,8 +105,13 @@ def as_matrix(vectors, dim: int, what: str = "vectors") -> np.ndarray:
         raise EmptyBatch(f"{what}: empty batch (0 rows)")
     if arr.shape[1] != dim:
         raise DimensionMismatch(f"{what} have dimension {arr.shape[1]}, the store has {dim}")
+    width = coded_dim(dim)
     with np.errstate(over="ignore", invalid="ignore"):
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+        if width == dim:
+            out = np.ascontiguousarray(arr, dtype=np.float32)
+        else:
+            out = np.zeros((arr.shape[0], width), dtype=np.float32)
+            out[:, :dim] = arr
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         raise InvalidVector(
@@ -175,7 +184,8 @@ def unique_keep_order(arr: np.ndarray) -> np.ndarray:
 
 
 def as_query(query, dim: int) -> np.ndarray:
-    """One query as a (1, dim) float32 array; accepts shape (dim,) or (1, dim)."""
+    """One query as a (1, dim) float32 array (zero-padded like :func:`as_matrix`);
+    accepts shape (dim,) or (1, dim)."""
     arr = np.asarray(query) if not isinstance(query, np.ndarray) else query
     if arr.ndim == 1:
         arr = arr[None, :]
