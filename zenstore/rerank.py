@@ -186,7 +186,9 @@ class Reranker:
         results: list[RerankResult] = []
         if stored_pos:
             pos_of = {_key(ids[i]): i for i in stored_pos}
-            for hit in self.store.rerank(q, [ids[i] for i in stored_pos], top_n=len(stored_pos)):
+            # the overall best top_n lie within the stored best top_n and the embedded ones,
+            # so the store scores all and reads payloads for top_n only
+            for hit in self.store.rerank(q, [ids[i] for i in stored_pos], top_n=min(top_n, len(stored_pos))):
                 i = pos_of[_key(hit.id)]
                 results.append(self._result(candidates[i], hit.id, hit.score, i, hit.payload, False))
         if missing_pos and missing == "embed":
