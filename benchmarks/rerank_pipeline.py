@@ -14,7 +14,8 @@ LlamaIndex one (``ZenstoreRerank.postprocess_nodes`` on ``NodeWithScore``s) -- o
 per seed holding the whole corpus (default options; the seed picks the k-means sample and
 the rotation), queried with text through an embedder that looks the precomputed query
 embeddings up (no model runs). Retention = zenstore NDCG@10 / float-rerank NDCG@10.
-Latency: wall time of one rerank call for each query's candidates (p50 / p99 over queries).
+Latency: wall time of one rerank call on a query's candidates, every method in turn for
+each query (side by side), ``--repeats`` rounds; p50 / p99 over queries x rounds.
 
 Metrics are benchmarks/beir.py's (the eval_ndcg.py definitions); Cranfield keeps identical
 ids (its query and doc numbers overlap by accident). BM25: benchmarks/_bm25.py (k1 1.2,
@@ -129,63 +130,82 @@ def first_stage(kind: str, coll: str, docs: dict, queries: dict, use: list[str],
     return [[data["dids"][j] for j in row] for row in order]
 
 
-def float_rerank(data: dict, qvecs: np.ndarray, cands: list[list[str]], k: int):
+def float_rerank(data: dict, qvecs: np.ndarray, cands: list[list[str]], k: int) -> list[list[str]]:
+    """Exact float32 cosine rerank (the embeddings are unit vectors)."""
     dpos = {d: i for i, d in enumerate(data["dids"])}
-    ranked, times = [], []
+    ranked = []
     for qv, cand in zip(qvecs, cands):
-        t0 = time.perf_counter()
         rows = np.fromiter((dpos[d] for d in cand), dtype=np.int64, count=len(cand))
-        s = data["D"][rows] @ qv
-        order = np.argsort(-s, kind="stable")[:k]
+        order = np.argsort(-(data["D"][rows] @ qv), kind="stable")[:k]
         ranked.append([cand[i] for i in order])
-        times.append(time.perf_counter() - t0)
-    return ranked, np.asarray(times)
+    return ranked
 
 
-def zenstore_reranks(store, lookup: Lookup, docs: dict, query_texts: list[str], cands: list[list[str]],
-                     k: int, paths) -> dict:
-    """Ranked ids and per-query times of each integration path over one store."""
+def rerank_calls(store, lookup: Lookup, docs: dict, k: int, paths) -> dict:
+    """For each integration path, ``prepare(cands)`` (what the first stage hands over: ids,
+    Documents, nodes; not timed) and ``call(query_text, prepared) -> ranked ids``."""
     import zenstore
 
-    out = {}
+    calls = {}
     if "reranker" in paths:
         rr = zenstore.Reranker(store, lookup)
-        ranked, times = [], []
-        for qt, cand in zip(query_texts, cands):
-            t0 = time.perf_counter()
-            res = rr.rerank(qt, cand, top_n=k)
-            times.append(time.perf_counter() - t0)
-            ranked.append([r.id for r in res])
-        out["reranker"] = (ranked, np.asarray(times))
+        calls["reranker"] = (lambda cand: cand, lambda qt, c: [r.id for r in rr.rerank(qt, c, top_n=k)])
     if "langchain" in paths:
         from langchain_core.documents import Document
 
         from zenstore.integrations.langchain import ZenstoreReranker
 
         comp = ZenstoreReranker(store, langchain_embeddings(lookup), top_n=k)
-        ranked, times = [], []
-        for qt, cand in zip(query_texts, cands):
-            lc_docs = [Document(id=d, page_content=docs[d]) for d in cand]  # what a retriever returns
-            t0 = time.perf_counter()
-            res = comp.compress_documents(lc_docs, qt)
-            times.append(time.perf_counter() - t0)
-            ranked.append([d.id for d in res])
-        out["langchain"] = (ranked, np.asarray(times))
+        calls["langchain"] = (lambda cand: [Document(id=d, page_content=docs[d]) for d in cand],
+                              lambda qt, c: [d.id for d in comp.compress_documents(c, qt)])
     if "llama_index" in paths:
         from llama_index.core.schema import NodeWithScore, TextNode
 
         from zenstore.integrations.llama_index import ZenstoreRerank
 
         post = ZenstoreRerank(store, embedder=llama_embedding(lookup), top_n=k)
-        ranked, times = [], []
-        for qt, cand in zip(query_texts, cands):
-            nodes = [NodeWithScore(node=TextNode(id_=d, text=docs[d]), score=0.0) for d in cand]
-            t0 = time.perf_counter()
-            res = post.postprocess_nodes(nodes, query_str=qt)
-            times.append(time.perf_counter() - t0)
-            ranked.append([n.node.node_id for n in res])
-        out["llama_index"] = (ranked, np.asarray(times))
+        calls["llama_index"] = (
+            lambda cand: [NodeWithScore(node=TextNode(id_=d, text=docs[d]), score=0.0) for d in cand],
+            lambda qt, c: [n.node.node_id for n in post.postprocess_nodes(c, query_str=qt)])
+    return calls
+
+
+def zenstore_reranks(store, lookup: Lookup, docs: dict, query_texts: list[str], cands: list[list[str]],
+                     k: int, paths) -> dict:
+    """Ranked ids of each integration path over one store."""
+    out = {}
+    for path, (prepare, call) in rerank_calls(store, lookup, docs, k, paths).items():
+        out[path] = [call(qt, prepare(cand)) for qt, cand in zip(query_texts, cands)]
     return out
+
+
+def latencies(store, lookup: Lookup, data: dict, docs: dict, qvecs, query_texts, cands, k: int, paths,
+              repeats: int) -> dict:
+    """Per-call wall times, side by side: for each query, every method in turn, ``repeats``
+    rounds (so load drifting during the run hits all methods alike)."""
+    dpos = {d: i for i, d in enumerate(data["dids"])}
+    calls = rerank_calls(store, lookup, docs, k, paths)
+
+    def float_call(qv, cand):
+        rows = np.fromiter((dpos[d] for d in cand), dtype=np.int64, count=len(cand))
+        s = data["D"][rows] @ qv
+        return [cand[i] for i in np.argsort(-s, kind="stable")[:k]]
+
+    times = {m: [] for m in ("float numpy", "store.rerank", *calls)}
+    for qv, qt, cand in zip(qvecs, query_texts, cands):
+        prepared = {p: prep(cand) for p, (prep, _) in calls.items()}
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            float_call(qv, cand)
+            times["float numpy"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            store.rerank(qv, cand, top_n=k)
+            times["store.rerank"].append(time.perf_counter() - t0)
+            for p, (_, call) in calls.items():
+                t0 = time.perf_counter()
+                call(qt, prepared[p])
+                times[p].append(time.perf_counter() - t0)
+    return {m: _ms(np.asarray(t)) for m, t in times.items()}
 
 
 def _ms(times: np.ndarray) -> dict:
@@ -216,14 +236,13 @@ def run_setup(args, name: str) -> dict:
     query_texts = [queries[q] for q in use]
     lookup = Lookup(query_texts, qvecs)
     first = ev(cands)
-    float_ranked, float_times = float_rerank(data, qvecs, cands, 10)
-    flt = ev(float_ranked)
+    flt = ev(float_rerank(data, qvecs, cands, 10))
     res = {"setup": name, "collection": coll_name, "qrels": qrels_file, "first_stage": stage,
            "rerank_embedding": emb, "dim": int(data["D"].shape[1]), "queries": len(use), "docs": len(data["dids"]),
            "candidates": depth, "mean_candidates": float(np.mean([len(c) for c in cands])),
            "first_stage_seconds": stage_s,
            "ndcg_first_stage": first["ndcg@10"], "recall100_first_stage": first["recall@100"],
-           "ndcg_float_rerank": flt["ndcg@10"], "float_rerank_latency": _ms(float_times), "seeds": []}
+           "ndcg_float_rerank": flt["ndcg@10"], "seeds": []}
     for seed in args.seeds:
         work = tempfile.mkdtemp(prefix="rerank-pipeline-", dir=args.work_dir)
         try:
@@ -234,22 +253,19 @@ def run_setup(args, name: str) -> dict:
                 build_s = time.perf_counter() - t0
                 st = store.stats()
                 paths = zenstore_reranks(store, lookup, docs, query_texts, cands, 10, args.paths)
-                # the store's own call, for the overhead of each layer above it
-                raw_times = []
-                for qv, cand in zip(qvecs, cands):
-                    t1 = time.perf_counter()
-                    store.rerank(qv, cand, top_n=10, with_payload=False)
-                    raw_times.append(time.perf_counter() - t1)
+                if seed == args.seeds[0]:
+                    res["latency"] = latencies(store, lookup, data, docs, qvecs, query_texts, cands, 10,
+                                               args.paths, args.repeats)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         row = {"seed": seed, "n_base": st["n_base"], "bytes_per_vector": st["bytes_per_vector"],
-               "build_seconds": build_s, "store_rerank_latency": _ms(np.asarray(raw_times))}
+               "build_seconds": build_s}
         ref = None
-        for path, (ranked, times) in paths.items():
+        for path, ranked in paths.items():
             m = ev(ranked)
-            row[path] = {"ndcg": m["ndcg@10"], "retention": m["ndcg@10"] / flt["ndcg@10"], "latency": _ms(times)}
+            row[path] = {"ndcg": m["ndcg@10"], "retention": m["ndcg@10"] / flt["ndcg@10"]}
             ref = ranked if ref is None else ref
-            row[path]["same_ranking_as_reranker"] = ranked == ref
+            row[path]["same_ranking_as_first_path"] = ranked == ref
         res["seeds"].append(row)
     first_path = args.paths[0]
     nd = np.array([r[first_path]["ndcg"] for r in res["seeds"]])
@@ -268,7 +284,7 @@ def report(res: dict) -> str:
                "ndz": r["ndcg_zenstore_rerank_mean"], "ret": 100 * r["retention_mean"],
                "range": "{:.1f}-{:.1f}".format(*(100 * x for x in r["retention_range"])),
                "bpv": s0["bytes_per_vector"],
-               "agree": all(s[p]["same_ranking_as_reranker"] for s in r["seeds"] for p in res["params"]["paths"])}
+               "agree": all(s[p]["same_ranking_as_first_path"] for s in r["seeds"] for p in res["params"]["paths"])}
         rows.append(row)
     quality = _common.table(rows, [("setup", "setup", ""), ("first", "first stage -> rerank", ""),
                                    ("q", "queries", "d"), ("nd1", "first stage", ".4f"),
@@ -276,19 +292,17 @@ def report(res: dict) -> str:
                                    ("ret", "retention %", ".1f"), ("range", "over seeds", ""),
                                    ("bpv", "B/vector", "d"), ("agree", "3 paths agree", "")])
     lat = []
+    methods = list(res["results"][0]["latency"])
     for r in res["results"]:
-        s0 = r["seeds"][0]
-        entry = {"setup": r["setup"], "cand": r["mean_candidates"],
-                 "float": "{p50_ms:.3f} / {p99_ms:.3f}".format(**r["float_rerank_latency"]),
-                 "store": "{p50_ms:.3f} / {p99_ms:.3f}".format(**s0["store_rerank_latency"])}
-        for p in res["params"]["paths"]:
-            entry[p] = "{p50_ms:.3f} / {p99_ms:.3f}".format(**s0[p]["latency"])
+        entry = {"setup": r["setup"], "cand": r["mean_candidates"]}
+        for m in methods:
+            entry[m] = "{p50_ms:.2f} / {p99_ms:.2f}".format(**r["latency"][m])
         lat.append(entry)
-    cols = [("setup", "setup", ""), ("cand", "candidates", ".1f"), ("float", "float numpy", ""),
-            ("store", "store.rerank", "")] + [(p, p, "") for p in res["params"]["paths"]]
+    cols = [("setup", "setup", ""), ("cand", "candidates", ".1f")] + [(m, m, "") for m in methods]
     return (f"rerank pipeline, NDCG@10 (seeds {res['params']['seeds']}; {_common.machine_line(res['machine'])})\n"
-            + quality + "\n\nrerank latency of one query's candidates, ms p50 / p99 (seed "
-            + f"{res['params']['seeds'][0]}, top 10 returned)\n" + _common.table(lat, cols))
+            + quality + "\n\nrerank latency of one query's candidates, ms p50 / p99 over queries x "
+            + f"{res['params']['repeats']} rounds, side by side (seed {res['params']['seeds'][0]}, "
+            + "top 10 returned)\n" + _common.table(lat, cols))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
     p.add_argument("--candidates", type=int, default=100, help="first-stage depth (default 100)")
     p.add_argument("--max-queries", type=int, default=0, help="only the first N queries (0: all)")
+    p.add_argument("--repeats", type=int, default=3, help="latency rounds per query (default 3)")
     p.add_argument("--work-dir", default=None, help="where the temporary stores go")
     p.add_argument("--out", default=None, help="JSON output (default docs/benchmarks/rerank-pipeline.json)")
     return p

@@ -88,6 +88,12 @@ def test_rerank_embeds_the_query_when_the_bundle_has_no_vector(built):
     by_text = ZenstoreRerank(vs.store, embedder=model, top_n=3).postprocess_nodes(nodes, query_str="ocean tides moon")
     assert [n.node.node_id for n in with_vec] == [n.node.node_id for n in by_text]
     assert [n.score for n in with_vec] == pytest.approx([n.score for n in by_text], rel=1e-5)
+    # an embedder given embeds the query: the bundle may hold a first stage's other vector
+    small = QueryBundle("ocean tides moon", embedding=[1.0] * 16)
+    with_small = ZenstoreRerank(vs, embedder=model, top_n=3).postprocess_nodes(nodes, small)
+    assert [n.node.node_id for n in with_small] == [n.node.node_id for n in by_text]
+    with pytest.raises(zenstore.DimensionMismatch):
+        ZenstoreRerank(vs, embedder=model, reuse_query_embedding=True).postprocess_nodes(nodes, small)
     with pytest.raises(zenstore.InvalidArgument, match="no query embedding"):
         ZenstoreRerank(vs, top_n=3).postprocess_nodes(nodes, query_str="ocean tides moon")
     stranger = NodeWithScore(node=TextNode(id_="not-stored", text="ocean tides"), score=0.0)

@@ -308,10 +308,13 @@ class ZenstoreRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes by the embeddings stored in a zenstore store; keeps the best
     ``top_n`` with their exact dequantized scores as ``NodeWithScore.score``.
 
-    The query vector is ``query_bundle.embedding`` when the retriever already computed it
-    (a vector index retriever does in a sync query; LlamaIndex's async path builds a new
-    bundle without it), else ``embedder`` embeds ``query_bundle.query_str``
-    (a zenstore embedder, a LangChain embeddings object or a LlamaIndex embedding model).
+    The query vector: with no ``embedder``, ``query_bundle.embedding`` -- what the
+    retriever computed (a vector index retriever leaves it in the bundle of a sync query;
+    LlamaIndex's async path builds a new bundle without it), which must then come from the
+    model of the stored vectors. With an ``embedder`` (a zenstore embedder, a LangChain
+    embeddings object or a LlamaIndex embedding model), it embeds ``query_bundle.query_str``:
+    the first stage may use another model (a small-vector index). ``reuse_query_embedding``
+    True reuses the bundle's embedding even when an embedder is given.
     ``store``: a :class:`zenstore.Store` or a :class:`ZenstoreVectorStore`. A node's stored
     id is its ``node_id`` (or ``metadata[id_key]``); ``missing`` as in ``zenstore.Reranker``.
     """
@@ -324,6 +327,7 @@ class ZenstoreRerank(BaseNodePostprocessor):
     id_key: str | None = None
     missing: str = "error"
     text_key: str = "text"
+    reuse_query_embedding: bool = False
 
     def __init__(self, store=None, embedder=None, top_n: int = 2, **kwargs: Any) -> None:
         super().__init__(store=store, embedder=embedder, top_n=top_n, **kwargs)
@@ -345,7 +349,8 @@ class ZenstoreRerank(BaseNodePostprocessor):
         if store is None:
             raise InvalidArgument("the ZenstoreVectorStore holds no nodes yet")
         embedder = _as_embedder(self.embedder)
-        if query_bundle.embedding is not None:
+        reuse = query_bundle.embedding is not None and (embedder is None or self.reuse_query_embedding)
+        if reuse:
             query = np.asarray(query_bundle.embedding, dtype=np.float32)
         elif embedder is not None:
             query = query_bundle.query_str
