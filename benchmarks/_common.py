@@ -1,10 +1,11 @@
-"""Shared helpers of the benchmark scripts: machine info, thread control, measured
-subprocesses, tables and JSON output. Imported after the script has set
-OMP_WAIT_POLICY (see docs/benchmarks.md)."""
+"""Shared helpers of the benchmark scripts: machine info, thread control (threadpoolctl),
+measured subprocesses, tables and JSON output. Imports ``_env`` before numpy, so a script
+that imports this module first gets the benchmark thread environment too."""
 
 from __future__ import annotations
 
-import ctypes
+import _env  # first: the thread environment before numpy loads (see _env.py)
+
 import json
 import os
 import platform
@@ -63,7 +64,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("numba", "faiss", "usearch", "zenstore"):
+    for mod in ("numba", "faiss", "usearch", "threadpoolctl", "zenstore"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - optional packages
@@ -83,6 +84,7 @@ def machine_info() -> dict:
         "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
                                                "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
                                                "NUMBA_THREADING_LAYER")},
+        "loaded_before_env": _env.LOADED_TOO_EARLY,
         "loadavg_at_start": list(os.getloadavg()),
     }
 
@@ -96,60 +98,41 @@ def machine_line(m: dict) -> str:
 # --- threads ---------------------------------------------------------------------------------
 
 
-def _openblas_libs() -> list[str]:
-    libs = []
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                path = line.split()[-1]
-                if "openblas" in os.path.basename(path).lower() and path not in libs and path.startswith("/"):
-                    libs.append(path)
-    except OSError:
-        pass
-    return libs
-
-
-_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-            "openblas_set_num_threads64_", "openblas_set_num_threads")
-
-
 def set_threads(n: int) -> dict:
-    """Use ``n`` threads in numba (zenstore's kernels), faiss (OpenMP) and every loaded
-    OpenBLAS (numpy's and faiss's), like threadpoolctl would. Returns what was set."""
-    done = {}
-    try:
-        import numba
+    """Use ``n`` threads in numba (zenstore's kernels; numba keeps its own count) and, through
+    threadpoolctl, in every OpenMP and BLAS runtime loaded in this process: numpy's OpenBLAS,
+    faiss's OpenBLAS and libgomp (faiss is imported first so that its runtimes are loaded),
+    numba's libgomp once a parallel kernel has run. Returns :func:`thread_counts`."""
+    import numba
+    from threadpoolctl import threadpool_limits
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        done["numba"] = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        import faiss  # noqa: F401
     except ImportError:
         pass
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(n)
-        done["faiss_omp"] = n
-    except ImportError:
-        pass
-    done.update(set_blas_threads(n))
-    return done
+    threadpool_limits(limits=n)  # kept in force: never used as a context manager here
+    return thread_counts()
 
 
 def set_blas_threads(n: int) -> dict:
-    """Set the thread count of every loaded OpenBLAS (numpy's, faiss's)."""
-    done = {}
-    for path in _openblas_libs():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _SETTERS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                done[os.path.basename(path)] = n
-                break
-    return done
+    """Set the thread count of every loaded BLAS (numpy's and faiss's OpenBLAS) only."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n, user_api="blas")
+    return thread_counts()
+
+
+def thread_counts() -> dict:
+    """Threads each runtime will use now: numba's count, then threadpoolctl's report per
+    loaded library (``<internal api> <file name>``: threads)."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    counts = {"numba": numba.get_num_threads()}
+    for lib in threadpool_info():
+        counts[f"{lib['internal_api']} {os.path.basename(lib['filepath'])}"] = lib["num_threads"]
+    return counts
 
 
 # --- interference ----------------------------------------------------------------------------
@@ -191,8 +174,7 @@ def _self_cpu() -> float:
 
 def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> dict:
     """Run ``cmd``; return its exit code, wall time, peak RSS (its own, from wait4) and output."""
-    full_env = dict(os.environ)
-    full_env["OMP_WAIT_POLICY"] = "passive"
+    full_env = _env.apply(dict(os.environ))
     full_env.update(env or {})
     out_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"zbench-{os.getpid()}-{time.time_ns()}")
     with open(out_path + ".out", "w+") as out, open(out_path + ".err", "w+") as err:
@@ -250,6 +232,15 @@ def write_json(path: str, obj: dict) -> str:
         f.write("\n")
     os.replace(tmp, path)
     return path
+
+
+def publish(res: dict, out: str, report) -> dict:
+    """Write ``res`` (with its own path under "json") and print its report."""
+    res["json"] = out
+    write_json(out, res)
+    print(report(res))
+    print(f"json: {out}")
+    return res
 
 
 def rerun_command(script: str, argv: list[str] | None) -> str:

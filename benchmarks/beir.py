@@ -28,17 +28,15 @@ Retention = method NDCG@10 / float NDCG@10.
 from __future__ import annotations
 
 import os
+import sys
 
-os.environ["OMP_WAIT_POLICY"] = "passive"  # before numpy/numba/faiss load OpenMP
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle BLAS threads sleep (see zenstore/kernels/_threads.py)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _env  # noqa: E402,F401  first: the thread environment before numpy/numba/faiss load
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
@@ -302,10 +300,7 @@ def main(argv=None) -> dict:
            "params": {k: v for k, v in vars(args).items() if k not in ("collection", "work_dir", "out")},
            "results": [run_embedding(args, e) for e in embs]}
     out = args.out or os.path.join(_common.OUT_DIR, f"beir-{name}.json")
-    res["json"] = out
-    _common.write_json(out, res)
-    print(report(res))
-    print(f"json: {out}")
+    _common.publish(res, out, report)
     return res
 
 

@@ -16,9 +16,10 @@ approximation -- the rows a two-step probe would then score exactly:
 from __future__ import annotations
 
 import os
+import sys
 
-os.environ["OMP_WAIT_POLICY"] = "passive"  # before numpy/numba/faiss load OpenMP
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle BLAS threads sleep (see zenstore/kernels/_threads.py)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _env  # noqa: E402,F401  first: the thread environment before numpy/numba/faiss load
 
 import argparse  # noqa: E402
 
@@ -46,8 +47,8 @@ def main(argv=None) -> list[dict]:
     queries = np.load(args.queries).astype(np.float32)
     rows = []
     with Store.open(args.store, readonly=True) as store:
-        snap = store._current()
-        prep = pipeline.prepare_queries(snap.codec, store._for_metric(queries, "query"))
+        snap = store.snapshot()
+        prep = pipeline.prepare(snap, queries)
         base = snap.codec.base.astype(np.float32)  # rotated, like prep.q
         exact = prep.q @ base.T
         for name, (matrix, scale) in approximations(base).items():

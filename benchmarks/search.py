@@ -18,7 +18,8 @@ Methods (``--methods``; all by default):
 Every method is built from the same streamed documents (chunked adds; nothing holds the
 float corpus except ``flat`` and the in-memory rerank originals below ``--flat-max-n``).
 Threads: for each ``--threads`` value, numba, faiss (OpenMP) and every loaded OpenBLAS are
-set to that many threads. OMP_WAIT_POLICY=passive is set before anything loads OpenMP.
+set to that many threads (threadpoolctl; benchmarks/_common.py). OMP_WAIT_POLICY=passive is
+set before anything loads OpenMP (benchmarks/_env.py).
 
     python benchmarks/search.py --n 100000                # ~30 min; 3 GB input + 3 GB in RAM
     python benchmarks/search.py --n 1000000               # ~1-2 h; 30 GB input, streamed
@@ -30,19 +31,17 @@ Writes docs/benchmarks/search-n<N>-d<D>.json and .png (recall vs QPS).
 from __future__ import annotations
 
 import os
+import sys
 
-os.environ["OMP_WAIT_POLICY"] = "passive"  # before numpy/numba/faiss load OpenMP
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle BLAS threads sleep (see zenstore/kernels/_threads.py)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _env  # noqa: E402,F401  first: the thread environment before numpy/numba/faiss load
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 

@@ -16,21 +16,20 @@ computes. Use it to see which fixed cost caps batch QPS at small nprobe
 from __future__ import annotations
 
 import os
-
-os.environ["OMP_WAIT_POLICY"] = "passive"  # before numpy/numba/faiss load OpenMP
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle BLAS threads sleep (see zenstore/kernels/_threads.py)
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _env  # noqa: E402,F401  first: the thread environment before numpy/numba/faiss load
+
+import argparse  # noqa: E402
+import time  # noqa: E402
 
 import _common  # noqa: E402
 import numpy as np  # noqa: E402
 
 from zenstore import Store  # noqa: E402
 from zenstore import search as pipeline  # noqa: E402
+from zenstore.validation import for_metric  # noqa: E402
 
 STAGES = ("input checks", "prepare", "of which q.c", "probe", "scan", "rescore", "whole call")
 
@@ -46,12 +45,12 @@ def parse_config(text: str) -> tuple[int | None, int]:
 
 def time_stages(store: Store, queries: np.ndarray, nprobe: int | None, shortlist: int) -> dict:
     """One pass through the stages; seconds per stage for the whole batch."""
-    snap = store._current()
-    segments = store._searchable(snap, None)
+    snap = store.snapshot()
+    segments = pipeline.searchable(snap)
     codec, metric = snap.codec, store.metric
     t = {}
     t0 = time.perf_counter()
-    x = store._for_metric(queries, "query")
+    x = for_metric(queries, metric, "query")
     t1 = time.perf_counter()
     prep = pipeline.prepare_queries(codec, x)
     t2 = time.perf_counter()

@@ -3,6 +3,25 @@ import os
 import numpy as np
 import pytest
 
+SLOW_ENV = "ZENSTORE_SLOW"
+
+
+def slow_run() -> bool:
+    """The one switch for long runs: ``--runslow`` or ``ZENSTORE_SLOW=1``.
+
+    ``--runslow`` sets the variable, so child processes and module-level counts read at
+    collection (after ``pytest_configure``) agree with the command line.
+    """
+    return os.environ.get(SLOW_ENV) == "1"
+
+
+def scale(normal, slow):
+    """``slow`` in a long run, else ``normal``: for tests that just try more cases.
+
+    Whole tests that only belong in long runs take ``@pytest.mark.slow`` instead.
+    """
+    return slow if slow_run() else normal
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
@@ -11,11 +30,11 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     if config.getoption("--runslow"):
-        os.environ["ZENSTORE_SLOW"] = "1"
+        os.environ[SLOW_ENV] = "1"
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("ZENSTORE_SLOW") == "1":
+    if slow_run():
         return
     skip = pytest.mark.skip(reason="slow: use --runslow or ZENSTORE_SLOW=1")
     for item in items:

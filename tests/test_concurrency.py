@@ -25,11 +25,12 @@ import pytest
 import zenstore
 from zenstore import Store
 
-SLOW = os.environ.get("ZENSTORE_SLOW") == "1"
+from .conftest import scale
+
 DIM = 64
 B = 8  # rows per batch; ids b*B .. b*B+B-1, payload {"b": b, "v": version}
-BATCHES = 240 if SLOW else 60
-READERS = 3 if SLOW else 2
+BATCHES = scale(60, 240)
+READERS = scale(2, 3)
 
 
 def batch_ids(b: int) -> list[int]:

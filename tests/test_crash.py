@@ -34,9 +34,9 @@ import pytest
 from zenstore import Store, verify_store
 
 from ._crash_child import DIM, make_plan, model_states, op_payloads, op_vectors
+from .conftest import scale, slow_run
 
 CHILD = Path(__file__).with_name("_crash_child.py")
-SLOW = os.environ.get("ZENSTORE_SLOW") == "1"
 N_OPS = 120
 
 # every named point in the write path (zenstore/store.py, zenstore/files.py)
@@ -81,13 +81,10 @@ class Chain:
 
     # --- running a writer -------------------------------------------------------------
 
-    def run(self, fault: str | None = None, kill_after: float | None = None,
-            from_spawn: bool = False, leave_orphans: bool = False) -> str:
-        """Run a writer from the first unapplied op; returns "killed" or "done".
-
-        ``leave_orphans``: after a kill, check with readers only, so the next writer
-        process finds the kill's leftovers and removes them itself (or dies doing so).
-        """
+    def spawn(self, child: Path, extra_args: list[str], fault: str | None, while_running=None):
+        """Run one writer process (``child`` with the chain's arguments) from the first
+        unapplied op; ``while_running(proc, ack)`` acts on it. Returns (exit code,
+        stderr, ack file text)."""
         self.runs += 1
         ack = self.dir / f"ack-{self.runs}"
         env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
@@ -95,20 +92,38 @@ class Chain:
             env["ZENSTORE_FAULT"] = fault
         with open(self.dir / f"stderr-{self.runs}", "w+") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(CHILD), str(self.path), str(ack), str(self.seed),
-                 str(len(self.plan)), str(self.applied)], env=env, stderr=err)
-            if kill_after is not None:
-                if not from_spawn:
-                    deadline = time.monotonic() + 60
-                    while (proc.poll() is None and time.monotonic() < deadline
-                           and not (ack.exists() and ack.read_bytes().startswith(b"start"))):
-                        time.sleep(0.002)
-                time.sleep(kill_after)
-                proc.send_signal(signal.SIGKILL)
-            rc = proc.wait(timeout=120)
+                [sys.executable, str(child), str(self.path), str(ack), str(self.seed),
+                 str(len(self.plan)), str(self.applied), *extra_args], env=env, stderr=err)
+            if while_running is not None:
+                while_running(proc, ack)
+            rc = proc.wait(timeout=180)
             err.seek(0)
             stderr = err.read()
-        lines = ack.read_text().split() if ack.exists() else []
+        return rc, stderr, ack.read_text() if ack.exists() else ""
+
+    @staticmethod
+    def wait_started(proc, ack: Path) -> None:
+        """Until the writer has opened the store (or died, or a minute passed)."""
+        deadline = time.monotonic() + 60
+        while (proc.poll() is None and time.monotonic() < deadline
+               and not (ack.exists() and ack.read_bytes().startswith(b"start"))):
+            time.sleep(0.002)
+
+    def run(self, fault: str | None = None, kill_after: float | None = None,
+            from_spawn: bool = False, leave_orphans: bool = False) -> str:
+        """Run a writer from the first unapplied op; returns "killed" or "done".
+
+        ``leave_orphans``: after a kill, check with readers only, so the next writer
+        process finds the kill's leftovers and removes them itself (or dies doing so).
+        """
+        def kill(proc, ack):
+            if not from_spawn:
+                self.wait_started(proc, ack)
+            time.sleep(kill_after)
+            proc.send_signal(signal.SIGKILL)
+
+        rc, stderr, text = self.spawn(CHILD, [], fault, kill if kill_after is not None else None)
+        lines = text.split()
         acked = [int(x) for x in lines if x.isdigit()]
         assert acked == list(range(self.applied, self.applied + len(acked))), lines
         if rc == 0:
@@ -183,7 +198,7 @@ class Chain:
         # the next writer cleans up and sees the same state
         with Store.open(self.path) as w:
             assert w.verify() == []
-            manifest = w._snap.manifest
+            manifest = w.snapshot().manifest
             listed = {s.file for s in manifest.segments} | ({manifest.base.file} if manifest.base else set())
             on_disk = store_files(self.path)
             assert on_disk == listed, f"leftover files after reopen: {sorted(on_disk - listed)}"
@@ -194,7 +209,7 @@ class Chain:
     def _check_search(self, store, got: dict) -> None:
         if not got:
             return
-        rows = sum(s.rows for s in store._snap.segments)
+        rows = store.stats()["stored_rows"]  # live + deleted rows: a shortlist covering every row
         queries = np.stack([v for v, _ in list(got.values())[:4]])
         ids, _ = store.search_batch(queries, k=min(10, len(got)), shortlist=max(rows, 1))
         found = ids[ids >= 0].tolist()
@@ -213,7 +228,7 @@ def stats():
 def _fault_specs() -> list[str]:
     """Kill points, as "<point>@<n>"; "A>B" runs A (leaving its leftovers on disk) and
     then B in the next writer, e.g. a kill during the cleanup of an earlier kill."""
-    if SLOW:
+    if slow_run():
         specs = []
         for n in (1, 2, 3):
             for p in POINTS:
@@ -269,7 +284,7 @@ def test_kill_at_named_points(tmp_path, stats):
 
 def test_kill_at_random_moments(tmp_path, stats):
     """SIGKILL at random times: during startup, orphan cleanup, writes, merges, compaction."""
-    kills_wanted = 120 if SLOW else 12
+    kills_wanted = scale(12, 120)
     rnd = random.Random(7)
     seeds = iter(range(3000, 4000))
     chain = Chain(tmp_path, next(seeds), stats)
@@ -308,7 +323,7 @@ def test_kill_zenstore_ingest(tmp_path, stats):
     faults = ["base.written", "train.commit", "add.segment@2", "orphan.removed", "add.commit@3",
               "add.committed@2", "merge.committed", "file.written@4"]
     rnd = random.Random(11)
-    plan = faults + [None] * (12 if SLOW else 2)
+    plan = faults + [None] * scale(2, 12)
     for k, fault in enumerate(plan):
         leave_orphans = k + 1 < len(plan) and plan[k + 1] == "orphan.removed"
         env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
@@ -337,7 +352,7 @@ def test_kill_zenstore_ingest(tmp_path, stats):
         if leave_orphans:  # the next ingest process must clean up itself
             continue
         with Store.open(store) as w:  # the next writer removes what the kill left behind
-            m = w._snap.manifest
+            m = w.snapshot().manifest
             listed = {s.file for s in m.segments} | ({m.base.file} if m.base else set())
             assert store_files(store) == listed
     subprocess.run(cmd, env={k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"},

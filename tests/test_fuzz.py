@@ -11,7 +11,6 @@ from __future__ import annotations
 import faulthandler
 import json
 import math
-import os
 import shutil
 import struct
 import tempfile
@@ -30,15 +29,16 @@ from zenstore import Store, verify_store
 from zenstore import format as fmt
 from zenstore.files import open_framed_file, write_framed_file
 
-SLOW = os.environ.get("ZENSTORE_SLOW") == "1"
+from .conftest import scale, slow_run
+
 DIM = 64
 N = 120
 TRIED: dict = {}
 
 
 def fuzz_settings(normal: int, slow: int | None = None):
-    return settings(max_examples=(slow or normal * 10) if SLOW else normal, deadline=10_000,
-                    database=None, derandomize=not SLOW,
+    return settings(max_examples=scale(normal, slow or normal * 10), deadline=10_000,
+                    database=None, derandomize=not slow_run(),
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                            HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
@@ -50,7 +50,7 @@ def tried(name: str) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def watchdog():
     """A hang anywhere in this module dumps every thread's stack and fails the run."""
-    faulthandler.dump_traceback_later(600 if SLOW else 240, exit=True)
+    faulthandler.dump_traceback_later(scale(240, 600), exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
     print(f"\nfuzz examples tried: {TRIED} (total {sum(TRIED.values())})")
@@ -231,7 +231,13 @@ def test_cosine_vectors_of_any_length_are_stored_faithfully(stores, x, e):
         v = store.get(new_id).vector
         cos = float(v @ x / (np.linalg.norm(v) * np.linalg.norm(x)))
         assert cos > 0.5, f"stored direction lost (cos {cos:.2f}) for a vector of length 2^{e}"
-        assert store.search(xs, k=1, shortlist=N + 50)[0].id == new_id or cos > 0.5
+        # searching with the vector at that length finds it, scored against its stored
+        # vector (cosine: unit query . dequantized vector), and nothing scores above it
+        own = float(x.astype(np.float64) @ v / np.linalg.norm(x.astype(np.float64)))
+        (hit,) = store.search(xs, k=1, shortlist=N + 50, filter_ids=[new_id])
+        assert hit.id == new_id and hit.score == pytest.approx(own, rel=1e-3, abs=1e-4)
+        top = store.search(xs, k=1, shortlist=len(store) + 50)[0]
+        assert top.score >= own - 1e-4, f"search at length 2^{e} ranks {top.id} above the query's own vector"
     finally:
         store.delete([new_id])
 

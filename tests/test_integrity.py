@@ -27,7 +27,8 @@ from zenstore import Store, verify_store
 from zenstore import format as fmt
 from zenstore.files import open_framed_file
 
-SLOW = os.environ.get("ZENSTORE_SLOW") == "1"
+from .conftest import scale, slow_run
+
 DIM = 64
 DETECTED = (zenstore.CorruptStore, zenstore.FormatVersionError)
 COUNTS: dict = {}
@@ -125,7 +126,7 @@ def _regions(path: Path, kind: int):
 
 def _offsets(first: int, end: int, rnd: random.Random, sample: int) -> list[int]:
     every = list(range(first, end))
-    return every if SLOW or len(every) <= sample else sorted(rnd.sample(every, sample))
+    return every if slow_run() or len(every) <= sample else sorted(rnd.sample(every, sample))
 
 
 @pytest.mark.parametrize("target", ["segment", "base"])
@@ -164,7 +165,7 @@ def test_truncated_and_extended_files(store, target):
     path, queries, before = store
     f = path / target
     raw = f.read_bytes()
-    lengths = range(len(raw)) if SLOW else sorted({0, 1, 8, 31, 32, 33, 100, len(raw) // 2, len(raw) - 64,
+    lengths = range(len(raw)) if slow_run() else sorted({0, 1, 8, 31, 32, 33, 100, len(raw) // 2, len(raw) - 64,
                                                    len(raw) - 2, len(raw) - 1}
                                                   | set(random.Random(1).sample(range(len(raw)), 20)))
     for n in lengths:
@@ -448,7 +449,7 @@ def test_raw_bit_flips_in_the_catalog_file(store, tmp_path):
     base = json.loads(out)
     rnd = random.Random(3)
     outcomes: dict = {}
-    for t in range(300 if SLOW else 8):
+    for t in range(scale(8, 300)):
         off = rnd.randrange(len(raw))
         bad = bytearray(raw)
         bad[off] ^= 1 << rnd.randrange(8)

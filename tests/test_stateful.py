@@ -28,7 +28,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import zenstore
 from zenstore import Store
 
-SLOW = os.environ.get("ZENSTORE_SLOW") == "1"
+from .conftest import scale, slow_run
+
 DIM = 64
 ID_SPACE = 48
 STEPS: dict = {}
@@ -163,7 +164,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert [x for x in ids[0].tolist() if x not in (-1, None)] == [h.id for h in hits]
 
     def rows(self) -> int:
-        return sum(s.rows for s in self.store._snap.segments)
+        return self.store.stats()["stored_rows"]
 
     def exhaustive(self, store=None) -> dict:
         """{id: score} for a few fixed queries, over every live row (deterministic)."""
@@ -171,7 +172,7 @@ class StoreMachine(RuleBasedStateMachine):
         if not self.model:
             return {}
         queries = np.stack([vector(-1 - j % 7 + 10**9) for j in range(3)])
-        rows = sum(s.rows for s in store._snap.segments)
+        rows = store.stats()["stored_rows"]  # live + deleted rows: a shortlist covering every row
         ids, scores = store.search_batch(queries, k=len(self.model), shortlist=rows + 1)
         out = {}
         for j in range(len(queries)):
@@ -220,9 +221,9 @@ class StrIdL2Machine(StoreMachine):
     str_ids = True
 
 
-RUNS, STEPS_PER_RUN = (60, 60) if SLOW else (15, 30)
+RUNS, STEPS_PER_RUN = scale((15, 30), (60, 60))
 _settings = settings(max_examples=RUNS, stateful_step_count=STEPS_PER_RUN, deadline=None, database=None,
-                     derandomize=not SLOW, suppress_health_check=[HealthCheck.too_slow])
+                     derandomize=not slow_run(), suppress_health_check=[HealthCheck.too_slow])
 
 TestStoreMachine = StoreMachine.TestCase
 TestStoreMachine.settings = _settings

@@ -1,15 +1,23 @@
 """Write the golden stores of the current format version into tests/golden/ (run once per
 format version; later versions must keep reading them — tests/test_golden.py).
 
-    python tools/make_golden.py
+    python tools/make_golden.py                  # the stores and all their expectation files
+    python tools/make_golden.py --expectations   # add missing .expected-<kind>.json files
+
+``--expectations`` never touches a store or an existing file: it reads a copy of every
+golden store and writes only the expectation files it lacks (``nprobe``: searches that
+scan some base rows, batch and single query; ``rerank``: exact scores of given ids), so
+a new kind of check can be added to old stores without rewriting what they pinned.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -17,16 +25,32 @@ import zenstore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "golden")
+N_ROWS = 120
+# The v1 stores have 2 effective base rows (54 and 64 live rows). nprobe searches: a
+# shortlist covering every row, so the probed base row alone decides which rows come back
+# (k exceeds a base row's rows: the rest is padding), and a short one, where the proxy
+# decides within the probed rows
+NPROBE_SEARCHES = [{"k": 70, "shortlist": 120, "nprobe": 1}, {"k": 5, "shortlist": 10, "nprobe": 1}]
+RERANK_ROWS = (0, 1, 2, 4, 5, 7, 50, 79, 80, 100, 119, 5)  # both batches, the upserted row, a repeat
+RERANK_TOP_N = 8
+
+
+def golden_ids(str_ids: bool) -> list:
+    return [f"doc-{i}" for i in range(N_ROWS)] if str_ids else [i * 1000 - 7 for i in range(N_ROWS)]
 
 
 def build(name: str, metric: str, str_ids: bool) -> None:
     rng = np.random.default_rng(20261126)
     dim = 192  # three 64-bit words per code
     centers = rng.standard_normal((4, dim))
-    x = (centers[rng.integers(0, 4, 120)] + 0.7 * rng.standard_normal((120, dim))).astype(np.float32)
-    ids = [f"doc-{i}" for i in range(120)] if str_ids else [i * 1000 - 7 for i in range(120)]
-    path = os.path.join(OUT, f"v{zenstore.FORMAT_VERSION}-{name}.zen")
+    x = (centers[rng.integers(0, 4, N_ROWS)] + 0.7 * rng.standard_normal((N_ROWS, dim))).astype(np.float32)
+    ids = golden_ids(str_ids)
+    # named by the version the store is written with (1 for a dim that is a multiple of 64)
+    path = os.path.join(OUT, f"v{zenstore.StoreConfig(dim=dim).format_version}-{name}.zen")
     shutil.rmtree(path, ignore_errors=True)
+    for kind in EXPECTATIONS:  # they describe the store being replaced
+        if os.path.exists(f"{path}.expected-{kind}.json"):
+            os.remove(f"{path}.expected-{kind}.json")
     with zenstore.Store.create(path, dim=dim, metric=metric, n_base=4, segment_fanout=4) as store:
         store.add(ids[:80], x[:80], payloads=[{"i": i, "tag": "ä"} for i in range(80)])
         store.add(ids[80:], x[80:])
@@ -52,8 +76,73 @@ def build(name: str, metric: str, str_ids: bool) -> None:
     print("wrote", path)
 
 
-if __name__ == "__main__":
-    if os.listdir(OUT) and "--force" not in sys.argv:
+def _hits(hits) -> dict:
+    return {"ids": [h.id for h in hits], "scores": [h.score for h in hits], "payloads": [h.payload for h in hits]}
+
+
+def expect_nprobe(store, queries: np.ndarray) -> dict:
+    """Each search as a batch (search_batch) and query by query (search): different scans."""
+    runs = []
+    for opts in NPROBE_SEARCHES:
+        ids, scores = store.search_batch(queries, **opts)
+        single = [_hits(store.search(q, **opts)) for q in queries]
+        runs.append({**opts, "batch_ids": ids.tolist(), "batch_scores": scores.tolist(), "single": single})
+    return {"queries": queries.tolist(), "searches": runs}
+
+
+def expect_rerank(store, queries: np.ndarray) -> dict:
+    ids = [golden_ids(store.stats()["id_type"] == "str")[i] for i in RERANK_ROWS]
+    return {"queries": queries.tolist(), "ids": ids, "top_n": RERANK_TOP_N,
+            "hits": [_hits(store.rerank(q, ids, top_n=RERANK_TOP_N)) for q in queries]}
+
+
+EXPECTATIONS = {"nprobe": expect_nprobe, "rerank": expect_rerank}
+
+
+def add_expectations() -> list[str]:
+    """Write every missing ``<store>.expected-<kind>.json``; return the paths written."""
+    written = []
+    for name in sorted(os.listdir(OUT)):
+        golden = os.path.join(OUT, name)
+        if not (name.endswith(".zen") and os.path.isdir(golden)):
+            continue
+        missing = {kind: f"{golden}.expected-{kind}.json" for kind in EXPECTATIONS
+                   if not os.path.exists(f"{golden}.expected-{kind}.json")}
+        for kind in sorted(set(EXPECTATIONS) - set(missing)):
+            print(f"kept {golden}.expected-{kind}.json (exists; never rewritten)")
+        if not missing:
+            continue
+        with open(golden + ".expected.json") as f:
+            queries = np.array(json.load(f)["queries"], np.float32)
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = os.path.join(tmp, name)
+            shutil.copytree(golden, copy)  # opening the golden store itself would add lock files
+            with zenstore.Store.open(copy, readonly=True) as store:
+                for kind, path in missing.items():
+                    doc = EXPECTATIONS[kind](store, queries)
+                    with open(path, "x") as f:  # "x": fails rather than overwrite
+                        json.dump(doc, f)
+                    written.append(path)
+                    print("wrote", path)
+    return written
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--expectations", action="store_true",
+                   help="only add missing .expected-<kind>.json files for the existing golden stores")
+    p.add_argument("--force", action="store_true", help="rewrite the golden stores (never do this for a "
+                                                       "released format version)")
+    args = p.parse_args(argv)
+    if args.expectations:
+        add_expectations()
+        return
+    if os.listdir(OUT) and not args.force:
         sys.exit("golden files exist; they are written once per format version (use --force)")
     build("cosine-str", "cosine", True)
     build("l2-int", "l2", False)
+    add_expectations()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,7 @@
-"""The query pipeline as plain functions over a codec and loaded segments.
+"""The query pipeline as plain functions over a snapshot (codec + loaded segments).
+
+Entry points: :func:`search_snapshot` (a batch of queries -> top-k tags and scores) and
+:func:`rerank_snapshot` (exact scores of given rows). Below them, the stages:
 
 1. ``prepare_queries``: normalise (cosine), rotate, and derive everything the kernels
    need per query: its sign code, per-block weights, and ``q . base[g]`` for every base row.
@@ -8,7 +11,8 @@
 4. ``rescore``: exact scores of the shortlisted rows against their dequantized vectors
    with the full-precision query; the best ``k`` win.
 
-Nothing here touches LMDB, so it is tested on in-memory segments.
+Nothing here touches LMDB, so it is tested on in-memory segments
+(tests/test_search_pipeline.py). Candidates are tags (``snapshot.make_tags``).
 """
 
 from __future__ import annotations
@@ -19,20 +23,24 @@ import numba
 import numpy as np
 
 from .codec import Codec
-from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range, scan_by_group,
-                      scan_groups, scan_many, scan_one)
+from .errors import IdTypeMismatch
+from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range,
+                      scan_batch_by_group, scan_batch_by_query_block, scan_query_parallel, scan_query_serial)
 from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
 from .rotation import hadamard_block
 from .segment import Segment
+from .snapshot import Snapshot, split_tags, tag_base
+from .types import SearchOptions
+from .validation import for_metric, normalize_ids
 
-ROW_BITS = 40  # candidate tag = (segment ordinal << ROW_BITS) | row
-ROW_MASK = (1 << ROW_BITS) - 1
-QUERY_BLOCK = 8  # queries scored together per code row in scan_many
+MAX_K = 1 << 20  # largest k / shortlist / top_n accepted
+WORK_BYTES = 64 << 20  # per-batch working memory of the coarse pass and ranking (queries are chunked)
+QUERY_BLOCK = 8  # queries scored together per code row in scan_batch_by_query_block
 PARALLEL_SCAN_ROWS = 16384  # smaller single-query scans run on one thread
 PARALLEL_RESCORE = 64  # fewer (query, row) pairs: one thread (~1 us of work each)
 PARALLEL_PREPARE = 16  # fewer queries: one thread
-GROUP_SCAN_HEAP_BYTES = 64 << 20  # private heaps of scan_by_group; larger: scan_many
+GROUP_SCAN_HEAP_BYTES = 64 << 20  # private heaps of scan_batch_by_group; larger: scan_batch_by_query_block
 GATHER_BYTES = 32 << 20  # candidate rows copied out of their segments per rescoring slice
 
 
@@ -111,25 +119,26 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
     groups_one = np.flatnonzero(probe[0]).astype(np.int64) if nq == 1 else None
     qcodes, alpha, qoff, order = prep.qcodes, prep.alpha, prep.qoff, None
     if nq > 1 and not probe.all():
-        # queries that probe the same base rows go into the same block of scan_many, so a
+        # queries that probe the same base rows go into the same block of scan_batch_by_query_block, so a
         # group's codes are read from memory once for several queries instead of once each
         order = np.argsort(np.argmax(np.where(probe, prep.qoff, -np.inf), axis=1), kind="stable")
         probe, qcodes, alpha, qoff = probe[order], qcodes[order], alpha[order], qoff[order]
     for ordinal, seg in enumerate(segments):
         if seg.rows == 0:
             continue
-        tag = np.int64(ordinal << ROW_BITS)
+        tag = tag_base(ordinal)
         if nq == 1:
             args = (seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
                     groups_one, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag)
             offs = seg.group_offsets
             if int((offs[groups_one + 1] - offs[groups_one]).sum()) < PARALLEL_SCAN_ROWS:
-                scan_groups(*args, vals, tags, size)
+                scan_query_serial(*args, vals, tags, size)
             else:
-                scan_one(*args, 2 * threads, vals, tags, size)
+                scan_query_parallel(*args, 2 * threads, vals, tags, size)
         else:
-            scan_many(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
-                      probe, qcodes, alpha, qoff, ip_w, tag, QUERY_BLOCK, vals, tags, size)
+            scan_batch_by_query_block(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead,
+                                      seg.group_offsets, probe, qcodes, alpha, qoff, ip_w, tag,
+                                      QUERY_BLOCK, vals, tags, size)
     if order is not None:
         back = np.argsort(order)
         vals, tags, size = vals[back], tags[back], size[back]
@@ -138,8 +147,8 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
 
 def _scan_group_major(segments: list[Segment], prep: PreparedQueries, probe: np.ndarray,
                       ip_w: np.float32, n_chunks: int, vals, tags, size) -> None:
-    """Batch coarse pass that reads each probed group once per batch (``scan_by_group``):
-    with nprobe << n_base the queries of a batch rarely share a block of ``scan_many``, so
+    """Batch coarse pass that reads each probed group once per batch (``scan_batch_by_group``):
+    with nprobe << n_base the queries of a batch rarely share a block of ``scan_batch_by_query_block``, so
     reading by query block would fetch most groups once per query that probes them."""
     groups_t, queries_t = np.nonzero(probe.T)  # (group, query) pairs, by group
     n_groups = probe.shape[1]
@@ -153,9 +162,10 @@ def _scan_group_major(segments: list[Segment], prep: PreparedQueries, probe: np.
         work = np.cumsum(per_group * (np.diff(seg.group_offsets) + 1))
         cuts = np.searchsorted(work, work[-1] * np.arange(1, n_chunks) / n_chunks, side="left") + 1
         chunk_groups = np.maximum.accumulate(np.concatenate(([0], np.minimum(cuts, n_groups), [n_groups])))
-        scan_by_group(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
-                      group_queries, group_start, chunk_groups.astype(np.int64), prep.qcodes,
-                      prep.alpha, prep.qoff, ip_w, np.int64(ordinal << ROW_BITS), vals, tags, size)
+        scan_batch_by_group(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead,
+                            seg.group_offsets, group_queries, group_start,
+                            chunk_groups.astype(np.int64), prep.qcodes, prep.alpha, prep.qoff,
+                            ip_w, tag_base(ordinal), vals, tags, size)
 
 
 def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
@@ -219,14 +229,13 @@ def _gather_candidates(segments: list[Segment], prep: PreparedQueries, qidx: np.
     """Per pair: its row's code bytes, scales, base coefficient, additive term, and
     q . base[g] for its query and group, copied out of whichever segment holds it."""
     n = len(tags)
-    seg0 = segments[int(tags[0] >> ROW_BITS)]
+    ords, rows = split_tags(tags)
+    seg0 = segments[int(ords[0])]
     codes = np.empty((n, seg0.codes.shape[1] * 8), dtype=np.uint8)
     scales = np.empty((n, seg0.scales.shape[1]), dtype=np.float32)
     rowlam = np.empty(n, dtype=np.float32)
     rowterm = np.empty(n, dtype=np.float32)
     qoff = np.empty(n, dtype=np.float32)
-    ords = tags >> ROW_BITS
-    rows = (tags & ROW_MASK).astype(np.int64)
     for ordinal in np.unique(ords).tolist():
         sel = np.flatnonzero(ords == ordinal)
         seg = segments[ordinal]
@@ -282,3 +291,59 @@ def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries
         top_tags = np.pad(top_tags, ((0, 0), (0, pad)), constant_values=-1)
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
     return top_tags, scores
+
+
+# --- entry points over a snapshot -----------------------------------------------------------
+
+
+def prepare(snap: Snapshot, queries: np.ndarray) -> PreparedQueries:
+    """Validated (nq, dim) float32 queries -> prepared queries (metric checks included)."""
+    return prepare_queries(snap.codec, for_metric(queries, snap.codec.config.metric, "query"))
+
+
+def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
+    """The snapshot's segments, restricted to ``filter_ids`` when given."""
+    if filter_ids is None:
+        return list(snap.segments)
+    ids, kind = normalize_ids(filter_ids, allow_duplicates=True)
+    if not snap.accepts(kind):
+        raise IdTypeMismatch(f"this store uses {snap.id_type} ids; filter_ids are {kind}")
+    return [seg.restricted(ids) for seg in snap.segments]
+
+
+def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, metric: str,
+                    filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``opts.k`` (tags, scores) of each query, each (nq, k), padded with tag -1 and
+    score NaN; ``queries`` validated (nq, dim) float32 in the original space.
+
+    The shortlist and the heaps are capped by the rows stored (a k or shortlist beyond
+    them finds nothing more), and queries run in chunks whose working memory stays near
+    ``WORK_BYTES`` whatever nq x shortlist is asked for.
+    """
+    nq = queries.shape[0]
+    out_tags = np.full((nq, opts.k), -1, dtype=np.int64)
+    out_scores = np.full((nq, opts.k), np.nan, dtype=np.float32)
+    if snap.codec is None or snap.count == 0:
+        for_metric(queries, metric, "query")  # bad queries are refused even by an empty store
+        return out_tags, out_scores
+    segments = searchable(snap, filter_ids)
+    rows = max(1, sum(s.rows for s in segments))
+    k = min(opts.k, rows)
+    shortlist = min(opts.effective_shortlist, rows)
+    chunk = max(1, WORK_BYTES // (48 * max(shortlist, k)))
+    for a in range(0, nq, chunk):
+        prep = prepare(snap, queries[a : a + chunk])
+        tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe)
+        out_tags[a : a + chunk, :k] = tags
+        out_scores[a : a + chunk, :k] = scores
+    return out_tags, out_scores
+
+
+def rerank_snapshot(snap: Snapshot, query: np.ndarray, tags: np.ndarray, top_n: int):
+    """Exact dequantized scores of the rows ``tags`` for one validated (1, dim) query:
+    the positions (into ``tags``) of the best ``top_n``, best first, and their scores."""
+    prep = prepare(snap, query)
+    values = exact_scores(list(snap.segments), prep, np.zeros(len(tags), np.int64), tags,
+                          snap.codec.config.metric)
+    order = rank(values, tags, top_n)
+    return order, to_scores(values[order], prep.qsq[0], snap.codec.config.metric)

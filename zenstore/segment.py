@@ -1,4 +1,4 @@
-"""Segment files (encoded vectors grouped by base row) and the base-matrix file.
+"""Segment files: encoded vectors grouped by base row, written once, mapped to read.
 
 A segment holds rows sorted by (base row, id): the rows of base row ``g`` are
 ``group_offsets[g] .. group_offsets[g + 1]``, so a vector's base row costs no bytes and
@@ -16,18 +16,13 @@ import numpy as np
 from . import format as fmt
 from .codec import Codec, EncodedBatch
 from .errors import CorruptStore
-from .files import MappedFile, open_framed_file, write_framed_file
-from .rotation import Rotation
+from .files import MappedFile, check_digest, open_framed_file, write_framed_file
 
 SEGMENT_DIR = "segments"
 
 
 def segment_filename(segment_id: int) -> str:
     return fmt.SEGMENT_FILE.format(segment_id)  # the manifest checks names against this
-
-
-def base_filename(n: int) -> str:
-    return f"base-{n:06d}.zbase"
 
 
 def order_rows(groups: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -146,7 +141,7 @@ def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, 
             raise CorruptStore(f"{path}: header field {key}={meta.get(key)!r}, catalog expects {want!r}")
     if mapped.header.file_size != record.size:
         raise CorruptStore(f"{path}: size {mapped.header.file_size} differs from catalog {record.size}")
-    _check_digest(path, mapped, record.header_crc)
+    check_digest(path, mapped, record.header_crc)
     n, g = record.rows, codec.n_base
     offsets = mapped.array("groups", "<u8", (g + 1,)).astype(np.int64)
     if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
@@ -169,131 +164,3 @@ def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, 
     if dead_rows.size:
         seg = seg.with_tombstones(dead_rows, record)
     return seg
-
-
-def write_base(root: str, n: int, base16: np.ndarray, rotation: Rotation) -> fmt.BaseRecord:
-    rel = base_filename(n)
-    meta = {
-        "dim": int(base16.shape[1]),
-        "n_base": int(base16.shape[0]),
-        "rotation_rounds": int(rotation.signs.shape[0]),
-    }
-    sections = [
-        ("base", np.ascontiguousarray(base16, dtype="<f2")),
-        ("rsigns", np.ascontiguousarray(rotation.signs, dtype=np.int8)),
-        ("rperms", np.ascontiguousarray(rotation.perms, dtype="<u4")),
-    ]
-    size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_BASE, meta, sections)
-    return fmt.BaseRecord(rel, int(base16.shape[0]), size, header_crc)
-
-
-def _check_digest(path: str, mapped: MappedFile, header_crc: int) -> None:
-    """The manifest records each file's header crc32: a valid file that is not the one
-    the catalog committed (another store's, an older one restored) is refused."""
-    if mapped.header.digest != header_crc:
-        raise CorruptStore(f"{path}: header crc32 {mapped.header.digest:#010x} differs from the "
-                           f"catalog's {header_crc:#010x} (not the file the catalog refers to)")
-
-
-def load_base(root: str, record: fmt.BaseRecord, config: fmt.StoreConfig) -> tuple[np.ndarray, Rotation]:
-    path = os.path.join(root, record.file)
-    mapped = open_framed_file(path, fmt.FILE_KIND_BASE, verify=True)
-    if mapped.header.file_size != record.size:
-        raise CorruptStore(f"{path}: size {mapped.header.file_size} differs from catalog {record.size}")
-    _check_digest(path, mapped, record.header_crc)
-    meta = mapped.header.meta
-    if meta.get("dim") != config.dim or meta.get("n_base") != record.n_base:
-        raise CorruptStore(f"{path}: header dim/n_base {meta.get('dim')}/{meta.get('n_base')} "
-                           f"differ from the catalog's {config.dim}/{record.n_base}")
-    rounds = meta.get("rotation_rounds")
-    if not isinstance(rounds, int) or not 0 <= rounds <= 16:
-        raise CorruptStore(f"{path}: bad rotation_rounds {rounds!r}")
-    base = np.array(mapped.array("base", "<f2", (record.n_base, config.dim)))
-    if not np.all(np.isfinite(base)):
-        raise CorruptStore(f"{path}: base matrix has non-finite values")
-    rotation = Rotation(
-        np.array(mapped.array("rsigns", np.int8, (rounds, config.dim))),
-        np.array(mapped.array("rperms", "<u4", (rounds, config.dim))),
-    )
-    try:
-        rotation.validate(config.dim)
-    except ValueError as exc:
-        raise CorruptStore(f"{path}: {exc}") from exc
-    return base, rotation
-
-
-MERGE_CHUNK_ROWS = 4096
-
-
-def merge_plan(segments: list[Segment], n_groups: int):
-    """Final (group, id) order of the live rows of ``segments``.
-
-    Returns (src_segment, src_row, group_of_row, ids) arrays in the merged order.
-    """
-    src_seg, src_row, grp, ids = [], [], [], []
-    for s, seg in enumerate(segments):
-        live = np.ones(seg.rows, dtype=bool) if seg.dead.size == 0 else seg.dead == 0
-        rows = np.flatnonzero(live)
-        src_seg.append(np.full(len(rows), s, dtype=np.int64))
-        src_row.append(rows.astype(np.int64))
-        grp.append(seg.groups[rows])
-        ids.append(seg.ids[rows])
-    if not src_seg:
-        return (np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.int64),)
-    src_seg = np.concatenate(src_seg)
-    src_row = np.concatenate(src_row)
-    grp = np.concatenate(grp)
-    ids = np.concatenate(ids)
-    order = order_rows(grp, ids)
-    return src_seg[order], src_row[order], grp[order], ids[order]
-
-
-def _gather_chunks(segments, src_seg, src_row, attr, section):
-    """Yield the rows of ``attr`` (codes/scales16/aux16) of the sources, in plan order.
-
-    Each source's rows are consumed in increasing order (both orders are (group, id)),
-    so pages behind the furthest row read are released as the merge advances.
-    """
-    first = getattr(segments[0], attr)
-    row_bytes = first.itemsize * int(np.prod(first.shape[1:]))
-    for start in range(0, len(src_seg), MERGE_CHUNK_ROWS):
-        s_chunk = src_seg[start : start + MERGE_CHUNK_ROWS]
-        r_chunk = src_row[start : start + MERGE_CHUNK_ROWS]
-        out = np.empty((len(s_chunk),) + first.shape[1:], dtype=first.dtype)
-        for s in np.unique(s_chunk):
-            sel = s_chunk == s
-            seg = segments[int(s)]
-            out[sel] = getattr(seg, attr)[r_chunk[sel]]
-            seg.mapped.release(section, int(r_chunk[sel].max()) * row_bytes)
-        yield out
-
-
-def merge_segments(root: str, segment_id: int, config: fmt.StoreConfig, n_groups: int,
-                   segments: list[Segment]):
-    """Write one segment holding the live rows of ``segments``; stream, never load them whole.
-
-    Returns (record, ids in row order).
-    """
-    src_seg, src_row, grp, ids = merge_plan(segments, n_groups)
-    n = len(src_seg)
-    counts = np.bincount(grp, minlength=n_groups)
-    offsets = np.zeros(n_groups + 1, dtype="<u8")
-    np.cumsum(counts, out=offsets[1:])
-    words, blocks = config.words, config.scale_blocks
-    sections = [
-        ("groups", offsets),
-        ("codes", (n * words * 8, _gather_chunks(segments, src_seg, src_row, "codes", "codes"))),
-        ("scales", (n * blocks * 2, _gather_chunks(segments, src_seg, src_row, "scales16", "scales"))),
-        ("aux", (n * 2, _gather_chunks(segments, src_seg, src_row, "aux16", "aux"))),
-    ]
-    meta = {
-        "segment_id": segment_id,
-        "dim": config.dim,
-        "rows": n,
-        "n_groups": n_groups,
-        "scale_blocks": blocks,
-        "metric": config.metric,
-    }
-    rel = segment_filename(segment_id)
-    size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_SEGMENT, meta, sections)
-    return fmt.SegmentRecord(segment_id, rel, n, 0, size, header_crc), ids

@@ -1,0 +1,53 @@
+"""Where a store's bytes go: the counts and byte split that ``stats()`` reports."""
+
+from __future__ import annotations
+
+import os
+
+from . import records
+from .view import StoreView
+
+
+def store_stats(view: StoreView) -> dict:
+    """Counts and bytes. ``bytes_per_vector`` is vector data only (codes + scales + aux
+    term); ``bytes_on_disk`` splits every byte of the directory by part."""
+    snap = view.current()
+    cfg = view.config
+    catalog = view.catalog
+    rows = snap.stored_rows
+    seg_bytes = sum(s.record.size for s in snap.segments)
+    codes = rows * cfg.words * 8
+    scales = rows * cfg.scale_blocks * 2
+    aux = rows * 2
+    base = snap.manifest.base.size if snap.manifest.base else 0
+    catalog_file = os.path.getsize(catalog.path)
+    parts = {
+        "codes": codes,
+        "scales": scales,
+        "aux": aux,
+        "segment_headers": seg_bytes - codes - scales - aux,
+        "base": base,
+        "ids": catalog.db_bytes(records.IDS),
+        "payloads": catalog.db_bytes(records.PAYLOADS),
+        "tombstones": catalog.db_bytes(records.TOMBSTONES),
+        "catalog_file": catalog_file,
+    }
+    total = seg_bytes + base + catalog_file
+    return {
+        "count": snap.count,
+        "dim": cfg.dim,
+        "metric": cfg.metric,
+        "id_type": snap.id_type,
+        "n_base": snap.codec.n_base if snap.codec else 0,
+        "segments": len(snap.segments),
+        "stored_rows": rows,
+        "deleted_rows": rows - snap.count,
+        "bytes_per_vector": cfg.bytes_per_vector,
+        "compression_ratio": cfg.dim * 4 / cfg.bytes_per_vector,
+        "bytes_on_disk": {**parts, "total": total},
+        "bytes_per_vector_all_in": total / snap.count if snap.count else None,
+        "format_version": cfg.format_version,
+        "generation": snap.generation,
+        "catalog_map_bytes": catalog.map_size(),  # address space the catalog's map takes here
+        "config": cfg.to_dict(),
+    }

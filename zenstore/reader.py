@@ -1,0 +1,122 @@
+"""Reads of an open store: lookups, iteration, search and rerank, with their arguments.
+
+Each read validates its arguments, takes one snapshot (and, where payloads are read, the
+read transaction of that same committed state) from the store's :class:`StoreView`, and
+runs the query pipeline (``search.py``) on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import records
+from .errors import IdNotFound, IdTypeMismatch, InvalidArgument
+from .search import MAX_K, rerank_snapshot, search_snapshot
+from .snapshot import Snapshot, make_tags
+from .types import Hit, Record, SearchOptions
+from .validation import as_matrix, as_query, normalize_ids, positive_int, unique_keep_order
+from .view import StoreView
+
+
+def search_options(k, shortlist, nprobe) -> SearchOptions:
+    return SearchOptions(k=positive_int(k, "k", maximum=MAX_K),
+                         shortlist=positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K),
+                         nprobe=positive_int(nprobe, "nprobe", allow_none=True))
+
+
+class Reader:
+    """The read operations of one open store."""
+
+    def __init__(self, view: StoreView) -> None:
+        self.view = view
+        self.dim = view.config.dim
+        self.metric = view.config.metric
+
+    # --- membership and lookups -----------------------------------------------------------
+
+    def contains_one(self, ext_id) -> bool:
+        snap = self.view.current()
+        try:
+            arr, kind = normalize_ids([ext_id])
+        except InvalidArgument:
+            return False
+        return snap.accepts(kind) and bool(snap.locate(arr)[1][0] >= 0)
+
+    def contains(self, ids) -> np.ndarray:
+        snap = self.view.current()
+        arr, kind = normalize_ids(ids, allow_duplicates=True)
+        if not snap.accepts(kind):
+            return np.zeros(len(arr), dtype=bool)
+        return snap.locate(arr)[1] >= 0
+
+    def get(self, ext_id) -> Record:
+        arr, kind = normalize_ids([ext_id])
+        with self.view.reading() as (snap, txn):
+            seg_ord, rows = snap.locate(arr) if snap.accepts(kind) else (None, [-1])
+            if rows[0] < 0:
+                raise IdNotFound(f"id {ext_id!r} not found")
+            r = int(rows[0])
+            vec = snap.decode_rows(snap.segments[int(seg_ord[0])], slice(r, r + 1))[0]
+            payload = records.read_payloads(txn, [arr[0]])[0]
+        return Record(arr[0].item() if kind == "int" else arr[0], vec, payload)
+
+    def iter_records(self, batch_size: int = 4096, *, with_payload: bool = True):
+        batch_size = positive_int(batch_size, "batch_size")
+        # the read transaction stays open while the caller iterates: one committed state
+        with self.view.reading() as (snap, txn):
+            for seg in snap.segments:
+                live = np.arange(seg.rows) if seg.dead.size == 0 else np.flatnonzero(seg.dead == 0)
+                for start in range(0, len(live), batch_size):
+                    rows = live[start : start + batch_size]
+                    ids = seg.ids[rows]
+                    payloads = records.read_payloads(txn, ids.tolist()) if with_payload else None
+                    yield ids, snap.decode_rows(seg, rows), payloads
+
+    def ids(self) -> np.ndarray:
+        return self.view.current().live_ids()
+
+    # --- search and rerank -----------------------------------------------------------------
+
+    def search(self, query, k=10, *, shortlist=None, nprobe=None, filter_ids=None,
+               with_payload=True) -> list[Hit]:
+        opts = search_options(k, shortlist, nprobe)
+        q = as_query(query, self.dim)
+        with self.view.reading() as (snap, txn):
+            tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
+            found = tags[0] >= 0
+            return self._hits(snap, tags[0][found], scores[0][found], with_payload, txn)
+
+    def search_batch(self, queries, k=10, *, shortlist=None, nprobe=None,
+                     filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        opts = search_options(k, shortlist, nprobe)
+        q = as_matrix(queries, self.dim, "queries")
+        snap = self.view.current()
+        tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
+        str_ids = snap.id_type == "str"
+        out_ids = np.full(tags.shape, None, dtype=object) if str_ids else np.full(tags.shape, -1, np.int64)
+        found = tags >= 0
+        out_ids[found] = snap.tags_to_ids(tags[found])
+        return out_ids, scores
+
+    def rerank(self, query, ids, top_n=10, *, with_payload=True) -> list[Hit]:
+        top_n = positive_int(top_n, "top_n", maximum=MAX_K)
+        q = as_query(query, self.dim)
+        ids_arr, kind = normalize_ids(ids, allow_duplicates=True)
+        ids_arr = unique_keep_order(ids_arr)
+        with self.view.reading() as (snap, txn):
+            if not snap.accepts(kind):
+                raise IdTypeMismatch(f"this store uses {snap.id_type} ids; got {kind} ids")
+            seg_ord, rows = snap.locate(ids_arr)
+            if (rows < 0).any():
+                raise IdNotFound(
+                    f"{int((rows < 0).sum())} id(s) not found: "
+                    + ", ".join(repr(v) for v in ids_arr[rows < 0][:5].tolist())
+                )
+            tags = make_tags(seg_ord, rows)
+            order, scores = rerank_snapshot(snap, q, tags, top_n)
+            return self._hits(snap, tags[order], scores, with_payload, txn)
+
+    def _hits(self, snap: Snapshot, tags, scores, with_payload: bool, txn) -> list[Hit]:
+        ids = [v.item() if isinstance(v, np.generic) else v for v in snap.tags_to_ids(tags)]
+        payloads = records.read_payloads(txn, ids) if with_payload else [None] * len(ids)
+        return [Hit(i, float(s), p) for i, s, p in zip(ids, scores, payloads)]
