@@ -206,7 +206,7 @@ class Prepared:
         for a in range(0, n, 20000):
             self.store.add(np.arange(a, min(n, a + 20000)), docs[a:a + 20000])
         self.build_s = time.perf_counter() - t0
-        self.codec = self.store._current().codec  # the store's own codec (same encoder as add)
+        self.codec = self.store.snapshot().codec  # the store's own codec (same encoder as add)
         self.Qr = self.codec.prepare(self.Q)
         self.qoff = (self.Qr @ self.codec.base.T).astype(np.float32)
         self.tiers = tiers

@@ -23,6 +23,7 @@ import numpy as np
 DIM = 64
 STORE_OPTIONS = {"dim": DIM, "metric": "cosine", "n_base": 4, "min_rows_per_base": 4,
                  "segment_fanout": 3}
+REFINE_ENV = "ZENSTORE_CRASH_REFINE"  # set: the store is created with this refine tier
 
 
 def make_plan(seed: int, n_ops: int) -> list[dict]:
@@ -107,7 +108,8 @@ def main(argv: list[str]) -> int:
 
     plan = make_plan(seed, n_ops)
     fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    store = Store.open(path) if os.path.exists(path) else Store.create(path, **STORE_OPTIONS)
+    options = dict(STORE_OPTIONS, refine=os.environ.get(REFINE_ENV) or None)
+    store = Store.open(path) if os.path.exists(path) else Store.create(path, **options)
     os.write(fd, b"start\n")
     for op in plan[start:]:
         apply(store, op)

@@ -18,10 +18,14 @@ from .validation import as_matrix, as_query, normalize_ids, positive_int, unique
 from .view import StoreView
 
 
-def search_options(k, shortlist, nprobe) -> SearchOptions:
+def search_options(k, shortlist, nprobe, refine=True, refine_k=None) -> SearchOptions:
+    if not isinstance(refine, (bool, np.bool_)):
+        raise InvalidArgument(f"refine must be True or False, got {refine!r}")
     return SearchOptions(k=positive_int(k, "k", maximum=MAX_K),
                          shortlist=positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K),
-                         nprobe=positive_int(nprobe, "nprobe", allow_none=True))
+                         nprobe=positive_int(nprobe, "nprobe", allow_none=True),
+                         refine=bool(refine),
+                         refine_k=positive_int(refine_k, "refine_k", allow_none=True, maximum=MAX_K))
 
 
 class Reader:
@@ -78,8 +82,8 @@ class Reader:
     # --- search and rerank -----------------------------------------------------------------
 
     def search(self, query, k=10, *, shortlist=None, nprobe=None, filter_ids=None,
-               with_payload=True) -> list[Hit]:
-        opts = search_options(k, shortlist, nprobe)
+               with_payload=True, refine=True, refine_k=None) -> list[Hit]:
+        opts = search_options(k, shortlist, nprobe, refine, refine_k)
         q = as_query(query, self.dim)
         with self.view.reading() as (snap, txn):
             tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
@@ -87,18 +91,22 @@ class Reader:
             return self._hits(snap, tags[0][found], scores[0][found], with_payload, txn)
 
     def search_batch(self, queries, k=10, *, shortlist=None, nprobe=None,
-                     filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        opts = search_options(k, shortlist, nprobe)
+                     filter_ids=None, refine=True, refine_k=None,
+                     refined_rows=None) -> tuple[np.ndarray, np.ndarray]:
+        opts = search_options(k, shortlist, nprobe, refine, refine_k)
         q = as_matrix(queries, self.dim, "queries")
+        if refined_rows is not None and (not isinstance(refined_rows, np.ndarray)
+                                         or refined_rows.shape != (q.shape[0],)):
+            raise InvalidArgument(f"refined_rows must be an array of shape ({q.shape[0]},)")
         snap = self.view.current()
-        tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
+        tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids, refined_rows)
         str_ids = snap.id_type == "str"
         out_ids = np.full(tags.shape, None, dtype=object) if str_ids else np.full(tags.shape, -1, np.int64)
         found = tags >= 0
         out_ids[found] = snap.tags_to_ids(tags[found])
         return out_ids, scores
 
-    def rerank(self, query, ids, top_n=10, *, with_payload=True) -> list[Hit]:
+    def rerank(self, query, ids, top_n=10, *, with_payload=True, refine=True) -> list[Hit]:
         top_n = positive_int(top_n, "top_n", maximum=MAX_K)
         q = as_query(query, self.dim)
         ids_arr, kind = normalize_ids(ids, allow_duplicates=True)
@@ -113,7 +121,7 @@ class Reader:
                     + ", ".join(repr(v) for v in ids_arr[rows < 0][:5].tolist())
                 )
             tags = make_tags(seg_ord, rows)
-            order, scores = rerank_snapshot(snap, q, tags, top_n)
+            order, scores = rerank_snapshot(snap, q, tags, top_n, bool(refine))
             return self._hits(snap, tags[order], scores, with_payload, txn)
 
     def _hits(self, snap: Snapshot, tags, scores, with_payload: bool, txn) -> list[Hit]:

@@ -41,83 +41,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CorruptStore, FormatVersionError, InvalidArgument, InvalidVector
+from .errors import CorruptStore, InvalidArgument, InvalidVector
+from .format import MAGNITUDE_BITS, REFINE_KINDS as KINDS, RefineTier  # noqa: F401 (the tier is part of the format)
 from .kernels import refine_reference as _ref
 from .kernels.bits import unpack_signs
-
-KINDS = ("int8", "magnitude")
-MAGNITUDE_BITS = (1, 2, 3, 4, 8)
 INT8_LIMIT = 127
 # clip of the magnitude quantizer in units of the row's rms(r): the MSE-optimal uniform
 # quantizer of a Gaussian with 2^(bits+1) levels (Max 1960), sign included; 8 bits clip at
 # the row's max |r| (measured better than 4.3 sigma, docs/refine.md)
 CLIP_SIGMAS = {1: 1.99, 2: 2.34, 3: 2.68, 4: 3.01}
 FP16_MAX = float(np.finfo(np.float16).max)
-
-
-@dataclass(frozen=True)
-class RefineTier:
-    """Which refine tier a store keeps; recorded in the store config (to_dict/from_dict)."""
-
-    kind: str = "int8"
-    bits: int = 8  # int8: always 8; magnitude: 1, 2, 3, 4 or 8 magnitude bits per coordinate
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise InvalidArgument(f"refine tier kind must be one of {KINDS}, got {self.kind!r}")
-        if not isinstance(self.bits, int) or isinstance(self.bits, bool):
-            raise InvalidArgument(f"refine tier bits must be an int, got {self.bits!r}")
-        if self.kind == "int8" and self.bits != 8:
-            raise InvalidArgument(f"an int8 refine tier has 8 bits, got {self.bits}")
-        if self.kind == "magnitude" and self.bits not in MAGNITUDE_BITS:
-            raise InvalidArgument(f"magnitude refine tier bits must be one of {MAGNITUDE_BITS}, got {self.bits}")
-
-    @classmethod
-    def parse(cls, value) -> RefineTier | None:
-        """A ``refine=`` argument: None, a tier, "int8", "magnitude<bits>" or a dict."""
-        if value is None or isinstance(value, RefineTier):
-            return value
-        if isinstance(value, dict):
-            unknown = set(value) - {"kind", "bits"}
-            if unknown:
-                raise InvalidArgument(f"refine tier has no option(s) {sorted(unknown)}")
-            return cls(**value)
-        if isinstance(value, str):
-            if value == "int8":
-                return cls("int8", 8)
-            if value.startswith("magnitude") and value[len("magnitude"):].isdigit():
-                return cls("magnitude", int(value[len("magnitude"):]))
-        raise InvalidArgument(f"refine must be None, 'int8' or 'magnitude<bits>' (bits 1, 2, 3, 4, 8), got {value!r}")
-
-    @property
-    def name(self) -> str:
-        return "int8" if self.kind == "int8" else f"magnitude{self.bits}"
-
-    def code_bytes(self, dim: int) -> int:
-        _check_dim(dim)
-        return dim if self.kind == "int8" else self.bits * dim // 8
-
-    def row_bytes(self, dim: int, metric: str) -> int:
-        """Bytes per stored row (the refine bytes per vector)."""
-        return self.code_bytes(dim) + 4 + (2 if self.kind == "magnitude" else 0) + (4 if metric == "l2" else 0)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "bits": self.bits}
-
-    @classmethod
-    def from_dict(cls, data) -> RefineTier:
-        """Rebuild from a stored config (errors are CorruptStore / FormatVersionError)."""
-        if not isinstance(data, dict):
-            raise CorruptStore("refine tier config is not an object")
-        unknown = [k for k in data if k not in ("kind", "bits") and not k.startswith("x-")]
-        if unknown:
-            raise FormatVersionError(f"refine tier config has fields this zenstore does not know: {unknown}")
-        if data.get("kind") not in KINDS:
-            raise FormatVersionError(f"refine tier kind {data.get('kind')!r} is not one this zenstore knows {KINDS}")
-        try:
-            return cls(data["kind"], data.get("bits", 8))
-        except InvalidArgument as exc:
-            raise CorruptStore(f"refine tier config is invalid: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -134,6 +67,11 @@ class RefineBatch:
 
     def take(self, order: np.ndarray) -> RefineBatch:
         return RefineBatch(self.codes[order], self.scales[order], self.lam[order], self.sqnorm[order])
+
+    @staticmethod
+    def concat(parts: list[RefineBatch]) -> RefineBatch:
+        return RefineBatch(*(np.concatenate([getattr(p, f) for p in parts])
+                             for f in ("codes", "scales", "lam", "sqnorm")))
 
 
 def _check_dim(dim) -> None:

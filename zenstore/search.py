@@ -29,6 +29,7 @@ from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_q
 from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
 from .rotation import hadamard_block
+from .refinement import can_refine, refine_top, refined_values
 from .segment import Segment
 from .snapshot import Snapshot, split_tags, tag_base
 from .types import SearchOptions
@@ -263,9 +264,14 @@ def rank(values: np.ndarray, tags: np.ndarray, k: int) -> np.ndarray:
 
 
 def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries, k: int,
-                    shortlist: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+                    shortlist: int, nprobe: int | None, refine_k: int | None = None,
+                    refined_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run the whole pipeline. Returns (tags, scores), each (nq, k), best first; rows with
-    fewer than k candidates are padded with tag -1 and score NaN."""
+    fewer than k candidates are padded with tag -1 and score NaN.
+
+    ``refine_k``: refine up to this many of each query's best rescored candidates with
+    the store's refine tier (``refinement.refine_top``; None: no refinement);
+    ``refined_out`` (nq,) receives the rows each query refined."""
     metric = codec.config.metric
     nq = len(prep)
     probe = probe_mask(prep, codec, nprobe)
@@ -279,10 +285,21 @@ def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries
     tags = np.full((nq, shortlist), np.iinfo(np.int64).max, dtype=np.int64)
     vals[filled] = values
     tags[filled] = flat_tags
-    order = np.lexsort((tags, -vals), axis=-1)[:, :k]
-    top_tags = np.take_along_axis(tags, order, axis=1)
-    top_vals = np.take_along_axis(vals, order, axis=1)
-    valid = np.take_along_axis(filled, order, axis=1)
+    if refine_k is not None:
+        order = np.lexsort((tags, -vals), axis=-1)
+        tags, vals, filled = (np.take_along_axis(a, order, axis=1) for a in (tags, vals, filled))
+        pos, top_vals, n_refined = refine_top(segments, codec, prep.q, prep.qoff, prep.qsq, tags, vals,
+                                              filled, k, refine_k)
+        if refined_out is not None:
+            refined_out[:] = n_refined
+        order = np.maximum(pos, 0)
+        top_tags = np.take_along_axis(tags, order, axis=1)
+        valid = pos >= 0
+    else:
+        order = np.lexsort((tags, -vals), axis=-1)[:, :k]
+        top_tags = np.take_along_axis(tags, order, axis=1)
+        top_vals = np.take_along_axis(vals, order, axis=1)
+        valid = np.take_along_axis(filled, order, axis=1)
     scores = to_scores(top_vals, prep.qsq[:, None], metric)
     scores[~valid] = np.nan
     top_tags[~valid] = -1
@@ -312,7 +329,7 @@ def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
 
 
 def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, metric: str,
-                    filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
+                    filter_ids=None, refined_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``opts.k`` (tags, scores) of each query, each (nq, k), padded with tag -1 and
     score NaN; ``queries`` validated (nq, dim) float32 in the original space.
 
@@ -331,19 +348,26 @@ def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, me
     k = min(opts.k, rows)
     shortlist = min(opts.effective_shortlist, rows)
     chunk = max(1, WORK_BYTES // (48 * max(shortlist, k)))
+    refine_k = min(opts.effective_refine_k, shortlist) if opts.refine and can_refine(segments) else None
+    if refined_out is not None:
+        refined_out[:] = 0
     for a in range(0, nq, chunk):
         prep = prepare(snap, queries[a : a + chunk])
-        tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe)
+        tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe, refine_k,
+                                       None if refined_out is None else refined_out[a : a + chunk])
         out_tags[a : a + chunk, :k] = tags
         out_scores[a : a + chunk, :k] = scores
     return out_tags, out_scores
 
 
-def rerank_snapshot(snap: Snapshot, query: np.ndarray, tags: np.ndarray, top_n: int):
-    """Exact dequantized scores of the rows ``tags`` for one validated (1, dim) query:
-    the positions (into ``tags``) of the best ``top_n``, best first, and their scores."""
+def rerank_snapshot(snap: Snapshot, query: np.ndarray, tags: np.ndarray, top_n: int, refine: bool = True):
+    """Exact dequantized scores of the rows ``tags`` for one validated (1, dim) query, or
+    with a refine tier (and ``refine``) their refined scores: the positions (into
+    ``tags``) of the best ``top_n``, best first, and their scores."""
     prep = prepare(snap, query)
-    values = exact_scores(list(snap.segments), prep, np.zeros(len(tags), np.int64), tags,
-                          snap.codec.config.metric)
+    qidx = np.zeros(len(tags), np.int64)
+    values = exact_scores(list(snap.segments), prep, qidx, tags, snap.codec.config.metric)
+    if refine and can_refine(list(snap.segments)):  # a few hundred rows at most: refine them all
+        values = refined_values(list(snap.segments), snap.codec, prep.q, prep.qoff, qidx, tags, values)
     order = rank(values, tags, top_n)
     return order, to_scores(values[order], prep.qsq[0], snap.codec.config.metric)
