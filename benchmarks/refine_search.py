@@ -16,7 +16,8 @@ Data: generated 7680-d docs (``zenstore.synth`` profile A, seed 1, via tools/gen
 exact top-10 cached) and, with ``--real``, SciFact MiniLM-L6 384-d from /work/shared/data
 (exact top-10 by brute-force float search).
 
-    python benchmarks/refine_search.py --n 100000 --real scifact        # ~30 min here
+    python benchmarks/refine_search.py --n 100000 --tiers int8 --out docs/benchmarks/refine-search-n100000.json
+    python benchmarks/refine_search.py --n 0 --real scifact cranfield --out docs/benchmarks/refine-search-real.json
     python benchmarks/refine_search.py --smoke --data-dir /tmp/rsb --out /tmp/rsb/r.json
 
 Writes docs/benchmarks/refine-search-n<N>.json.
@@ -50,7 +51,7 @@ def log(msg: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--n", type=int, default=100_000, help="generated docs (0: real sets only)")
     p.add_argument("--dim", type=int, default=7680)
     p.add_argument("--nq", type=int, default=300)
     p.add_argument("--tiers", nargs="+", default=["int8", "magnitude4"])
@@ -189,7 +190,7 @@ def main(argv=None) -> dict:
            "machine": _common.machine_info(), "threads": args.threads, "params": vars(args), "datasets": []}
     work = tempfile.mkdtemp(prefix="refine-search-", dir=args.work_dir)
     try:
-        sets = [synth_set(args)] + [real_set(r) for r in args.real]
+        sets = ([synth_set(args)] if args.n else []) + [real_set(r) for r in args.real]
         for name, docs, queries, truth in sets:
             res["datasets"].append(run_set(args, name, docs, queries, truth, work))
     finally:
