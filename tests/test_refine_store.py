@@ -309,3 +309,23 @@ def test_zenstore_stats_cli_reports_the_tier(tmp_path, data, capsys):
     out = capsys.readouterr().out
     assert "refine tier:       magnitude4" in out and "refine_files" in out
     assert zenstore.FORMAT_VERSION == 3
+
+
+def test_search_reads_only_the_refined_records(tmp_path, data, monkeypatch):
+    """The refine stage copies out exactly the records it refines (not the whole pool)."""
+    from zenstore import refinement
+
+    docs, queries = data
+    seen = []
+    real = refinement._gather
+
+    def spy(segments, tags, records=True):
+        if records:
+            seen.append(len(tags))
+        return real(segments, tags, records)
+
+    monkeypatch.setattr(refinement, "_gather", spy)
+    with make(tmp_path / "s", "int8", docs[:2000]) as s:
+        refined = np.zeros(len(queries), np.int64)
+        s.search_batch(queries, k=10, refined_rows=refined)
+        assert sum(seen) == refined.sum() and refined.sum() < 100 * len(queries)

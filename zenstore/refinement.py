@@ -34,12 +34,13 @@ def can_refine(segments: list[Segment]) -> bool:
     return bool(segments) and all(s.refine is not None for s in segments)
 
 
-def _gather(segments: list[Segment], tags: np.ndarray):
-    """Per tag: refine record, hot code words, hot scales, base row, additive term."""
+def _gather(segments: list[Segment], tags: np.ndarray, records: bool = True):
+    """Per tag: refine record (None unless ``records``), hot code words, hot scales, base
+    row, additive term. Only with ``records`` is a refine file read."""
     n = len(tags)
     ords, rows = split_tags(tags)
     seg0 = segments[int(ords[0])]
-    rec = np.empty((n, seg0.refine.rows.shape[1]), dtype=np.uint8)
+    rec = np.empty((n, seg0.refine.rows.shape[1]), dtype=np.uint8) if records else None
     codes = np.empty((n, seg0.codes.shape[1]), dtype=np.uint64)
     scales = np.empty((n, seg0.scales.shape[1]), dtype=np.float32)
     groups = np.empty(n, dtype=np.int64)
@@ -48,7 +49,8 @@ def _gather(segments: list[Segment], tags: np.ndarray):
         sel = np.flatnonzero(ords == ordinal)
         seg = segments[ordinal]
         r = rows[sel]
-        rec[sel] = seg.refine.rows[r]  # reads only these records' pages
+        if records:
+            rec[sel] = seg.refine.rows[r]  # reads only these records' pages
         codes[sel] = seg.codes[r]
         scales[sel] = seg.scales[r]
         groups[sel] = seg.groups[r]
@@ -104,7 +106,7 @@ def refine_top(segments: list[Segment], codec: Codec, queries: np.ndarray, qoff:
     qi_all = flat // pool
     slack = np.zeros((nq, pool), dtype=np.float32)
     if len(flat):
-        _, _, scales, groups, _ = _gather(segments, ptags.ravel()[flat])
+        _, _, scales, groups, _ = _gather(segments, ptags.ravel()[flat], records=False)
         slack.ravel()[flat] = R.error_slack(scales, qoff[qi_all, groups], codec.base_sqnorm[groups],
                                             qsq[qi_all], REFINE_SLACK, codec.config.metric)
 
