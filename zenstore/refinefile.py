@@ -71,11 +71,12 @@ class RefineData:
 
 
 def load_refine(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, *,
-                verify: bool = True) -> RefineData:
-    """Map (and with ``verify`` checksum) the refine file of the segment ``record``."""
+                verify: bool = True, fd: int | None = None) -> RefineData:
+    """Map (and with ``verify`` checksum) the refine file of the segment ``record``;
+    ``fd``: a descriptor of it opened earlier (it stays the caller's)."""
     rec = record.refine
     path = os.path.join(root, rec.file)
-    mapped = open_framed_file(path, fmt.FILE_KIND_REFINE, verify=verify)
+    mapped = open_framed_file(path, fmt.FILE_KIND_REFINE, verify=verify, fd=fd)
     meta = mapped.header.meta
     if mapped.header.version != fmt.REFINE_FORMAT_VERSION:
         raise CorruptStore(f"{path}: a refine file of format version {mapped.header.version} "

@@ -141,7 +141,9 @@ class Segment:
 
 def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, codec: Codec,
                  ids: np.ndarray, dead_rows: np.ndarray, *, verify: bool = True,
-                 fd: int | None = None) -> Segment:
+                 fd: int | None = None, refine_fd: int | None = None) -> Segment:
+    """Map (and with ``verify`` checksum) a segment and its refine file. ``fd`` /
+    ``refine_fd``: descriptors of them opened earlier (``files.open_data_file``)."""
     path = os.path.join(root, record.file)
     mapped = open_framed_file(path, fmt.FILE_KIND_SEGMENT, verify=verify, fd=fd)
     meta = mapped.header.meta
@@ -180,7 +182,7 @@ def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, 
     if (record.refine is None) != (config.refine is None):
         raise CorruptStore(f"{path}: the catalog {'lists no' if record.refine is None else 'lists a'} refine "
                            f"file for it, the store config has {'a' if config.refine else 'no'} refine tier")
-    refine = None if record.refine is None else load_refine(root, record, config, verify=verify)
+    refine = None if record.refine is None else load_refine(root, record, config, verify=verify, fd=refine_fd)
     seg = Segment(record, mapped, offsets, codes, scales16, scales, aux16, rowlam, rowterm, groups, ids,
                   refine=refine)
     if dead_rows.size:
