@@ -368,9 +368,7 @@ def test_kill_zenstore_ingest(tmp_path, stats):
     plan = faults + [None] * scale(2, 12)
     for k, fault in enumerate(plan):
         leave_orphans = k + 1 < len(plan) and plan[k + 1] == "orphan.removed"
-        env = {k: v for k, v in os.environ.items() if k not in ("ZENSTORE_FAULT", REFINE_ENV)}
-        if self.refine:
-            env[REFINE_ENV] = self.refine
+        env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
         if fault:
             env["ZENSTORE_FAULT"] = fault
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
