@@ -27,6 +27,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._cache import CACHE
+from ._kernel import kernel
+
 FASTMATH = {"reassoc", "contract"}  # reorder/fuse the float sums; no finite-math assumptions
 _ONES = np.uint64(0x0101010101010101)
 _BIT_OF_BYTE = np.uint64(0x8040201008040201)  # byte k keeps bit k
@@ -36,7 +39,7 @@ _FF = np.uint64(0xFF)
 _ONE, _TWO, _THREE, _FOUR = (np.uint64(v) for v in (1, 2, 3, 4))  # level weights 2^(j+1) as shifts
 
 
-@nb.njit(nogil=True, cache=True, fastmath=FASTMATH)
+@nb.njit(nogil=True, cache=CACHE, fastmath=FASTMATH)
 def int8_dots_range(codes, queries, qslot, out, t0, t1):
     """out[t] = queries[qslot[t]] . codes[t] (int8 (n, d)) for pairs t0..t1-1."""
     d = codes.shape[1]
@@ -49,7 +52,7 @@ def int8_dots_range(codes, queries, qslot, out, t0, t1):
         out[t] = acc
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def int8_dots(codes, queries, qslot, out, chunks):
     """``int8_dots_range`` over all pairs, ``chunks`` pieces in parallel."""
     n = qslot.shape[0]
@@ -57,14 +60,14 @@ def int8_dots(codes, queries, qslot, out, chunks):
         int8_dots_range(codes, queries, qslot, out, n * c // chunks, n * (c + 1) // chunks)
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=CACHE, inline="always")
 def _spread_bits(byte):
     """The 8 bits of ``byte`` as 8 bytes of 0/1 (bit k -> byte k) of a uint64."""
     x = (np.uint64(byte) * _ONES) & _BIT_OF_BYTE
     return ((x + _CARRY) >> _SEVEN) & _ONES
 
 
-@nb.njit(nogil=True, cache=True, fastmath=FASTMATH)
+@nb.njit(nogil=True, cache=CACHE, fastmath=FASTMATH)
 def _magnitude8_dots_range(u_bytes, hot, queries, qslot, out, t0, t1):
     """``magnitude_dots_range`` for 8 bits: ``u_bytes`` (n, d) uint8 holds u_i."""
     nbytes = hot.shape[1]
@@ -83,7 +86,7 @@ def _magnitude8_dots_range(u_bytes, hot, queries, qslot, out, t0, t1):
         out[t] = acc
 
 
-@nb.njit(nogil=True, cache=True, fastmath=FASTMATH)
+@nb.njit(nogil=True, cache=CACHE, fastmath=FASTMATH)
 def magnitude_dots_range(planes, hot, bits, queries, qslot, out, t0, t1):
     """out[t] = sum_i q_i * s_i * (2 u_i + 1) for pairs t0..t1-1 (``bits`` 1, 2, 3, 4 or 8).
 
@@ -133,7 +136,7 @@ def magnitude_dots_range(planes, hot, bits, queries, qslot, out, t0, t1):
         out[t] = acc
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def magnitude_dots(planes, hot, bits, queries, qslot, out, chunks):
     """``magnitude_dots_range`` over all pairs, ``chunks`` pieces in parallel."""
     n = qslot.shape[0]
