@@ -146,7 +146,7 @@ def parse_file_header(buf, *, expect_kind: int, actual_size: int, what: str) -> 
     )
     if magic != FILE_MAGIC:
         raise CorruptStore(f"{what}: not a zenstore file (bad magic {bytes(magic)!r})")
-    newest = FILE_KIND_VERSIONS.get(expect_kind, FORMAT_VERSION)
+    newest = min(FORMAT_VERSION, FILE_KIND_VERSIONS.get(expect_kind, FORMAT_VERSION))
     if version > newest or version < 1:
         raise FormatVersionError(
             f"{what}: written by format version {version}; this zenstore reads up to "
