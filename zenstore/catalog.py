@@ -8,6 +8,8 @@ Sub-databases (all keys and values are bytes; encodings in ``format.py`` and
 ``tombstones``  segment key -> compressed sorted uint32 deleted rows
 ``payloads``    id key -> zstd-compressed JSON payload
 ``jobs``        job name -> JSON progress record (resumable ingest)
+``pindex``      (segment key, field) -> payload index record; only in stores that have
+                had payload indexes (an *optional* sub-database, below)
 
 LMDB gives atomic, durable (fsync on commit) multi-key transactions and lets any number
 of reader processes see consistent snapshots while one writer commits. Values read from
@@ -34,6 +36,11 @@ What LMDB needs from its environment, and what happens here when it is missing
   the table (``lock=False``) and hold a shared flock on ``writer.lock`` -- which every
   writer takes exclusively -- while open: a running writer keeps them out, and they keep
   writers out (both get ``StoreLocked``).
+- **Optional sub-databases** (``pindex``) exist only once a writer created them: a
+  store without them is byte for byte what older zenstore wrote. They are opened when
+  the environment opens if present; a process that opened the environment earlier opens
+  them later (``open_optional``), and a write transaction creates one (``Txn.ensure_db``).
+  LMDB forbids two concurrent ``mdb_dbi_open`` calls in a process: one lock guards them.
 - **Closing** never breaks a transaction still open in another thread (or an unfinished
   iteration): the environment is closed when the last of them ends; new transactions on
   a closed Catalog raise ``StoreClosed``.
@@ -72,6 +79,7 @@ CATALOG_FILE = "catalog.mdb"
 LOCK_TABLE = CATALOG_FILE + "-lock"  # LMDB's reader table (LMDB names it, for subdir=False)
 WRITER_LOCK = "writer.lock"  # the store's writer lock: writers flock it exclusively
 DB_NAMES = ("meta", "ids", "tombstones", "payloads", "jobs")
+OPTIONAL_DB_NAMES = ("pindex",)  # created by the first write that needs one
 MAX_READERS = 256
 MAP_SIZE_ENV = "ZENSTORE_MAP_SIZE"
 MAP_STEP = 64 << 20  # the map's minimum size and granularity (address space, not memory)
@@ -255,6 +263,7 @@ class _Environment:
         self._open: dict[int, int] = {}  # thread ident -> transactions it has open
         self._count = 0
         self._exclusive = False
+        self.dbi_lock = threading.Lock()  # LMDB: no two mdb_dbi_open at once in a process
 
     # --- transactions open on the environment ----------------------------------------------
 
@@ -333,6 +342,24 @@ class _Environment:
                 self.leave(ident)
                 raise
         raise ResourceExhausted(f"{self.path}: the catalog keeps outgrowing this process's map")
+
+    def open_optional(self, name: str) -> bool:
+        """Open the handle of an optional sub-database if it exists now; whether it is open.
+        Only transactions begun afterwards can use a handle opened here."""
+        if name in self.dbs:
+            return True
+        with self.dbi_lock:
+            if name in self.dbs:
+                return True
+            ident = self.enter()  # counted as open: a remap must not run meanwhile
+            try:
+                handle = _open_optional_db(self.env, name)
+            finally:
+                self.leave(ident)
+            if handle is None:
+                return False
+            self.dbs[name] = handle
+            return True
 
     # --- the map ------------------------------------------------------------------------------
 
@@ -468,6 +495,10 @@ def _open_environment(path: str, create: bool) -> _Environment:
         env = _open_lmdb(path, create=create, writable=writable, lock=flock_fd is None, used=used, limit=limit)
         try:
             dbs = {n: env.open_db(n.encode(), create=create) for n in DB_NAMES}
+            for name in OPTIONAL_DB_NAMES:
+                handle = _open_optional_db(env, name)
+                if handle is not None:
+                    dbs[name] = handle
             if flock_fd is None:
                 env.reader_check()  # slots left by readers that died
         except lmdb.Error as exc:
@@ -482,6 +513,20 @@ def _open_environment(path: str, create: bool) -> _Environment:
     return _Environment(path, env, dbs, writable, flock_fd, limit)
 
 
+def _open_optional_db(env: lmdb.Environment, name: str):
+    """The handle of optional sub-database ``name``, or None if it does not exist. Its
+    name is a key of LMDB's main database, looked up first in a read transaction; only
+    an existing one is opened: in a writable environment py-lmdb opens handles in a write
+    transaction (one opened in a read transaction dies with it), which commits nothing."""
+    with env.begin(write=False) as txn:
+        if txn.get(name.encode()) is None:
+            return None
+    try:
+        return env.open_db(name.encode(), create=False)
+    except lmdb.NotFoundError:
+        return None
+
+
 def _open_lmdb(path: str, *, create: bool, writable: bool, lock: bool, used: int,
                limit: int | None) -> lmdb.Environment:
     floor = _round_up(max(used, 1 << 20), MIN_PAGE)
@@ -490,7 +535,7 @@ def _open_lmdb(path: str, *, create: bool, writable: bool, lock: bool, used: int
         sizes = {min(s, limit) for s in sizes}  # LMDB raises a map below the file's size to it
     for size in sorted(sizes, reverse=True):
         try:
-            return lmdb.open(path, subdir=False, map_size=size, max_dbs=len(DB_NAMES) + 1,
+            return lmdb.open(path, subdir=False, map_size=size, max_dbs=len(DB_NAMES) + len(OPTIONAL_DB_NAMES) + 1,
                              readonly=not writable, create=create, lock=lock, readahead=False,
                              max_readers=MAX_READERS)
         except lmdb.MemoryError:
@@ -571,11 +616,24 @@ class Catalog:
             return StoreClosed(f"{os.path.dirname(self.path)}: store is closed")
         return _translate(exc, self.path, "writing the catalog" if write else "reading the catalog", pending)
 
+    def open_optional(self, name: str) -> bool:
+        """Whether optional sub-database ``name`` exists (its handle is then open for
+        transactions begun from now on)."""
+        if self._closed:
+            raise StoreClosed(f"{os.path.dirname(self.path)}: store is closed")
+        try:
+            return self._shared.open_optional(name)
+        except lmdb.Error as exc:
+            raise self._error(exc, False) from exc
+
     def size_bytes(self) -> int:
         """Bytes of the catalog file in use (LMDB pages up to the last one written)."""
         return self._shared.used()
 
     def db_bytes(self, name: str) -> int:
+        """Bytes of the pages of sub-database ``name`` (0 for an absent optional one)."""
+        if name not in self.dbs:
+            return 0
         with self.read() as txn:
             st = txn.txn.stat(self.dbs[name])
         return (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
@@ -649,11 +707,23 @@ class Txn:
         self._ident: int | None = None
         self._ident, self.txn = shared.begin(write)
         self.dbs = shared.dbs
+        self._created: dict = {}  # optional sub-databases this transaction created
         self._committed = False
+
+    def has(self, db: str) -> bool:
+        """Whether sub-database ``db`` can be used in this transaction (optional ones
+        may be absent)."""
+        return db in self.dbs
 
     def get(self, db: str, key: bytes) -> bytes | None:
         value = self.txn.get(key, db=self.dbs[db])
         return None if value is None else bytes(value)
+
+    def ensure_db(self, name: str) -> None:
+        """Create optional sub-database ``name`` in this write transaction if it is absent
+        (it exists for others once this transaction commits)."""
+        if name not in self.dbs:
+            self._write(("open_db", name, b"", None))
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self._write(("put", db, key, value))
@@ -679,6 +749,12 @@ class Txn:
         kind, db, key, value = op
         if kind == "put":
             return self.txn.put(key, value, db=self.dbs[db])
+        if kind == "open_db":
+            with self._shared.dbi_lock:
+                handle = self._shared.env.open_db(db.encode(), txn=self.txn, create=True)
+            self.dbs = {**self.dbs, db: handle}  # shared once committed (commit())
+            self._created[db] = handle
+            return None
         return self.txn.delete(key, db=self.dbs[db])
 
     def _write(self, op):
@@ -698,6 +774,7 @@ class Txn:
             self._drop()
             self._shared.grow(self.pending)
             self._ident, self.txn = self._shared.begin(True)
+            self.dbs, self._created = self._shared.dbs, {}  # handles of the dropped one are gone
             try:
                 for op in self._log[:upto]:
                     self._apply(op)
@@ -710,6 +787,7 @@ class Txn:
             try:
                 self.txn.commit()
                 self._committed = True
+                self._shared.dbs.update(self._created)
                 return
             except lmdb.MapFullError:
                 self._restart(len(self._log))

@@ -4,7 +4,7 @@
 from . import _threads  # noqa: F401  (must precede the first parallel launch)
 from .bits import pack_signs, unpack_signs
 from .rescore import build_nibble_lut, build_nibble_luts, dot_rows_f16, rescore, rescore_by_query, rescore_range
-from .scan import hamming_distances, scan_by_group, scan_groups, scan_many, scan_one
+from .scan import hamming_distances, scan_by_group, scan_groups, scan_listed_by_group, scan_many, scan_one
 from .topk import heap_push, heap_sorted, topk_largest
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "rescore_range",
     "scan_by_group",
     "scan_groups",
+    "scan_listed_by_group",
     "dot_rows_f16",
     "hamming_distances",
     "scan_many",

@@ -54,3 +54,13 @@ def topk_ref(values: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest values, ties broken by smaller index."""
     order = np.lexsort((np.arange(len(values)), -np.asarray(values)))
     return order[:k]
+
+
+def scan_listed_ref(codes, scales, rowlam, rowterm, group_offsets, listed, probe, qcode, alpha, qoff, ip_w):
+    """(rows, proxies) a restricted pass over ``listed`` rows scores for one query: the
+    listed rows whose group ``probe`` flags, with their proxies (``scan_listed_by_group``)."""
+    groups = row_groups_ref(group_offsets)
+    rows = np.asarray(listed, dtype=np.int64)
+    rows = rows[probe[groups[rows]]] if len(rows) else rows
+    proxies = proxy_ref(codes, scales, rowlam, rowterm, group_offsets, qcode, alpha, qoff, ip_w)
+    return rows, proxies[rows]
