@@ -17,8 +17,8 @@ Three ways, chosen per call from the number of matching rows (``choose``):
 With ``nprobe``, a selective filter would starve the shortlist: the ``nprobe`` groups
 nearest the query hold few matching rows, often fewer than ``k``, and not the best ones.
 ``filtered_probe`` therefore probes, nearest first, as many groups as it takes for the
-*matching* rows probed to reach the number of rows the unfiltered probe would scan (at
-least ``nprobe`` groups; all groups with a match if fewer rows match). For a filter that
+*matching* rows probed to reach the number of rows the unfiltered probe would scan, and
+at least ``k`` (at least ``nprobe`` groups; all groups with a match if fewer rows match). For a filter that
 is independent of the vectors, a selectivity ``s`` then probes about ``nprobe / s``
 groups and scans about as many rows as the unfiltered search, so recall stays at the
 unfiltered level; a filter that clusters (one tenant's documents in a few groups) needs
@@ -57,19 +57,20 @@ def choose(matching: int, stored: int, shortlist: int) -> FilterPlan:
 
 
 def filtered_probe(closeness: np.ndarray, group_rows: np.ndarray, group_matches: np.ndarray,
-                   nprobe: int | None) -> np.ndarray:
+                   nprobe: int | None, k: int) -> np.ndarray:
     """(nq, n_groups) bool: the groups each query scans under a filter.
 
     ``closeness[q, g]``: larger is nearer (the order ``search.probe_mask`` uses);
     ``group_rows[g]``: rows stored in group ``g`` (all segments); ``group_matches[g]``:
-    matching rows in it. Groups without a match are never scanned.
+    matching rows in it. Groups without a match are never scanned. At least ``k`` matching
+    rows are probed (all of them if fewer match), so a search returns ``k`` hits.
     """
     nq, n_groups = closeness.shape
     has = group_matches > 0
     if nprobe is None or nprobe >= n_groups:
         return np.broadcast_to(has, (nq, n_groups)).copy()
     order = np.argsort(-closeness, axis=1, kind="stable")  # nearest first; ties by group
-    target = group_rows[order[:, :nprobe]].sum(axis=1)  # rows the unfiltered probe scans
+    target = np.maximum(group_rows[order[:, :nprobe]].sum(axis=1), k)  # rows the unfiltered probe scans
     target = np.maximum(np.minimum(target, int(group_matches.sum())), 1)
     covered = np.cumsum(group_matches[order], axis=1)
     take = np.maximum((covered < target[:, None]).sum(axis=1) + 1, nprobe)

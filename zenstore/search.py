@@ -363,7 +363,7 @@ def search_rows(segments: list[Segment], codec: Codec, prep: PreparedQueries, k:
                        np.full(nq, len(every), dtype=np.int64))
         return best_of_shortlist(segments, prep, sl, k, metric)
     stored, listed = group_counts(segments, rows, codec.n_base)
-    probe = filtered_probe(closeness(prep, codec), stored, listed, nprobe)
+    probe = filtered_probe(closeness(prep, codec), stored, listed, nprobe, k)
     if plan.strategy == LISTED:
         sl = listed_pass(segments, prep, probe, shortlist, metric, rows)
         return best_of_shortlist(segments, prep, sl, k, metric)
