@@ -166,10 +166,18 @@ class Builder:
         return self
 
     def finish(self) -> SegmentIndex:
-        key_list = sorted(self._position)
-        rank = np.empty(len(key_list), dtype=np.int64)
-        for r, key in enumerate(key_list):
-            rank[self._position[key]] = r
+        first_seen = list(self._position)  # keys by their number
+        if self.kind == KEYWORD:
+            key_list = sorted(first_seen)
+            rank = np.empty(len(key_list), dtype=np.int64)
+            for r, key in enumerate(key_list):
+                rank[self._position[key]] = r
+        else:  # 8-byte big-endian keys: sort them as numbers
+            nums = np.frombuffer(b"".join(first_seen), dtype=">u8")
+            order = np.argsort(nums, kind="stable")
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            key_list = [first_seen[i] for i in order.tolist()]
         keys = np.concatenate(self._keys) if self._keys else np.zeros(0, np.int64)
         rows = np.concatenate(self._rows) if self._rows else np.zeros(0, np.int64)
         unkeyed = np.unique(np.concatenate(self._unkeyed)) if self._unkeyed else np.zeros(0, np.int64)
@@ -204,11 +212,18 @@ def merge(parts: list[tuple[SegmentIndex, np.ndarray]], rows: int) -> SegmentInd
     ref_rows = np.concatenate(ref_rows) if ref_rows else np.zeros(0, np.int64)
     # distinct keys of the surviving pairs, ascending; each source key -> its merged position
     used = np.unique(ref_keys)
-    distinct = sorted({key_bytes[i] for i in used.tolist()})
-    position = {k: i for i, k in enumerate(distinct)}
     new_pos = np.full(len(key_bytes), -1, dtype=np.int64)
-    for i in used.tolist():
-        new_pos[i] = position[key_bytes[i]]
+    if kind == KEYWORD:
+        distinct = sorted({key_bytes[i] for i in used.tolist()})
+        position = {k: i for i, k in enumerate(distinct)}
+        for i in used.tolist():
+            new_pos[i] = position[key_bytes[i]]
+    else:  # numeric keys: unique as numbers
+        nums = np.frombuffer(b"".join(key_bytes[i] for i in used.tolist()), dtype=">u8").astype(np.uint64)
+        values, inverse = np.unique(nums, return_inverse=True)
+        new_pos[used] = inverse.ravel()
+        distinct = [bytes(b) for b in values.astype(">u8").view(np.dtype((np.void, KEY_SIZE))).tolist()] \
+            if len(values) else []
     unk = np.unique(np.concatenate(unkeyed)) if unkeyed else np.zeros(0, np.int64)
     return _assemble(kind, rows, distinct, new_pos[ref_keys], ref_rows, unk)
 
@@ -303,12 +318,25 @@ def decode(blob: bytes, kind: str, rows: int, what: str) -> SegmentIndex:
         if np.any(step <= 0):
             raise _bad(what, "a key's rows are not distinct and sorted")
     idx = SegmentIndex(kind, rows, offsets, key_data, starts, refs, unkeyed)
-    keys = idx.keys()
-    if any(a >= b for a, b in zip(keys, keys[1:])):
+    if kind == KEYWORD:
+        keys = idx.keys()
+        if any(a >= b for a, b in zip(keys, keys[1:])):
+            raise _bad(what, "keys are not distinct and ascending")
+        if not all(_keyword_key_ok(k) for k in keys):
+            raise _bad(what, "a key is not a keyword key")
+    elif n_keys > 1 and not np.all(idx.numeric[1:] > idx.numeric[:-1]):
         raise _bad(what, "keys are not distinct and ascending")
-    if kind == KEYWORD and not all(_keyword_key_ok(k) for k in keys):
-        raise _bad(what, "a key is not a keyword key")
+    elif kind == FLOAT and n_keys and not _float_keys_ok(idx.numeric):
+        raise _bad(what, "a key is not a float key (NaN, or -0.0)")
     return idx
+
+
+def _float_keys_ok(nums: np.ndarray) -> bool:
+    """No NaN and no -0.0 (keyed as 0.0): the keys ``payload_keys.float_key`` makes."""
+    sign = np.uint64(1 << 63)
+    bits = np.where(nums & sign, nums ^ sign, ~nums)  # undo the key transform
+    values = bits.view(np.float64)
+    return not (np.isnan(values).any() or np.any((values == 0) & np.signbit(values)))
 
 
 def _keyword_key_ok(key: bytes) -> bool:
