@@ -60,3 +60,18 @@ def test_scan_listed_of_nothing_leaves_the_heaps_alone():
                          np.array([0, 3], np.int64), qcodes, np.ones((2, 1), np.float32),
                          np.zeros((2, 3), np.float32), np.float32(1), np.int64(0), vals, idx, size)
     assert size.tolist() == [0, 0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31), nq=st.integers(1, 6), g=st.integers(1, 40), nprobe=st.integers(1, 45),
+       k=st.integers(1, 30), ties=st.booleans(), sparse=st.floats(0, 1))
+def test_probe_covering_matches_reference(seed, nq, g, nprobe, k, ties, sparse):
+    from zenstore.kernels import probe_covering
+
+    rng = np.random.default_rng(seed)
+    closeness = (rng.integers(0, 3, (nq, g)) if ties else rng.standard_normal((nq, g))).astype(np.float32)
+    rows = rng.integers(0, 12, g).astype(np.int64)
+    matches = np.minimum(rows, np.where(rng.random(g) < sparse, 0, rng.integers(0, 9, g))).astype(np.int64)
+    mask = np.empty((nq, g), dtype=bool)
+    probe_covering(closeness, rows, matches, np.int64(nprobe), np.int64(k), mask)
+    np.testing.assert_array_equal(mask, ref.probe_covering_ref(closeness, rows, matches, nprobe, k))

@@ -22,7 +22,7 @@ at least ``k`` (at least ``nprobe`` groups; all groups with a match if fewer row
 is independent of the vectors, a selectivity ``s`` then probes about ``nprobe / s``
 groups and scans about as many rows as the unfiltered search, so recall stays at the
 unfiltered level; a filter that clusters (one tenant's documents in a few groups) needs
-fewer groups. Pure: numpy only.
+fewer groups. Numpy and a selection kernel (``kernels.probe.probe_covering``), no I/O.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .kernels.probe import probe_covering
 
 EXACT, LISTED, BITMAP = "exact", "listed", "bitmap"
 BITMAP_FRACTION = 0.5  # matching / stored rows from which the bitmap pass is used (measured)
@@ -69,11 +71,7 @@ def filtered_probe(closeness: np.ndarray, group_rows: np.ndarray, group_matches:
     has = group_matches > 0
     if nprobe is None or nprobe >= n_groups:
         return np.broadcast_to(has, (nq, n_groups)).copy()
-    order = np.argsort(-closeness, axis=1, kind="stable")  # nearest first; ties by group
-    target = np.maximum(group_rows[order[:, :nprobe]].sum(axis=1), k)  # rows the unfiltered probe scans
-    target = np.maximum(np.minimum(target, int(group_matches.sum())), 1)
-    covered = np.cumsum(group_matches[order], axis=1)
-    take = np.maximum((covered < target[:, None]).sum(axis=1) + 1, nprobe)
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(n_groups)[None, :], axis=1)
-    return (rank < take[:, None]) & has[None, :]
+    mask = np.empty((nq, n_groups), dtype=np.bool_)
+    probe_covering(np.ascontiguousarray(closeness, dtype=np.float32), group_rows.astype(np.int64),
+                   group_matches.astype(np.int64), np.int64(nprobe), np.int64(k), mask)
+    return mask

@@ -52,7 +52,7 @@ def select_rows(snap: Snapshot, txn, flt: Filter | None, filter_ids=None, *, roo
             raise IdTypeMismatch(f"this store uses {snap.id_type} ids; filter_ids are {kind}")
         bases = [_id_rows(seg, ids) for seg in snap.segments]
     else:
-        bases = [seg.live_rows() for seg in snap.segments]
+        bases = [None] * len(snap.segments)  # every live row
     if flt is None or not flt.fields():
         return Selection(tuple(bases), False)
     indexed = snap.manifest.indexed if records.has_payload_index_db(txn) else {}
@@ -64,7 +64,7 @@ def select_rows(snap: Snapshot, txn, flt: Filter | None, filter_ids=None, *, roo
             if plan.residual is not None:
                 rows = _matching(seg, txn, plan.residual, rows)
         else:
-            rows = _matching(seg, txn, flt, base)
+            rows = _matching(seg, txn, flt, seg.live_rows() if base is None else base)
         out.append(rows)
     return Selection(tuple(out), plan is not None and bool(plan.scans))
 
@@ -99,19 +99,28 @@ def index_of(seg: Segment, txn, field: str, kind: str, root: str = "") -> payloa
     return idx
 
 
-def _scanned(seg: Segment, txn, scans: tuple, base: np.ndarray, root: str) -> np.ndarray:
-    """The ``base`` rows every scan selects (exact: unkeyed rows re-checked on payloads)."""
-    rows = base
+def _scanned(seg: Segment, txn, scans: tuple, base: np.ndarray | None, root: str) -> np.ndarray:
+    """The ``base`` rows (None: the live rows) every scan selects, sorted; exact: rows
+    unkeyed in a scanned index are re-checked on their payloads."""
+    def get(field, kind):
+        return index_of(seg, txn, field, kind, root)
+
+    keep = None  # rows every scan so far selects (bool per row)
     for scan in scans:
-        if len(rows) == 0:
-            break
-        def get(field, kind):
-            return index_of(seg, txn, field, kind, root)
         mask = payload_index.scan_mask(scan, get, seg.rows)
         unkeyed = payload_index.unkeyed_rows(scan, get)
         if len(unkeyed):
-            recheck = np.intersect1d(unkeyed, rows, assume_unique=True)
-            mask[recheck] = False
-            mask[_matching(seg, txn, payload_index.scan_filter(scan), recheck)] = True
-        rows = rows[mask[rows]]
-    return rows
+            if keep is not None:
+                unkeyed = unkeyed[keep[unkeyed]]
+            if base is not None:
+                unkeyed = np.intersect1d(unkeyed, base, assume_unique=True)
+            elif seg.dead.size:
+                unkeyed = unkeyed[seg.dead[unkeyed] == 0]
+            mask[unkeyed] = False
+            mask[_matching(seg, txn, payload_index.scan_filter(scan), unkeyed)] = True
+        keep = mask if keep is None else keep & mask
+    if base is not None:
+        return base[keep[base]]
+    if seg.dead.size:
+        keep &= seg.dead == 0
+    return np.flatnonzero(keep)

@@ -3,6 +3,7 @@
 
 from . import _threads  # noqa: F401  (must precede the first parallel launch)
 from .bits import pack_signs, unpack_signs
+from .probe import probe_covering
 from .rescore import build_nibble_lut, build_nibble_luts, dot_rows_f16, rescore, rescore_by_query, rescore_range
 from .scan import hamming_distances, scan_by_group, scan_groups, scan_listed_by_group, scan_many, scan_one
 from .topk import heap_push, heap_sorted, topk_largest
@@ -18,6 +19,7 @@ __all__ = [
     "scan_by_group",
     "scan_groups",
     "scan_listed_by_group",
+    "probe_covering",
     "dot_rows_f16",
     "hamming_distances",
     "scan_many",
