@@ -306,7 +306,7 @@ def test_index_lifecycle_and_format_version(tmp_path):
         assert s.payload_indexes() == {} and s.stats()["format_version"] == 1
         assert s.create_payload_index("lang", "keyword") is True
         assert s.create_payload_index("lang", "keyword") is False  # already there
-        assert s.stats()["format_version"] == 2
+        assert s.stats()["format_version"] == 3
         with pytest.raises(zenstore.InvalidArgument, match="already has a 'keyword' index"):
             s.create_payload_index("lang", "int")
         with pytest.raises(zenstore.InvalidArgument, match="index kind must be one of"):
@@ -330,27 +330,41 @@ def test_index_lifecycle_and_format_version(tmp_path):
             ro.drop_payload_index("y")
     with Store.open(path) as s:
         s.drop_payload_index("lang")
-        assert s.stats()["format_version"] == 2
+        assert s.stats()["format_version"] == 3
         s.drop_payload_index("y")
         assert s.stats()["format_version"] == 1 and s.payload_indexes() == {}
         assert s.verify() == []
 
 
+def test_a_store_of_any_dim_goes_to_version_3_with_an_index_and_back_to_2(tmp_path):
+    rng = np.random.default_rng(3)
+    with Store.create(tmp_path / "odd.zen", dim=100, n_base=2) as s:
+        s.add(range(20), rng.standard_normal((20, 100)), [{"a": i % 3} for i in range(20)])
+        assert s.stats()["format_version"] == 2
+        s.create_payload_index("a", "int")
+        assert s.stats()["format_version"] == 3 and s.verify() == []
+        assert {h.id for h in s.search(np.ones(100), k=20, filter={"a": 1})} == set(range(1, 20, 3))
+        s.drop_payload_index("a")
+        assert s.stats()["format_version"] == 2 and s.verify() == []
+
+
 def test_older_zenstore_refuses_a_store_with_indexes_and_reads_it_after_the_last_drop(tmp_path):
-    """zenstore before format 2 reads up to version 1: a store with indexes is refused
-    (it would leave them stale), one whose indexes were all dropped is read as before."""
+    """zenstore before format 3 reads up to version 2 (or 1): a store with indexes is
+    refused (it would leave them stale), one whose indexes were all dropped is read as before."""
     path = tmp_path / "s.zen"
     rng = np.random.default_rng(4)
     with Store.create(path, dim=DIM, n_base=2) as s:
         s.add(range(10), rng.standard_normal((10, DIM)), [{"a": i} for i in range(10)])
         s.create_payload_index("a", "int")
-    with mock.patch.object(zenstore.format, "FORMAT_VERSION", 1):  # what older zenstore checks
-        with pytest.raises(zenstore.FormatVersionError, match="format version 2; this zenstore reads up to version 1"):
-            Store.open(path, readonly=True)
-        assert any("format version 2" in p for p in zenstore.verify_store(path))
+    for older in (2, 1):  # what older zenstore checks
+        with mock.patch.object(zenstore.format, "FORMAT_VERSION", older):
+            with pytest.raises(zenstore.FormatVersionError,
+                               match=f"format version 3; this zenstore reads up to version {older}"):
+                Store.open(path, readonly=True)
+            assert any("format version 3" in p for p in zenstore.verify_store(path))
     with Store.open(path) as s:
         s.drop_payload_index("a")
-    with mock.patch.object(zenstore.format, "FORMAT_VERSION", 1):
+    with mock.patch.object(zenstore.format, "FORMAT_VERSION", 1), mock.patch.object(zenstore.format, "FILE_FORMAT_VERSION", 1):
         with Store.open(path) as s:
             assert len(s) == 10 and s.get(3).payload == {"a": 3}
             s.add([10], rng.standard_normal((1, DIM)))
@@ -393,7 +407,7 @@ def test_golden_v1_store_is_not_changed_by_filtered_reads_and_takes_an_index(tmp
         with Store.open(path) as s:
             s.create_payload_index("tag", "keyword")
             s.create_payload_index("i", "int")
-            assert s.stats()["format_version"] == 2 and s.verify() == []
+            assert s.stats()["format_version"] == 3 and s.verify() == []
             with s._view.reading() as (snap, txn):
                 assert selection.select_rows(snap, txn, compile_filter(spec)).indexed
             indexed = s.search_batch(q[None], k=5, filter=spec)

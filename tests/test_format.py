@@ -117,7 +117,7 @@ def test_config_roundtrip_and_validation():
         fmt.StoreConfig.from_dict({**cfg.to_dict(), "future_field": 1})
     assert fmt.StoreConfig.from_dict({**cfg.to_dict(), "x-note": 1}) == cfg
     with pytest.raises(zenstore.CorruptStore):
-        fmt.StoreConfig.from_dict({**cfg.to_dict(), "dim": 100})
+        fmt.StoreConfig.from_dict({**cfg.to_dict(), "dim": 0})
 
 
 def _store(tmp_path, rng, n=200, **opts):

@@ -48,7 +48,7 @@ def store_stats(view: StoreView) -> dict:
         "compression_ratio": cfg.dim * 4 / cfg.bytes_per_vector,
         "bytes_on_disk": {**parts, "total": total},
         "bytes_per_vector_all_in": total / snap.count if snap.count else None,
-        "format_version": fmt.store_format_version(snap.manifest),
+        "format_version": fmt.store_format_version(cfg, snap.manifest),
         "payload_indexes": payload_index_sizes(view, snap),
         "generation": snap.generation,
         "catalog_map_bytes": catalog.map_size(),  # address space the catalog's map takes here

@@ -8,10 +8,11 @@ Forward-compatibility rule: a reader accepts every format version up to its own
 versions. Unknown keys in JSON records are ignored only if their name starts with
 ``x-`` (extensions); anything else unknown is a newer writer's data and is refused.
 
-Version 2 is version 1 plus payload indexes, and only a store that has payload indexes
-is version 2 (``store_format_version``): zenstore before 2 cannot keep indexes up to
-date, so it must refuse such a store, and the only flag it refuses is the version.
-Framed files are unchanged (``FILE_FORMAT_VERSION`` stays 1).
+Versions: 2 is version 1 plus dims that are not a multiple of 64 (zero-padded codes,
+in the framed files and the store); 3 is version 2 plus payload indexes, and only a
+store that has payload indexes is version 3 (``store_format_version``): zenstore before
+3 cannot keep indexes up to date, so it must refuse such a store, and the only flag it
+refuses is the version. Indexes change no framed file (``FILE_FORMAT_VERSION`` stays 2).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import zstandard
 
 from .errors import CorruptStore, FormatVersionError, InvalidArgument
 
-FORMAT_VERSION = 2  # the newest catalog format this zenstore reads (and writes, for stores with indexes)
-BASE_FORMAT_VERSION = 1  # a store without payload indexes
-FILE_FORMAT_VERSION = 1  # segment and base files (unchanged by version 2)
+FORMAT_VERSION = 3  # the newest store format this zenstore reads (and writes, for stores with indexes)
+INDEXED_FORMAT_VERSION = 3  # a store with payload indexes
+FILE_FORMAT_VERSION = 2  # the newest segment and base file format (unchanged by version 3)
 STORE_MAGIC = "zenstore"
 
 METRICS = ("cosine", "ip", "l2")
@@ -50,6 +51,22 @@ _SECTION = struct.Struct("<8sQQII")  # name, offset, length, crc32, reserved
 FILE_HEADER_SIZE = _FILE_HEADER.size  # 32
 SECTION_ENTRY_SIZE = _SECTION.size  # 32
 SECTION_ALIGN = 64
+WORD_BITS = 64  # codes are uint64 words: the coded width is the dim rounded up to a multiple
+
+
+def coded_dim(dim: int) -> int:
+    """Width of the coded space: ``dim`` zero-padded up to a multiple of 64.
+
+    Padding with zeros changes no inner product, norm or distance, so a store of any
+    dim scores exactly like a 64-multiple store holding the same vectors padded by hand.
+    """
+    return -(-dim // WORD_BITS) * WORD_BITS
+
+
+def format_version_for(dim) -> int:
+    """The lowest format version that describes data of this dim: 1 for multiples of 64
+    (byte for byte what version 1 wrote), 2 for any other dim (padded codes, docs/format.md)."""
+    return 1 if isinstance(dim, int) and dim % WORD_BITS == 0 else 2
 
 
 def crc32(data) -> int:
@@ -112,7 +129,9 @@ def build_header(kind: int, meta: dict, sections: list[tuple[str, int, int]]) ->
             raise ValueError(f"section name too long: {name}")
         entries.append(_SECTION.pack(name_b.ljust(8, b"\0"), offset, length, crc, 0))
     meta_b = _meta_bytes(meta)
-    fixed = _FILE_HEADER.pack(FILE_MAGIC, FILE_FORMAT_VERSION, kind, len(sections), file_size,
+    # the lowest version that describes the file: 1 unless its dim is not a multiple of 64
+    version = format_version_for(meta.get("dim", 0))
+    fixed = _FILE_HEADER.pack(FILE_MAGIC, version, kind, len(sections), file_size,
                               len(meta_b), 0)
     header = bytearray(fixed + b"".join(entries) + meta_b)
     struct.pack_into("<I", header, 28, crc32(header))
@@ -207,15 +226,16 @@ class StoreConfig:
         def bad(msg):
             raise InvalidArgument(f"invalid store option: {msg}")
 
-        if not isinstance(self.dim, int) or self.dim <= 0 or self.dim % 64:
-            bad(f"dim must be a positive multiple of 64, got {self.dim!r}")
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
+            bad(f"dim must be a positive int, got {self.dim!r}")
         if self.metric not in METRICS:
             bad(f"metric must be one of {METRICS}, got {self.metric!r}")
         if not isinstance(self.n_base, int) or not 1 <= self.n_base <= 1 << 20:
             bad(f"n_base must be an int in [1, 2^20], got {self.n_base!r}")
-        words = self.dim // 64
+        words = self.words
         if not isinstance(self.scale_blocks, int) or self.scale_blocks < 1 or words % self.scale_blocks:
-            bad(f"scale_blocks must divide dim/64 = {words}, got {self.scale_blocks!r}")
+            bad(f"scale_blocks must divide the number of 64-bit code words ({words} for dim "
+                f"{self.dim}), got {self.scale_blocks!r}")
         if self.scale_estimator not in SCALE_ESTIMATORS:
             bad(f"scale_estimator must be one of {SCALE_ESTIMATORS}, got {self.scale_estimator!r}")
         if self.rotation not in ROTATIONS:
@@ -230,13 +250,23 @@ class StoreConfig:
             bad(f"seed must be a non-negative int, got {self.seed!r}")
 
     @property
+    def coded_dim(self) -> int:
+        """The width vectors are rotated and coded in: ``dim`` padded to a multiple of 64."""
+        return coded_dim(self.dim)
+
+    @property
     def words(self) -> int:
-        return self.dim // 64
+        return self.coded_dim // WORD_BITS
+
+    @property
+    def format_version(self) -> int:
+        """The format version a store of this config is written with (docs/format.md)."""
+        return format_version_for(self.dim)
 
     @property
     def bytes_per_vector(self) -> int:
         """Vector data per row: sign bits + fp16 scales + one fp16 aux term (codec.py)."""
-        return self.dim // 8 + 2 * self.scale_blocks + 2
+        return self.coded_dim // 8 + 2 * self.scale_blocks + 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -426,9 +456,10 @@ class Manifest:
         return m
 
 
-def store_format_version(manifest: Manifest) -> int:
-    """The catalog format a store with this manifest has: 2 with payload indexes, else 1."""
-    return FORMAT_VERSION if manifest.payload_indexes else BASE_FORMAT_VERSION
+def store_format_version(config: StoreConfig, manifest: Manifest) -> int:
+    """The format a store has: 3 with payload indexes, else its config's (1, or 2 for a
+    dim that is not a multiple of 64)."""
+    return INDEXED_FORMAT_VERSION if manifest.payload_indexes else config.format_version
 
 
 def dumps_json(value) -> bytes:

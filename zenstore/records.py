@@ -29,11 +29,20 @@ import struct
 import numpy as np
 
 from . import format as fmt
+from .catalog import Catalog
 from .errors import CorruptStore, FormatVersionError, InvalidArgument, NotAStore
 
 META, IDS, TOMBSTONES, PAYLOADS, JOBS = "meta", "ids", "tombstones", "payloads", "jobs"
 SUB_DATABASES = (META, IDS, TOMBSTONES, PAYLOADS, JOBS)
-PINDEX = "pindex"  # optional (catalog.OPTIONAL_DB_NAMES): created with the first payload index
+PINDEX = "pindex"  # optional: created with the first payload index
+OPTIONAL_SUB_DATABASES = (PINDEX,)
+
+
+def open_catalog(root: str, *, readonly: bool, create: bool = False) -> Catalog:
+    """The catalog of the store at ``root``, with the schema's sub-databases (the
+    optional ones opened if they exist)."""
+    return Catalog(root, SUB_DATABASES, optional=OPTIONAL_SUB_DATABASES, readonly=readonly, create=create)
+
 
 _FORMAT_KEY = b"format"
 _CONFIG_KEY = b"config"
@@ -48,7 +57,8 @@ MAX_CHECKPOINT_NAME_BYTES = 400
 def put_format_and_config(txn, config: fmt.StoreConfig, created_by: str) -> None:
     txn.put(META, _FORMAT_KEY, fmt.dumps_json({
         "magic": fmt.STORE_MAGIC,
-        "format_version": fmt.BASE_FORMAT_VERSION,  # a new store has no payload index
+        # a new store has no payload index: 1 unless dim is not a multiple of 64
+        "format_version": config.format_version,
         "created_by": created_by,
     }))
     txn.put(META, _CONFIG_KEY, fmt.dumps_json(config.to_dict()))
@@ -79,9 +89,9 @@ def read_format_version(txn, path: str) -> int:
 
 def put_format_version(txn, version: int, path: str) -> None:
     """Rewrite the format record with ``version``, keeping its other fields: a store gets
-    version 2 with its first payload index and version 1 back with its last one dropped
-    (``format.store_format_version``), so older zenstore refuses exactly the stores whose
-    indexes it would leave stale."""
+    version 3 with its first payload index and its config's version (1 or 2) back with
+    its last one dropped (``format.store_format_version``), so older zenstore refuses
+    exactly the stores whose indexes it would leave stale."""
     info = _format_record(txn, path)
     if info["format_version"] != version:
         txn.put(META, _FORMAT_KEY, fmt.dumps_json({**info, "format_version": version}))
@@ -89,11 +99,15 @@ def put_format_version(txn, version: int, path: str) -> None:
 
 def read_config(txn, path: str) -> fmt.StoreConfig:
     """The store's config, after checking the format record (magic, version)."""
-    _format_record(txn, path)
+    version = _format_record(txn, path)["format_version"]
     raw_config = txn.get(META, _CONFIG_KEY)
     if raw_config is None:
         raise CorruptStore(f"{path}: catalog has no store config")
-    return fmt.StoreConfig.from_dict(fmt.loads_json(raw_config, "store config"))
+    config = fmt.StoreConfig.from_dict(fmt.loads_json(raw_config, "store config"))
+    if version < config.format_version:
+        raise CorruptStore(f"{path}: store says format version {version}, but its dim "
+                           f"{config.dim} needs version {config.format_version}")
+    return config
 
 
 # --- the manifest and its generation ---------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 from . import format as fmt
 from . import payload_index, records
 from .basefile import load_base
-from .catalog import Catalog
+
 from .codec import Codec
 from .errors import CorruptStore, FileMissing, FormatVersionError, NotAStore, ReadOnlyStore, StoreIOError
 from .segment import load_segment
@@ -27,7 +27,7 @@ def verify_store(path) -> list[str]:
     """The problems found in the store at ``path``; an empty list means healthy."""
     path = os.fspath(path)
     try:
-        catalog = Catalog(path, readonly=True)
+        catalog = records.open_catalog(path, readonly=True)
     except (NotAStore, CorruptStore, ReadOnlyStore) as exc:
         return [str(exc)]
     try:
@@ -107,17 +107,17 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
         problems.append(f"{stray} payload(s) belong to no live id")
     if not problems and not vanished and manifest.count != len(seen):
         problems.append(f"manifest counts {manifest.count} live rows, segments hold {len(seen)}")
-    problems += _check_payload_indexes(txn, path, manifest, columns)
+    problems += _check_payload_indexes(txn, path, config, manifest, columns)
     return problems, vanished
 
 
-def _check_payload_indexes(txn, path: str, manifest: fmt.Manifest, columns: list) -> list[str]:
+def _check_payload_indexes(txn, path: str, config: fmt.StoreConfig, manifest: fmt.Manifest, columns: list) -> list[str]:
     """The format version says whether there are indexes; every indexed field has one
     record per segment and no other record exists; each record decodes and holds, for
     every live row, exactly the keys (and unkeyed flag) its payload gives."""
     problems = []
     version = records.read_format_version(txn, path)
-    want = fmt.store_format_version(manifest)
+    want = fmt.store_format_version(config, manifest)
     if version != want:
         problems.append(f"format version {version}, but the manifest lists {len(manifest.payload_indexes)} "
                         f"payload index(es) (expected version {want})")

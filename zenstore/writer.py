@@ -30,7 +30,7 @@ import numpy as np
 from . import format as fmt
 from . import index_writes, records
 from .basefile import BaseMatrix, write_base
-from .catalog import CATALOG_FILE, WRITER_LOCK, Catalog
+from .catalog import CATALOG_FILE, WRITER_LOCK
 from .codec import FP16_MAX, Codec
 from .errors import (CorruptStore, DuplicateId, IdNotFound, IdTypeMismatch, InvalidArgument, InvalidVector,
                      NotAStore, ReadOnlyStore, StoreExists, StoreLocked, from_os_error)
@@ -78,7 +78,7 @@ def create_store(path: str, config: fmt.StoreConfig, created_by: str) -> None:
         tmp = f"{path}.creating-{os.getpid()}"
     os.makedirs(os.path.join(tmp, SEGMENT_DIR))
     try:
-        catalog = Catalog(tmp, readonly=False, create=True)
+        catalog = records.open_catalog(tmp, readonly=False, create=True)
         try:
             with catalog.write() as txn:
                 records.put_format_and_config(txn, config, created_by)
@@ -278,11 +278,12 @@ class Writer:
 
     def _train(self, snap: Snapshot, x: np.ndarray) -> tuple[Codec, fmt.BaseRecord]:
         cfg = self.config
-        rotation = Rotation.random(cfg.dim, cfg.seed) if cfg.rotation == "hadamard" else Rotation.identity(cfg.dim)
+        width = cfg.coded_dim  # the rotation and the base live in the coded (padded) space
+        rotation = Rotation.random(width, cfg.seed) if cfg.rotation == "hadamard" else Rotation.identity(width)
         if x.shape[0] > cfg.train_sample:
             pick = np.random.default_rng(cfg.seed).choice(x.shape[0], cfg.train_sample, replace=False)
             x = x[np.sort(pick)]
-        probe = Codec(cfg, np.zeros((1, cfg.dim), dtype=np.float16), rotation)
+        probe = Codec(cfg, np.zeros((1, width), dtype=np.float16), rotation)
         xr = probe.prepare(x)
         n_base = effective_n_base(cfg.n_base, xr.shape[0], cfg.min_rows_per_base)
         log.info("training %d base rows on %d vectors", n_base, xr.shape[0])
@@ -448,7 +449,7 @@ class Writer:
                 records.ensure_payload_index_db(txn)
                 built = index_writes.build_index(txn, snap.segments, field, kind)
                 records.put_manifest(txn, manifest)
-                records.put_format_version(txn, fmt.store_format_version(manifest), self.root)
+                records.put_format_version(txn, fmt.store_format_version(self.config, manifest), self.root)
                 fault("index.commit")
             for seg in snap.segments:
                 seg.payload_indexes[(field, kind)] = built[seg.record.id]
@@ -468,7 +469,7 @@ class Writer:
             with self.catalog.write() as txn:
                 index_writes.drop_index(txn, snap.segments, field)
                 records.put_manifest(txn, manifest)
-                records.put_format_version(txn, fmt.store_format_version(manifest), self.root)
+                records.put_format_version(txn, fmt.store_format_version(self.config, manifest), self.root)
                 fault("index.commit")
             for seg in snap.segments:
                 seg.payload_indexes.pop((field, kind), None)

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba import types
+
+from ._cache import CACHE
+from ._kernel import kernel
 
 
 @nb.njit(inline="always")
@@ -21,7 +25,7 @@ def _better(v1, i1, v2, i2):
     return v1 > v2 or (v1 == v2 and i1 < i2)
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def _sift_down(vals, idxs, pos, size):
     v, ix = vals[pos], idxs[pos]
     while True:
@@ -40,7 +44,9 @@ def _sift_down(vals, idxs, pos, size):
     idxs[pos] = ix
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(types.void(types.Array(types.float32, 2, "C", readonly=True), types.Array(types.int64, 1, "C", readonly=True),
+                   types.Array(types.int64, 1, "C", readonly=True), types.int64, types.int64,
+                   types.Array(types.bool_, 2, "C")), parallel=True)
 def probe_covering(closeness, group_rows, matches, nprobe, k, mask):
     """mask[q, g] = True for the base rows query q probes (see the module docstring).
     closeness (nq, G) float32; group_rows, matches (G,) int64; mask (nq, G) bool out."""
