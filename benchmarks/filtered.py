@@ -24,6 +24,12 @@ Exact filtered ground truth: float32 inner products of the queries with every do
 
     python benchmarks/filtered.py --n 100000                 # ~1 h on the 2-core VM
     python benchmarks/filtered.py --n 3000 --dim 256 --nq 20 --data-dir /tmp/zf --out /tmp/zf/f.json
+    python benchmarks/filtered.py --real /work/shared/data/scifact/emb-minilm-l6-v2 --nq 300 \
+        --n-base 64 --nlist 64 --zen-configs 100:all 50:4 --ivf-nprobes 4   # a real collection
+
+With ``--real DIR`` the documents and queries are a real embedded collection (its
+``corpus.npy`` / ``queries.npy``) and the payloads are generated as above, so the filters
+are independent of the vectors; ground truth is computed from its vectors.
 
 Writes docs/benchmarks/filtered-n<N>-d<D>.json and .png.
 """
@@ -96,9 +102,9 @@ def make_filters(n: int, cols: dict) -> list[dict]:
     return out
 
 
-def filtered_truth(args, src: str, Q: np.ndarray, flts: list[dict], spec) -> np.ndarray:
+def filtered_truth(args, src: str, Q: np.ndarray, flts: list[dict], cache_dir: str) -> np.ndarray:
     """(n_filters, nq, K) exact filtered top-K ids (float32 inner product), cached."""
-    path = os.path.join(gendata.spec_dir(spec, args.data_dir),
+    path = os.path.join(cache_dir,
                         f"filtered-gt-v{PAYLOAD_VERSION}-n{args.n}-q{len(Q)}-k{K}-s{args.seed}.npy")
     if os.path.exists(path):
         return np.load(path)
@@ -120,6 +126,28 @@ def filtered_truth(args, src: str, Q: np.ndarray, flts: list[dict], spec) -> np.
     np.save(path + ".tmp.npy", out)
     os.replace(path + ".tmp.npy", path)
     return out
+
+
+def real_collection(args):
+    """(docs .npy path, queries, cache tag, cache dir) of ``--real DIR``; sets args.n / dim."""
+    src = os.path.join(args.real, "corpus.npy")
+    shape = np.load(src, mmap_mode="r").shape
+    args.n, args.dim = int(shape[0]), int(shape[1])
+    Q = np.ascontiguousarray(np.load(os.path.join(args.real, "queries.npy"))[: args.nq], dtype=np.float32)
+    args.nq = len(Q)
+    parts = os.path.abspath(args.real).rstrip("/").split("/")[-2:]
+    tag = "real-" + "-".join(parts)
+    cache_dir = os.path.join(args.data_dir, tag)
+    os.makedirs(cache_dir, exist_ok=True)
+    return src, Q, tag, cache_dir
+
+
+def exact_top(src: str, Q: np.ndarray, chunk: int) -> np.ndarray:
+    """(nq, K) exact unfiltered top-K ids by float32 inner product."""
+    scores = np.concatenate([Q @ np.asarray(b, dtype=np.float32).T for _, b in gendata.iter_npy(src, chunk)], axis=1)
+    part = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
 
 
 # --- measuring ------------------------------------------------------------------------------------
@@ -179,10 +207,10 @@ def measure(label: str, batch_fn, single_fn, Q, gt, threads, latency_n: int, arg
 # --- zenstore -------------------------------------------------------------------------------------
 
 
-def zen_store(args, spec, src: str, cols: dict) -> tuple[str, dict]:
+def zen_store(args, tag: str, src: str, cols: dict) -> tuple[str, dict]:
     import zenstore
 
-    path = os.path.join(args.data_dir, f"filtered-{spec.fingerprint()}-n{args.n}-b{args.n_base}-s{args.seed}.zen")
+    path = os.path.join(args.data_dir, f"filtered-{tag}-n{args.n}-b{args.n_base}-s{args.seed}.zen")
     marker = {"payload_version": PAYLOAD_VERSION, "n": args.n, "seed": args.seed}
     if os.path.exists(path) and not args.rebuild:
         try:
@@ -509,19 +537,27 @@ def main(argv=None) -> dict:
     p.add_argument("--rebuild", action="store_true")
     p.add_argument("--out", default=None)
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--real", default=None, metavar="DIR",
+                   help="a real embedded collection instead of generated docs: DIR/corpus.npy and "
+                        "DIR/queries.npy (float32, unit rows; the first --nq queries); --n and --dim "
+                        "come from it, payloads are generated as for synthetic docs")
     args = p.parse_args(argv)
-    spec = gendata.make_spec(args.dim, args.seed)
-    files = gendata.prepare(spec, args.n, args.nq, 100, args.data_dir, ("npy",), log=log)
-    src = files["docs"]["npy"]
-    Q = np.load(files["queries"]).astype(np.float32)
-    gt_plain = gendata.load_ground_truth(files["gt"])[0][:, :K]
+    if args.real:
+        src, Q, tag, cache_dir = real_collection(args)
+        gt_plain = exact_top(src, Q, args.chunk)
+    else:
+        spec = gendata.make_spec(args.dim, args.seed)
+        files = gendata.prepare(spec, args.n, args.nq, 100, args.data_dir, ("npy",), log=log)
+        src, tag, cache_dir = files["docs"]["npy"], spec.fingerprint(), gendata.spec_dir(spec, args.data_dir)
+        Q = np.load(files["queries"]).astype(np.float32)
+        gt_plain = gendata.load_ground_truth(files["gt"])[0][:, :K]
     cols = payload_columns(args.n, args.seed)
     flts = make_filters(args.n, cols)
-    gt_f = filtered_truth(args, src, Q, flts, spec)
+    gt_f = filtered_truth(args, src, Q, flts, cache_dir)
     rows: list = []
     info: dict = {}
     if "zenstore" in args.methods:
-        path, info["zenstore_build"] = zen_store(args, spec, src, cols)
+        path, info["zenstore_build"] = zen_store(args, tag, src, cols)
         info["zenstore"] = bench_zenstore(args, path, Q, gt_plain, gt_f, flts, rows)
     if "faiss" in args.methods:
         built = build_faiss(args, src)
@@ -538,7 +574,8 @@ def main(argv=None) -> dict:
         res["targets"] = targets(res)
     else:
         res["targets"] = []
-    out = args.out or os.path.join(_common.OUT_DIR, f"filtered-n{args.n}-d{args.dim}.json")
+    name = f"filtered-{os.path.basename(os.path.dirname(os.path.abspath(args.real)))}-" if args.real else "filtered-"
+    out = args.out or os.path.join(_common.OUT_DIR, f"{name}n{args.n}-d{args.dim}.json")
     res["plot"] = None if args.no_plot else plot(res, out[:-5] + ".png")
     return _common.publish(res, out, report)
 

@@ -132,6 +132,7 @@ def test_filtered_search_equals_the_brute_force_model(history, spec, kinds, firs
                 model.apply(op, ids, payloads, kinds)
             want = model.matching(flt)
             assert selected_ids(store, flt) == want
+            assert set(store.ids(filter=spec).tolist()) == want and len(store.ids(filter=spec)) == len(want)
             with no_index_path():
                 assert selected_ids(store, flt) == want
             rows = store.stats()["stored_rows"]

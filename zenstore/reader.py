@@ -74,8 +74,17 @@ class Reader:
                     payloads = records.read_payloads(txn, ids.tolist()) if with_payload else None
                     yield ids, snap.decode_rows(seg, rows), payloads
 
-    def ids(self) -> np.ndarray:
-        return self.view.current().live_ids()
+    def ids(self, filter=None) -> np.ndarray:
+        flt = None if filter is None else compile_filter(filter)
+        if flt is None or not flt.fields():
+            return self.view.current().live_ids()
+        self._open_index_table(flt)
+        with self.view.reading() as (snap, txn):
+            sel = select_rows(snap, txn, flt, root=self.view.root)
+            parts = [seg.ids[rows] for seg, rows in zip(snap.segments, sel.rows)]
+            if not parts:
+                return snap.live_ids()
+            return np.concatenate(parts)
 
     # --- search and rerank -----------------------------------------------------------------
 

@@ -218,9 +218,11 @@ class Store:
         None). Works on one snapshot, so concurrent writes do not affect the iteration."""
         return self._reader.iter_records(batch_size, with_payload=with_payload)
 
-    def ids(self) -> np.ndarray:
-        """All live ids (int64 array, or object array of str), in storage order."""
-        return self._reader.ids()
+    def ids(self, *, filter=None) -> np.ndarray:
+        """All live ids (int64 array, or object array of str), in storage order; with
+        ``filter``, only those whose payload matches it (answered by payload indexes where
+        they can, else by decoding the payloads a chunk at a time)."""
+        return self._reader.ids(filter)
 
     def search(self, query, k: int = 10, *, shortlist: int | None = None,
                nprobe: int | None = None, filter_ids=None, filter=None, with_payload: bool = True) -> list[Hit]:
