@@ -70,7 +70,7 @@ def test_refine_tier_recorded_and_files_beside_segments(tmp_path, data):
         st_ = s.stats()
         assert st_["bytes_per_vector"] == 192 // 8 + 4  # the hot code is unchanged
         assert st_["refine"] == "int8" and st_["refine_bytes_per_vector"] == 192 + 4
-        assert st_["format_version"] == 3
+        assert st_["format_version"] == 4
         segs = s.snapshot().manifest.segments
         assert len(segs) == 2
         on_disk = sorted(os.listdir(tmp_path / "s" / "segments"))
@@ -102,12 +102,12 @@ def test_store_without_tier_keeps_its_bytes(tmp_path, data):
 
 
 def test_older_reader_refuses_a_refine_store_by_version(tmp_path, data, monkeypatch):
-    """What a zenstore of format version 2 does with a refine store: refuses it, naming
+    """What a zenstore of format version 3 does with a refine store: refuses it, naming
     both versions (the version is checked before the config's new field is read)."""
     docs, _ = data
     make(tmp_path / "s", "magnitude4", docs[:200]).close()
-    monkeypatch.setattr(fmt, "FORMAT_VERSION", 2)
-    with pytest.raises(FormatVersionError, match="version 3"):
+    monkeypatch.setattr(fmt, "FORMAT_VERSION", 3)
+    with pytest.raises(FormatVersionError, match="version 4.*up to version 3"):
         Store.open(tmp_path / "s", readonly=True)
 
 
@@ -316,7 +316,7 @@ def test_zenstore_stats_cli_reports_the_tier(tmp_path, data, capsys):
     assert main(["stats", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "refine tier:       magnitude4" in out and "refine_files" in out
-    assert zenstore.FORMAT_VERSION == 3
+    assert zenstore.FORMAT_VERSION == 4
 
 
 def test_search_reads_only_the_refined_records(tmp_path, data, monkeypatch):

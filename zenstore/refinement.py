@@ -17,6 +17,8 @@ Nothing here touches LMDB; the refine records come from ``Segment.refine`` (mapp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
@@ -28,6 +30,16 @@ from .snapshot import split_tags
 
 REFINE_SLACK = 1.5  # bound multiplier (docs/refine.md, "The error-bounded shortlist")
 PARALLEL_PAIRS = 64  # fewer pairs: one thread
+
+
+@dataclass(frozen=True)
+class RefineRequest:
+    """Refine a chunk of queries' best candidates: the store's codec (its config holds the
+    tier), the pool size, and where to report the rows each query refined (or None)."""
+
+    codec: Codec
+    refine_k: int
+    out: np.ndarray | None = None
 
 
 def can_refine(segments: list[Segment]) -> bool:
