@@ -337,3 +337,23 @@ def test_search_reads_only_the_refined_records(tmp_path, data, monkeypatch):
         refined = np.zeros(len(queries), np.int64)
         s.search_batch(queries, k=10, refined_rows=refined)
         assert sum(seen) == refined.sum() and refined.sum() < 100 * len(queries)
+
+
+def test_refine_with_payload_filters(tmp_path, data):
+    """A payload filter (indexed or not) narrows the candidates; refinement then ranks them."""
+    docs, queries = data
+    n = 1200
+    with Store.create(tmp_path / "s", dim=DIM, refine="int8", n_base=16, seed=3) as s:
+        s.add(np.arange(n), docs[:n], payloads=[{"lang": "en" if i % 3 == 0 else "de"} for i in range(n)])
+        allowed = np.arange(0, n, 3)
+        truth = allowed[exact_top(docs[allowed], queries[:12], 10)]
+        for indexed in (False, True):
+            if indexed:
+                s.create_payload_index("lang", "keyword")
+            refined = np.zeros(12, np.int64)
+            ids, _ = s.search_batch(queries[:12], k=10, filter={"lang": "en"}, refined_rows=refined)
+            assert set(ids[ids >= 0].tolist()) <= set(allowed.tolist())
+            assert recall(ids, truth) >= 0.95 and (refined > 0).all()
+            hot, _ = s.search_batch(queries[:12], k=10, filter={"lang": "en"}, refine=False)
+            assert recall(ids, truth) > recall(hot, truth)
+        assert s.stats()["format_version"] == 4  # indexes do not lower a refine store's version
