@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import ZenstoreError
 from ..version import __version__
 from . import schemas as S
 from .config import Limits
@@ -195,7 +196,11 @@ def create_app(reads: ReadService, writes, *, metrics: Metrics, keyring=None, li
         message = f"no endpoint {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
         return json_response(error_body(type_, message), exc.status_code, getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
+    @app.exception_handler(ZenstoreError)  # an answer like any other: the connection stays up
+    async def _zenstore_error(request: Request, exc: ZenstoreError):
+        return error_response(from_exception(exc))
+
+    @app.exception_handler(Exception)  # a bug: answered as JSON 500, then logged by uvicorn
     async def _unexpected(request: Request, exc: Exception):
         return error_response(from_exception(exc))
 
