@@ -33,3 +33,16 @@ def embed(texts: list[str]) -> np.ndarray:
 
 def HashEmbedder():  # noqa: N802 - a zero-argument factory, named like the class it stands for
     return CallableEmbedder(embed, dim=DIM)
+
+
+def _slow_embed(texts: list[str]) -> np.ndarray:
+    """Like ``embed``, but texts starting with "slow:" take 2 s: a request kept in flight."""
+    import time
+
+    if any(t.startswith("slow:") for t in texts):
+        time.sleep(2.0)
+    return embed(texts)
+
+
+def SlowHashEmbedder():  # noqa: N802
+    return CallableEmbedder(_slow_embed, dim=DIM)
