@@ -221,7 +221,9 @@ def run(args) -> dict:
             if writer_on:
                 writer = Writer(url, 10 * args.n)
                 writer.start()
-                time.sleep(3.0)
+                deadline = time.monotonic() + 120
+                while writer.acked_v.value == 0 and time.monotonic() < deadline:  # writing before we measure
+                    time.sleep(0.2)
             for kind in args.kinds:
                 for clients in args.clients:
                     cell = asyncio.run(drive(url, reqs, kind, clients, args.requests, args.seconds))
@@ -231,6 +233,7 @@ def run(args) -> dict:
                           f"{cell['throughput_rps']:8.1f} req/s p50 {cell['p50_ms']:7.2f} p99 {cell['p99_ms']:7.2f} "
                           f"p999 {cell['p999_ms']:7.2f} ms errors {cell['errors']}", flush=True)
             if writer is not None:
+                res["writer_rows_during_cells"] = writer.acked_v.value
                 writer.stop_event.set()
                 writer.join(60)
                 res["writer"] = {"rows_acked": writer.acked, "errors": writer.errors}
