@@ -30,12 +30,15 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from zenstore import Store  # noqa: E402
-from zenstore.catalog import MAX_READERS, Catalog  # noqa: E402
+from zenstore.catalog import Catalog  # noqa: E402
+from zenstore.lmdb_env import MAX_READERS  # noqa: E402
+from zenstore.records import SUB_DATABASES  # noqa: E402
 
 HOLD = r"""
 import sys
 from zenstore.catalog import Catalog
-cat = Catalog(sys.argv[1], readonly=True)
+from zenstore.records import SUB_DATABASES
+cat = Catalog(sys.argv[1], SUB_DATABASES, readonly=True)
 held = [cat.read() for _ in range(int(sys.argv[2]))]
 for h in held:
     h.__enter__()
@@ -61,7 +64,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "s.zen")
         Store.create(path, dim=64).close()
-        cat = Catalog(path, readonly=False)
+        cat = Catalog(path, SUB_DATABASES, readonly=False)
         env, db = cat.env, cat.dbs["meta"]
         key = b"config"
         out = {"reps": reps}

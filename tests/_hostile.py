@@ -28,7 +28,8 @@ DIM = 64
 HOLD_READS = r"""
 import sys
 from zenstore.catalog import Catalog
-cat = Catalog(sys.argv[1], readonly=True)
+from zenstore.records import SUB_DATABASES
+cat = Catalog(sys.argv[1], SUB_DATABASES, readonly=True)
 held = [cat.read() for _ in range(int(sys.argv[2]))]
 for h in held:
     h.__enter__()

@@ -22,8 +22,9 @@ import pytest
 
 import zenstore
 from zenstore import Store, verify_store
-from zenstore import catalog as catalog_mod
+from zenstore import lmdb_env as catalog_mod
 from zenstore.catalog import Catalog
+from zenstore.records import SUB_DATABASES
 
 from ._hostile import (
     DIM,
@@ -121,7 +122,7 @@ def test_a_reader_table_full_of_dead_processes_is_reclaimed(tmp_path):
 def test_live_readers_filling_the_table_get_a_clear_error(tmp_path):
     path = str(tmp_path / "s.zen")
     make_store(path).close()
-    cat = Catalog(path, readonly=True)
+    cat = Catalog(path, SUB_DATABASES, readonly=True)
     held = []
     try:
         with pytest.raises(zenstore.ResourceExhausted, match="reader slots"):
@@ -314,8 +315,8 @@ def test_map_grows_for_a_write_larger_than_it(tmp_path, monkeypatch):
 
 READ_WHILE_GROWING = r"""
 import sys, time
-import zenstore.catalog
-zenstore.catalog.MAP_STEP = 1 << 20  # a small map, so the writer soon outgrows it
+import zenstore.lmdb_env
+zenstore.lmdb_env.MAP_STEP = 1 << 20  # a small map, so the writer soon outgrows it
 from zenstore import Store
 path = sys.argv[1]
 reads = 0

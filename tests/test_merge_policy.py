@@ -16,29 +16,7 @@ from hypothesis import strategies as st
 
 from zenstore import Store
 from zenstore import writer as writer_mod
-from zenstore.merge import max_rewrites, plan_merge, tier
-
-
-def simulate(batches: list[int], fanout: int) -> tuple[int, int, float, int]:
-    """Add-only store fed ``batches``: (max rewrites of a row, rows, mean rewrites per
-    row, most segments at once), following ``plan_merge`` exactly."""
-    sizes: list[int] = []
-    depth: list[int] = []  # most rewrites of any row in each segment
-    written = most_segments = 0
-    for b in batches:
-        sizes.append(b)
-        depth.append(0)
-        while (pick := plan_merge(sizes, fanout)) is not None:
-            merged = sum(sizes[p] for p in pick)
-            d = max(depth[p] for p in pick) + 1
-            written += merged
-            for p in sorted(pick, reverse=True):
-                del sizes[p], depth[p]
-            sizes.append(merged)
-            depth.append(d)
-        most_segments = max(most_segments, len(sizes))
-    rows = sum(batches)
-    return max(depth, default=0), rows, written / max(rows, 1), most_segments
+from zenstore.merge import max_rewrites, simulate, tier
 
 
 def test_tier_is_floor_log():
@@ -50,17 +28,17 @@ def test_tier_is_floor_log():
 @settings(max_examples=200, deadline=None)
 @given(batches=st.lists(st.integers(1, 3000), min_size=1, max_size=300), fanout=st.integers(2, 10))
 def test_policy_bound_holds_for_any_batch_sizes(batches, fanout):
-    depth, rows, _, most = simulate(batches, fanout)
-    assert depth <= max_rewrites(rows, fanout)
-    assert most <= (fanout - 1) * (tier(rows, fanout) + 1) + 1  # +1: the batch just added
+    a = simulate(batches, fanout)
+    assert a.max_rewrites <= a.bound == max_rewrites(sum(batches), fanout)
+    assert a.most_segments <= (fanout - 1) * (tier(a.rows, fanout) + 1)
 
 
 def test_ten_thousand_one_row_adds_rewrite_each_row_log_times():
-    depth, rows, mean, most = simulate([1] * 10_000, 8)
-    assert depth <= max_rewrites(rows, 8) == 4  # was 357 under "merge the 8 smallest"
-    assert mean <= 4.0 and most <= 7 * 5
-    print(f"\n10k one-row adds, fanout 8: max {depth} rewrites per row, mean {mean:.2f}, "
-          f"at most {most} segments")
+    a = simulate([1] * 10_000, 8)
+    assert a.max_rewrites <= a.bound == 4  # was 357 under "merge the 8 smallest"
+    assert a.mean_rewrites <= 4.0 and a.most_segments <= 7 * 5
+    print(f"\n10k one-row adds, fanout 8: max {a.max_rewrites} rewrites per row, mean "
+          f"{a.mean_rewrites:.2f}, at most {a.most_segments} segments")
 
 
 def test_real_store_rewrites_each_row_at_most_log_times(tmp_path, monkeypatch):

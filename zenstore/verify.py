@@ -16,7 +16,7 @@ import numpy as np
 from . import format as fmt
 from . import records
 from .basefile import load_base
-from .catalog import Catalog
+
 from .codec import Codec
 from .errors import CorruptStore, FileMissing, FormatVersionError, NotAStore, ReadOnlyStore, StoreIOError
 from .segment import load_segment
@@ -27,7 +27,7 @@ def verify_store(path) -> list[str]:
     """The problems found in the store at ``path``; an empty list means healthy."""
     path = os.fspath(path)
     try:
-        catalog = Catalog(path, readonly=True)
+        catalog = records.open_catalog(path, readonly=True)
     except (NotAStore, CorruptStore, ReadOnlyStore) as exc:
         return [str(exc)]
     try:

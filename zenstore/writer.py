@@ -30,7 +30,7 @@ import numpy as np
 from . import format as fmt
 from . import records
 from .basefile import BaseMatrix, write_base
-from .catalog import CATALOG_FILE, WRITER_LOCK, Catalog
+from .catalog import CATALOG_FILE, WRITER_LOCK
 from .codec import FP16_MAX, Codec
 from .errors import (CorruptStore, DuplicateId, IdNotFound, IdTypeMismatch, InvalidArgument, InvalidVector,
                      NotAStore, ReadOnlyStore, StoreExists, StoreLocked, from_os_error)
@@ -77,7 +77,7 @@ def create_store(path: str, config: fmt.StoreConfig, created_by: str) -> None:
         tmp = f"{path}.creating-{os.getpid()}"
     os.makedirs(os.path.join(tmp, SEGMENT_DIR))
     try:
-        catalog = Catalog(tmp, readonly=False, create=True)
+        catalog = records.open_catalog(tmp, readonly=False, create=True)
         try:
             with catalog.write() as txn:
                 records.put_format_and_config(txn, config, created_by)
@@ -274,11 +274,12 @@ class Writer:
 
     def _train(self, snap: Snapshot, x: np.ndarray) -> tuple[Codec, fmt.BaseRecord]:
         cfg = self.config
-        rotation = Rotation.random(cfg.dim, cfg.seed) if cfg.rotation == "hadamard" else Rotation.identity(cfg.dim)
+        width = cfg.coded_dim  # the rotation and the base live in the coded (padded) space
+        rotation = Rotation.random(width, cfg.seed) if cfg.rotation == "hadamard" else Rotation.identity(width)
         if x.shape[0] > cfg.train_sample:
             pick = np.random.default_rng(cfg.seed).choice(x.shape[0], cfg.train_sample, replace=False)
             x = x[np.sort(pick)]
-        probe = Codec(cfg, np.zeros((1, cfg.dim), dtype=np.float16), rotation)
+        probe = Codec(cfg, np.zeros((1, width), dtype=np.float16), rotation)
         xr = probe.prepare(x)
         n_base = effective_n_base(cfg.n_base, xr.shape[0], cfg.min_rows_per_base)
         log.info("training %d base rows on %d vectors", n_base, xr.shape[0])
