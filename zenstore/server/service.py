@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import IdNotFound
 from ..filters import compile_filter
+from ..rerank import Reranker
 from ..search import MAX_K
 from ..validation import id_problem
 from .config import Limits
@@ -42,19 +43,6 @@ def relevance(metric: str, raw: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * raw))  # sigmoid without overflow
 
 
-def float_scores(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
-    """Exact scores of float vectors in the store's convention (for documents embedded on
-    the fly: they have no stored code)."""
-    q64, x64 = q.astype(np.float64), x.astype(np.float64)
-    if metric == "l2":
-        return ((x64 - q64) ** 2).sum(axis=1)
-    dots = x64 @ q64
-    if metric == "cosine":
-        norms = np.linalg.norm(x64, axis=1) * np.linalg.norm(q64)
-        return np.divide(dots, norms, out=np.zeros(len(x64)), where=norms > 0)
-    return dots
-
-
 def _store_supports_filter(store) -> bool:
     try:
         return "filter" in inspect.signature(store.search).parameters
@@ -75,6 +63,7 @@ class ReadService:
         self.metric = store.metric
         self.dim = store.dim
         self.native_filter = _store_supports_filter(store)
+        self.reranker = Reranker(store, embedder, text_field)  # scores what resolution found
 
     # --- shared checks ----------------------------------------------------------------------
 
@@ -183,8 +172,10 @@ class ReadService:
         return ids, how
 
     def _score(self, q, docs, ids, how) -> np.ndarray:
-        """Raw scores per document; text-resolved candidates are checked against their
-        stored payload here (a stale index entry never resolves a text)."""
+        """Raw scores per document, from :class:`zenstore.Reranker`: the store's exact
+        scores for stored ids, the embedder's float vectors for the rest. Text-resolved
+        candidates are checked against their stored payload here (a stale index entry
+        never resolves a text)."""
         raw = np.full(len(docs), np.nan)
         flat = []
         for i, v in enumerate(ids):
@@ -194,8 +185,7 @@ class ReadService:
                 flat.extend(v)
         if flat:
             uniq = list(dict.fromkeys(flat))
-            hits = self.store.rerank(q, uniq, top_n=len(uniq), with_payload=True)
-            by_id = {h.id: h for h in hits}
+            by_id = {r.id: r for r in self.reranker.rerank(q, uniq, top_n=len(uniq))}
             for i, v in enumerate(ids):
                 if how[i] == "id":
                     raw[i] = by_id[v].score
@@ -220,10 +210,10 @@ class ReadService:
                                f"{len(rest)} document(s) are neither a stored id nor the '{self.text_field}' "
                                f"of a stored document{why}, and this server has no embedder to embed them "
                                f"(start it with --embedder SPEC): {shown}{more}")
-            vecs = np.asarray(self.embedder.embed_documents([docs[i] for i in rest]), dtype=np.float32)
-            raw[rest] = float_scores(q, vecs, self.metric)
-            for i in rest:
-                how[i] = "embedded"
+            texts = [{self.text_field: docs[i]} for i in rest]  # no id: Reranker embeds each one
+            for r in self.reranker.rerank(q, texts, top_n=len(rest), missing="embed"):
+                raw[rest[r.index]] = r.score
+                how[rest[r.index]] = "embedded"
         return raw
 
     # --- search --------------------------------------------------------------------------------
@@ -311,4 +301,4 @@ class ReadService:
         return vecs
 
 
-__all__ = ["ReadService", "relevance", "float_scores"]
+__all__ = ["ReadService", "relevance"]
