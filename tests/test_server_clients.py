@@ -1,7 +1,8 @@
 """``zenstore serve`` called by the clients people already have, unchanged: the official
-``cohere`` SDK (``ClientV2`` -> /v2/rerank, ``Client`` -> /v1/rerank), LangChain's
-``CohereRerank(base_url=...)``, and zenstore's own OpenAI-compatible embedder against
-/v1/embeddings. One real server process for the module."""
+``cohere`` SDK (``ClientV2`` -> /v2/rerank, ``Client`` -> /v1/rerank), LangChain's and
+LlamaIndex's ``CohereRerank(base_url=...)``, and zenstore's own OpenAI-compatible embedder
+against /v1/embeddings. One real server process (the session's ``api_server``,
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,14 @@ import pytest
 
 cohere = pytest.importorskip("cohere")
 
-from tests._server import EMBEDDER, Server, build_store, doc_text  # noqa: E402
+from tests._server import doc_text  # noqa: E402
 from tests._server_embedder import embed  # noqa: E402
-from zenstore.server import add_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clients")
-    build_store(root / "docs.zen")
-    keys = root / "keys.json"
-    read_key, _ = add_key(str(keys), "read")
-    with Server(root / "docs.zen", "--embedder", EMBEDDER, "--api-key-file", str(keys)) as srv:
-        srv.read_key = read_key
-        yield srv
+def server(api_server):
+    api_server.read_key = api_server.keys["read"]
+    return api_server
 
 
 @pytest.fixture
@@ -99,6 +94,22 @@ def test_langchain_cohere_rerank_against_the_server(server):
     assert [d.metadata["source"] for d in out][0] == 0
     assert len(out) == 2 and all(0 <= d.metadata["relevance_score"] <= 1 for d in out)
     del reranker  # it made its own SDK client (base_url=...), which never closes its sockets
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def test_llama_index_cohere_rerank_against_the_server(server):
+    li = pytest.importorskip("llama_index.postprocessor.cohere_rerank")
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    reranker = li.CohereRerank(base_url=server.url, api_key=server.read_key, model="zenstore", top_n=2,
+                               max_retries=1)
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=f"n{i}"), score=0.0) for i, t in enumerate(candidates())]
+    out = reranker.postprocess_nodes(nodes, query_bundle=QueryBundle(doc_text(40)))
+    assert [n.node.node_id for n in out][0] == "n3"  # the exact text of the query
+    assert len(out) == 2 and all(0 <= n.score <= 1 for n in out)
+    del reranker  # its own SDK client (base_url=...) never closes its sockets
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
