@@ -35,14 +35,26 @@ def HashEmbedder():  # noqa: N802 - a zero-argument factory, named like the clas
     return CallableEmbedder(embed, dim=DIM)
 
 
-def _slow_embed(texts: list[str]) -> np.ndarray:
-    """Like ``embed``, but texts starting with "slow:" take 2 s: a request kept in flight."""
+GATE_ENV = "ZENSTORE_TEST_GATE"
+
+
+def _gated_embed(texts: list[str]) -> np.ndarray:
+    """Like ``embed``, but a batch with a text starting with "slow:" is held: it leaves a
+    file ``entered-*`` in the directory ``$ZENSTORE_TEST_GATE`` and waits until a file
+    ``release`` appears there (at most 120 s). A test can so keep requests in flight for
+    exactly as long as it needs, with no sleep to guess."""
+    import os
     import time
+    import uuid
 
     if any(t.startswith("slow:") for t in texts):
-        time.sleep(2.0)
+        gate = os.environ[GATE_ENV]
+        open(os.path.join(gate, f"entered-{os.getpid()}-{uuid.uuid4().hex}"), "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(gate, "release")) and time.monotonic() < deadline:
+            time.sleep(0.01)
     return embed(texts)
 
 
-def SlowHashEmbedder():  # noqa: N802
-    return CallableEmbedder(_slow_embed, dim=DIM)
+def GatedHashEmbedder():  # noqa: N802
+    return CallableEmbedder(_gated_embed, dim=DIM)

@@ -14,15 +14,15 @@ import httpx
 import pytest
 
 import zenstore
-from tests._server import ROOT, Server, build_store, children_of, doc_text, wait_gone
-from tests._server_embedder import embed
+from tests._server import EMBEDDER, ROOT, Server, build_store, children_of, doc_text, wait_gone
+from tests._server_embedder import GATE_ENV, embed
 
-SLOW = "python:tests._server_embedder:SlowHashEmbedder"
+GATED = "python:tests._server_embedder:GatedHashEmbedder"
 
 
 def test_two_workers_one_writer_read_your_writes(tmp_path):
     build_store(tmp_path / "s.zen", n=50)
-    with Server(tmp_path / "s.zen", "--workers", "2", "--embedder", SLOW) as srv:
+    with Server(tmp_path / "s.zen", "--workers", "2", "--embedder", EMBEDDER) as srv:
         workers = children_of(srv.proc.pid)
         assert len(workers) == 2
         for i in range(16):  # a new connection each time: the kernel spreads them over both workers
@@ -54,38 +54,61 @@ def test_two_workers_one_writer_read_your_writes(tmp_path):
         assert srv.stop() == 0
 
 
+def _until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _refuses_connections(url: str) -> bool:
+    try:
+        httpx.get(url + "/healthz", timeout=5)
+    except httpx.ConnectError:
+        return True
+    except httpx.HTTPError:
+        pass
+    return False
+
+
 def test_sigterm_finishes_requests_in_flight_then_closes_the_store(tmp_path):
     build_store(tmp_path / "s.zen", n=50)
-    srv = Server(tmp_path / "s.zen", "--embedder", SLOW).start()
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    srv = Server(tmp_path / "s.zen", "--embedder", GATED, env={GATE_ENV: str(gate)}).start()
     results = {}
 
     def call(name, path, body):
-        results[name] = httpx.post(srv.url + path, json=body, timeout=60)
+        results[name] = httpx.post(srv.url + path, json=body, timeout=120)
 
     threads = [threading.Thread(target=call, args=("rerank", "/v2/rerank", {"query": "slow: q", "documents": ["1"]})),
                threading.Thread(target=call, args=("upsert", "/v1/upsert", {"ids": [777], "texts": ["slow: kept"]}))]
     for t in threads:
         t.start()
-    time.sleep(0.7)  # both are inside the slow embedder now
+    _until(lambda: len(list(gate.glob("entered-*"))) == 2, 120, "both requests inside the embedder")
     workers = children_of(srv.proc.pid)
     srv.signal(signal.SIGTERM)
+    # the server takes no new connection while both requests are still held in the embedder
+    _until(lambda: _refuses_connections(srv.url), 120, "the listening socket to close")
+    assert all(t.is_alive() for t in threads) and srv.proc.poll() is None
+    (gate / "release").touch()
     for t in threads:
-        t.join(60)
+        t.join(120)
     assert results["rerank"].status_code == 200 and results["rerank"].json()["results"][0]["stored_id"] == 1
     assert results["upsert"].status_code == 200, results["upsert"].text
-    assert srv.wait(60) == 0
+    assert srv.wait(120) == 0
     assert wait_gone(workers)
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(srv.url + "/healthz")
     assert zenstore.verify_store(tmp_path / "s.zen") == []
     with zenstore.Store.open(tmp_path / "s.zen") as store:  # the lock was released: a writer can open it
         assert store.get(777).payload == {"text": "slow: kept"}
 
 
 def test_readonly_server(tmp_path):
+    from zenstore.server.textindex import open_lookup
+
     build_store(tmp_path / "s.zen", n=50)
-    with Server(tmp_path / "s.zen") as first:  # a writer once: the text index exists
-        pass
+    with zenstore.Store.open(tmp_path / "s.zen") as store:  # what a writer server leaves: the text index
+        open_lookup(store, "text", writer=True).close()
     with Server(tmp_path / "s.zen", "--readonly", "--workers", "1") as srv:
         r = httpx.post(srv.url + "/v1/upsert", json={"ids": [1], "vectors": [[0.5] * 64]})
         assert r.status_code == 403 and "--readonly" in r.json()["message"]
@@ -100,7 +123,6 @@ def test_readonly_server(tmp_path):
         with zenstore.Store.open(tmp_path / "s.zen") as store:
             store.upsert([4], embed(["changed"]), payloads=[{"text": "changed"}])
         assert httpx.get(srv.url + "/v1/records/4").json()["payload"] == {"text": "changed"}
-    assert first.proc.returncode == 0
 
 
 def test_unknown_documents_without_an_embedder_are_named(tmp_path):
@@ -132,17 +154,21 @@ def _serve(*args, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_refuses_to_start_open_to_the_network_without_keys(tmp_path):
+def test_refuses_to_start_open_to_the_network_without_keys(tmp_path, capsys):
+    from zenstore.cli import main
+
     build_store(tmp_path / "s.zen", n=10)
-    r = _serve(str(tmp_path / "s.zen"), "--host", "0.0.0.0", "--port", "0")
+    r = _serve(str(tmp_path / "s.zen"), "--host", "0.0.0.0", "--port", "0")  # the command, as a user runs it
     assert r.returncode == 1 and "without --api-key-file" in r.stderr
-    r = _serve(str(tmp_path / "s.zen"), "--port", "0", "--api-key-file", str(tmp_path / "missing.json"))
-    assert r.returncode == 1 and "no such keys file" in r.stderr
-    r = _serve(str(tmp_path / "nope.zen"), "--port", "0")
-    assert r.returncode == 1 and "no such store" in r.stderr
-    r = _serve(str(tmp_path / "s.zen"), "--port", "0", "--embedder", "python:tests._server_embedder:nothing")
-    assert r.returncode == 1 and "has no attribute" in r.stderr
-    with zenstore.Store.open(tmp_path / "s.zen"):  # another writer holds the store
+    with zenstore.Store.open(tmp_path / "s.zen"):  # another writer (process) holds the store
         r = _serve(str(tmp_path / "s.zen"), "--port", "0")
     assert r.returncode == 1 and "lock" in r.stderr
+    # the rest fail before any worker starts: in this process, through the same CLI entry
+    for args, needle in [((str(tmp_path / "s.zen"), "--api-key-file", str(tmp_path / "missing.json")),
+                          "no such keys file"),
+                         ((str(tmp_path / "nope.zen"),), "no such store"),
+                         ((str(tmp_path / "s.zen"), "--embedder", "python:tests._server_embedder:nothing"),
+                          "has no attribute")]:
+        assert main(["serve", *args, "--port", "0"]) == 1
+        assert needle in capsys.readouterr().err
     assert zenstore.verify_store(tmp_path / "s.zen") == []
