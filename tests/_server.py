@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EMBEDDER = "python:tests._server_embedder:HashEmbedder"
 # the limits the shared API server (conftest.api_server) runs with
 LIMITS = ["--max-body-bytes", "400000", "--max-documents", "50", "--max-k", "20", "--max-batch", "16"]
-START_TIMEOUT = 180.0  # a loaded 2-core machine: two Python start-ups, numba, uvicorn
+START_TIMEOUT = 600.0  # a loaded 2-core machine, cold numba cache: two Python start-ups, numba, uvicorn
 
 TOPICS = ["astronomy", "biology", "chemistry", "geology", "history", "music", "physics"]
 

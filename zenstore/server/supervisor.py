@@ -38,7 +38,9 @@ from .worker import CONFIG_ENV
 
 log = logging.getLogger("zenstore.server")
 
-READY_TIMEOUT = 120.0   # a worker imports numba, maps the store, loads the embedder
+# a worker imports numba and FastAPI, maps the store, loads the embedder and its kernels: seconds
+# with a warm numba cache, over a minute on a loaded 2-core machine with a cold one
+READY_TIMEOUT = 600.0
 RESTARTS_PER_MINUTE = 5
 
 
@@ -143,6 +145,8 @@ class Supervisor:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ServerError(f"worker {w.slot} did not become ready in {timeout:.0f} s")
+            if self.stop.is_set():  # SIGTERM while starting: stop waiting, shut down
+                return
             r, _, _ = select.select([w.ready_r], [], [], min(left, 0.2))
             if r and os.read(w.ready_r, 1) == b"R":
                 os.close(w.ready_r)
@@ -165,6 +169,8 @@ class Supervisor:
                 self.spawn(w)
             for w in self.workers:
                 self.wait_ready(w, READY_TIMEOUT)
+            if self.stop.is_set():
+                return 0
             host, port = self.address
             shown = f"[{host}]" if ":" in host else host
             mode = "read-only" if self.cfg.readonly else "read-write"
