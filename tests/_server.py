@@ -83,7 +83,7 @@ class Server:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def wait(self, timeout: float = 60.0) -> int:
+    def wait(self, timeout: float = 120.0) -> int:
         code = self.proc.wait(timeout)
         self.close()
         return code
@@ -94,7 +94,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(60)
+                self.proc.wait(120)  # graceful shutdown: up to --graceful-seconds + 5 s, then joins
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -130,7 +130,7 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def wait_gone(pids, timeout: float = 30.0) -> bool:
+def wait_gone(pids, timeout: float = 120.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         alive = [p for p in pids if os.path.exists(f"/proc/{p}") and _not_zombie(p)]

@@ -65,7 +65,7 @@ def test_sigkill_during_upserts_loses_no_acknowledged_write(tmp_path):
     for t in threads:
         t.join(60)
     stop.set()
-    srv.wait(30)
+    srv.wait(120)
     assert len(acked) >= 12 * BATCH, srv.output()
     assert wait_gone(workers), "workers outlived their supervisor"
     assert zenstore.verify_store(path) == []
