@@ -413,6 +413,77 @@ def _cmd_demo(args) -> int:
     return EXIT_OK if report.identical_after_reopen else EXIT_FAILED
 
 
+# --- serve and keys (zenstore.server) ---------------------------------------------------
+
+
+def _cmd_serve(args) -> int:
+    from .server import Limits, ServerConfig, serve
+
+    limits = Limits(**{k: v for k, v in (("max_body_bytes", args.max_body_bytes), ("max_documents", args.max_documents),
+                                         ("max_top_n", args.max_documents), ("max_k", args.max_k),
+                                         ("max_batch", args.max_batch)) if v is not None})
+    cfg = ServerConfig(store=args.store, host=args.host, port=args.port, embedder=args.embedder,
+                       api_key_file=args.api_key_file, workers=args.workers, readonly=args.readonly,
+                       text_field=args.text_field, graceful_seconds=args.graceful_seconds, limits=limits)
+    return serve(cfg)
+
+
+def _cmd_keys(args) -> int:
+    from .server import add_key, read_keys, revoke_key
+
+    if args.action == "add":
+        key, entry = add_key(args.file, args.scope, args.name)
+        print(f"added key {entry.id} (scope {entry.scope}) to {args.file}; it is shown only now:", file=sys.stderr)
+        print(key)
+    elif args.action == "list":
+        entries = read_keys(args.file)
+        if args.json:
+            print(json.dumps([{k: v for k, v in dataclasses.asdict(e).items() if k != "sha256"} for e in entries],
+                             indent=2))
+        else:
+            for e in entries:
+                print(f"{e.id}\t{e.scope}\t{e.created}\t{e.name or ''}")
+    else:
+        entry = revoke_key(args.file, args.key)
+        print(f"revoked key {entry.id} (scope {entry.scope})")
+    return EXIT_OK
+
+
+def _add_serve_and_keys(command) -> None:
+    p = command("serve", "serve a store over HTTP (Cohere-compatible rerank, search, writes)", _cmd_serve)
+    p.add_argument("store", help="store directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="default 8080; 0 picks a free port (printed)")
+    p.add_argument("--embedder", default=None, metavar="SPEC",
+                   help="openai:URL[#MODEL], sentence-transformers:PATH or python:MODULE:ATTR")
+    p.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="accept only these keys (zenstore keys add FILE); required unless --host is loopback")
+    p.add_argument("--workers", type=int, default=1, help="HTTP worker processes (readers; default 1)")
+    p.add_argument("--readonly", action="store_true", help="take no writes (no writer process, no store lock)")
+    p.add_argument("--text-field", default="text", help="payload field rerank matches document texts against")
+    p.add_argument("--graceful-seconds", type=float, default=30.0,
+                   help="on SIGTERM, how long in-flight requests get to finish (default 30)")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-body-bytes", type=int, default=None, help="request body (default 64 MiB): 413 beyond")
+    g.add_argument("--max-documents", type=int, default=None, help="documents and top_n of a rerank (default 1000)")
+    g.add_argument("--max-k", type=int, default=None, help="k of a search (default 1000)")
+    g.add_argument("--max-batch", type=int, default=None, help="rows of an upsert / ids of a delete (default 4096)")
+
+    p = command("keys", "create, list and revoke API keys for zenstore serve", _cmd_keys)
+    ks = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ks.add_parser("add", help="create a key; prints it as the last line (only its hash is stored)")
+    a.add_argument("file", help="keys file (created if absent)")
+    a.add_argument("--scope", required=True, choices=("read", "write", "admin"),
+                   help="read: rerank/search/get/stats/embeddings; write: + upsert/delete; admin: + /metrics")
+    a.add_argument("--name", default=None, help="a note kept with the key")
+    a = ks.add_parser("list", help="key ids, scopes and creation times (never the keys)")
+    a.add_argument("file")
+    a.add_argument("--json", action="store_true")
+    a = ks.add_parser("revoke", help="remove a key (a running server stops accepting it within a second)")
+    a.add_argument("file")
+    a.add_argument("key", metavar="KEY_ID", help="the id from 'keys list' (or the key itself)")
+
+
 # --- parser -----------------------------------------------------------------------------
 
 EXAMPLES = {
@@ -434,6 +505,15 @@ interrupted first run that committed nothing removes the store it created.""",
     "compact": "example:\n  zenstore compact docs.zen",
     "export": "examples:\n  zenstore export docs.zen out.npy          # out.npy, out.ids.npy, out.payloads.jsonl\n  zenstore export docs.zen out.jsonl --format jsonl",
     "demo": "example:\n  zenstore demo --docs 20000",
+    "serve": """examples:
+  zenstore serve docs.zen --embedder openai:http://127.0.0.1:8081#bge-m3
+  zenstore keys add keys.json --scope read && zenstore serve docs.zen --api-key-file keys.json --workers 2
+  zenstore serve docs.zen --host 0.0.0.0 --api-key-file keys.json --readonly
+SIGTERM or Ctrl-C: requests in flight finish, then the store is closed (exit 0).""",
+    "keys": """examples:
+  zenstore keys add keys.json --scope write --name ingest-job   # the key is the last line printed
+  zenstore keys list keys.json
+  zenstore keys revoke keys.json 1a2b3c4d""",
 }
 
 
@@ -522,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=7680)
     p.add_argument("--docs", type=int, default=5000)
     p.add_argument("--queries", type=int, default=100)
+
+    _add_serve_and_keys(command)
     return parser
 
 
