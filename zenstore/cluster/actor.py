@@ -71,7 +71,8 @@ def _unwrap(ray, exc: BaseException) -> Failure:
         if isinstance(cause, BaseException):
             return Failure(cause, True)
         return Failure(exc, True)
-    return Failure(exc, False)
+    # ActorUnavailableError: the process died and Ray is restarting it (ActorDiedError: for good)
+    return Failure(exc, False, retryable=isinstance(exc, ray.exceptions.ActorUnavailableError))
 
 
 class ActorShards(ShardCalls):

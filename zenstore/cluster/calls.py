@@ -4,18 +4,24 @@ Both backends (``local.py``: shards in this process, ``actor.py``: one Ray actor
 shard) submit a method call per shard and gather the answers into ``{shard: result}``
 and ``{shard: Failure}``. A :class:`Failure` says whether the shard itself raised (its
 store refused the call: nothing of it was written, since every store call is atomic) or
-whether the outcome is unknown (the actor died, or did not answer in time).
+whether the outcome is unknown (the actor died, or did not answer in time), and whether
+the shard is coming back (a Ray actor restarting), so that the call can be sent again.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 1.0
 
 
 @dataclass(frozen=True)
 class Failure:
     error: BaseException
     raised_by_shard: bool  # False: the process died / timed out; a write's outcome is unknown
+    retryable: bool = False  # the shard is restarting: the same (idempotent) call may be sent again
 
     def __str__(self) -> str:
         return f"{type(self.error).__name__}: {self.error}"
@@ -36,9 +42,29 @@ class ShardCalls:
         """``value`` in the form that is cheapest to pass to several shards."""
         return value
 
-    def call_all(self, method: str, *args, shards=None, timeout: float | None = None) -> tuple[dict, dict]:
+    def run(self, jobs: dict, *, timeout: float | None = None, retry_jobs: dict | None = None,
+            restart_wait: float = 0.0) -> tuple[dict, dict]:
+        """Run ``{shard: (method, args)}`` in parallel. Shards that fail because they are
+        restarting get ``retry_jobs[shard]`` (default: the same job) again, with backoff,
+        for up to ``restart_wait`` seconds. Only pass idempotent retry jobs."""
+        results, failures = self.gather({s: self.submit(s, m, *a) for s, (m, a) in jobs.items()}, timeout)
+        deadline = time.monotonic() + restart_wait
+        delay = RETRY_FIRST_DELAY
+        while True:
+            again = sorted(s for s, f in failures.items() if f.retryable)
+            if not again or time.monotonic() + delay > deadline:
+                return results, failures
+            time.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX_DELAY)
+            todo = retry_jobs or jobs
+            more, still = self.gather({s: self.submit(s, todo[s][0], *todo[s][1]) for s in again}, timeout)
+            results.update(more)
+            failures = {**{s: f for s, f in failures.items() if s not in again}, **still}
+
+    def call_all(self, method: str, *args, shards=None, timeout: float | None = None,
+                 restart_wait: float = 0.0) -> tuple[dict, dict]:
         targets = range(self.shards) if shards is None else shards
-        return self.gather({s: self.submit(s, method, *args) for s in targets}, timeout)
+        return self.run({s: (method, args) for s in targets}, timeout=timeout, restart_wait=restart_wait)
 
     @property
     def handles(self) -> tuple:

@@ -12,7 +12,11 @@ from ..errors import ZenstoreError
 
 
 def describe_failures(failed: dict) -> str:
-    return "; ".join(f"shard {s}: {type(e).__name__}: {e}" for s, e in sorted(failed.items()))
+    """``{shard: exception or calls.Failure}`` -> one line naming each shard and its error."""
+    def one(e):
+        e = getattr(e, "error", e)
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return "; ".join(f"shard {s}: {one(e)}" for s, e in sorted(failed.items()))
 
 
 class ShardError(ZenstoreError):

@@ -41,6 +41,7 @@ from .results import BatchResult, Hits, merge_batches, merge_hits
 from .routing import shard_of, split
 
 BACKENDS = ("ray", "local")
+RESTART_WAIT = 60.0  # seconds a call waits for a restarting shard actor
 # errors that mean "the caller's input", re-raised as they are when a shard raises them
 _CALLER_ERRORS = (InvalidArgument, IdNotFound, ReadOnlyStore)
 
@@ -58,7 +59,7 @@ class ShardedStore:
 
     def __init__(self, root: str, manifest: ClusterManifest, config: StoreConfig, writes: ShardCalls | None,
                  reads: ShardCalls, lock_fd: int | None, backend: str, ray_started: bool,
-                 timeout: float | None) -> None:
+                 timeout: float | None, restart_wait: float) -> None:
         self._root = root
         self._manifest = manifest
         self._config = config
@@ -68,6 +69,7 @@ class ShardedStore:
         self._backend = backend
         self._ray_started = ray_started
         self._timeout = timeout
+        self._restart_wait = restart_wait
         self._closed = False
         self._id_type: str | None = None
         self._digests: dict[int, str | None] = {}
@@ -77,7 +79,8 @@ class ShardedStore:
     @classmethod
     def create(cls, path, dim: int = 7680, *, shards: int, metric: str = "cosine", backend: str = "ray",
                ray_address: str | None = None, actor_options: dict | None = None, local_reads: bool = True,
-               timeout: float | None = None, **options) -> ShardedStore:
+               timeout: float | None = None, restart_wait: float = RESTART_WAIT, threads: int | None = None,
+               **options) -> ShardedStore:
         """Create an empty sharded store of ``shards`` shards at ``path`` (which must not
         exist, or be an empty directory) and open it for writing.
 
@@ -111,12 +114,12 @@ class ShardedStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return cls.open(path, backend=backend, ray_address=ray_address, actor_options=actor_options,
-                        local_reads=local_reads, timeout=timeout)
+                        local_reads=local_reads, timeout=timeout, restart_wait=restart_wait, threads=threads)
 
     @classmethod
     def open(cls, path, readonly: bool = False, *, backend: str | None = None, ray_address: str | None = None,
              actor_options: dict | None = None, local_reads: bool = True, timeout: float | None = None,
-             threads: int | None = None, verify: bool = True) -> ShardedStore:
+             restart_wait: float = RESTART_WAIT, threads: int | None = None, verify: bool = True) -> ShardedStore:
         """Open a sharded store.
 
         ``backend``: ``"ray"`` (one Ray actor per shard owns it; the default for writable
@@ -126,8 +129,10 @@ class ShardedStore:
         beside the writer actors (no inter-process hop; needs the shard files reachable
         from here), else they are sent to the actors. A ``readonly`` open with the ray
         backend starts one reader actor per shard. ``timeout``: seconds a read waits for a shard before calling
-        it down. ``threads``: numba threads per shard actor. A second writer gets
-        ``StoreLocked``.
+        it down. ``restart_wait``: seconds a call waits for a shard actor that Ray is
+        restarting (the call is sent again when it is back; writes are resent as
+        ``upsert``, which is idempotent). ``threads``: numba threads per shard actor.
+        A second writer gets ``StoreLocked``.
         """
         root = os.path.abspath(os.fspath(path))
         manifest = read_manifest(root)
@@ -139,6 +144,8 @@ class ShardedStore:
                 raise CorruptStore(f"{root}: shard {i} ({shard_dir(i)}) is missing")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not (isinstance(restart_wait, (int, float)) and restart_wait >= 0):
+            raise InvalidArgument(f"restart_wait must be a number of seconds >= 0, got {restart_wait!r}")
         lock_fd = None if readonly else _take_lock(root)
         writes = reads = None
         ray_started = False
@@ -154,11 +161,12 @@ class ShardedStore:
                 writes = None if readonly else actors
                 reads = actors
                 if local_reads and not readonly:
-                    infos, failures = actors.call_all("info")  # the actors have opened (and cleaned) their shards
+                    # the actors have opened (and cleaned) their shards before the driver reads them
+                    infos, failures = actors.call_all("info", restart_wait=restart_wait)
                     if failures:
                         raise _open_failure(root, failures)
                     reads = LocalShards(paths, True, verify=verify)
-            store = cls(root, manifest, None, writes, reads, lock_fd, backend, ray_started, timeout)
+            store = cls(root, manifest, None, writes, reads, lock_fd, backend, ray_started, timeout, restart_wait)
             store._load_state()
         except BaseException:
             for calls in {id(c): c for c in (writes, reads) if c is not None}.values():
@@ -179,7 +187,7 @@ class ShardedStore:
         """Check the shards agree (config, base matrix, id kind); finish a base broadcast
         that a crash interrupted."""
         owner = self._writes or self._reads
-        infos, failures = owner.call_all("info")
+        infos, failures = owner.call_all("info", restart_wait=self._restart_wait)
         if failures:
             raise _open_failure(self._root, failures)
         configs = {s: i["config"] for s, i in infos.items()}
@@ -288,10 +296,12 @@ class ShardedStore:
             raise ReadOnlyStore(f"{self._root}: store was opened read-only")
         return self._writes
 
-    def _read(self, what: str, pending: dict, *, partial: bool = False) -> tuple[dict, dict]:
-        """Gather a read; a shard's own caller-error is re-raised, any other failure is
-        ShardUnavailable naming the shards (or, with ``partial``, returned)."""
-        results, failures = self._reads.gather(pending, self._timeout)
+    def _read(self, what: str, jobs: dict, *, partial: bool = False) -> tuple[dict, dict]:
+        """Run a read ``{shard: (method, args)}``; a shard's own caller-error is re-raised,
+        any other failure is ShardUnavailable naming the shards (or, with ``partial``,
+        returned at once instead of waiting for restarting shards)."""
+        results, failures = self._reads.run(jobs, timeout=self._timeout,
+                                            restart_wait=0.0 if partial else self._restart_wait)
         for s in sorted(failures):
             if failures[s].raised_by_shard and isinstance(failures[s].error, _CALLER_ERRORS):
                 raise failures[s].error
@@ -302,7 +312,7 @@ class ShardedStore:
         return results, failures
 
     def _read_all(self, what: str, method: str, *args) -> dict:
-        results, _ = self._read(what, {s: self._reads.submit(s, method, *args) for s in range(self.shards)})
+        results, _ = self._read(what, {s: (method, args) for s in range(self.shards)})
         return results
 
     def _parts(self, ids_arr: np.ndarray) -> dict[int, np.ndarray]:
@@ -310,8 +320,7 @@ class ShardedStore:
 
     def _present(self, ids_arr: np.ndarray, parts: dict) -> np.ndarray:
         """Vectorized membership of normalised ids, in their order."""
-        pending = {s: self._reads.submit(s, "contains", ids_arr[pos]) for s, pos in parts.items()}
-        results, _ = self._read("contains", pending)
+        results, _ = self._read("contains", {s: ("contains", (ids_arr[pos],)) for s, pos in parts.items()})
         out = np.zeros(len(ids_arr), dtype=bool)
         for s, pos in parts.items():
             out[pos] = results[s]
@@ -342,7 +351,7 @@ class ShardedStore:
         self._check_open()
         for s, d in sorted(self._digests.items()):
             if d is not None:
-                results, _ = self._read("base", {s: self._reads.submit(s, "base")})
+                results, _ = self._read("base", {s: ("base", ())})
                 return results[s]
         return None
 
@@ -362,8 +371,9 @@ class ShardedStore:
         if base is None:
             x = as_matrix(sample, self.dim, "training sample")
             for_metric(x, self.metric, "training sample")
-            results, failures = calls.gather({0: calls.submit(0, "train", x)})
+            results, failures = calls.run({0: ("train", (x,))})
             if failures:
+                self._refresh_digests()
                 raise self._write_failure("train", len(x), {0: x}, results, failures)
             self._digests[0] = results[0]
         else:
@@ -374,10 +384,15 @@ class ShardedStore:
             return
         self._broadcast_base()
 
+    def _refresh_digests(self) -> None:
+        """Ask every shard which base it has (after a training call failed midway)."""
+        infos, _ = self._writer().call_all("info", restart_wait=self._restart_wait)
+        self._digests.update({s: i["base_digest"] for s, i in infos.items()})
+
     def _broadcast_base(self) -> None:
         source = next(s for s, d in sorted(self._digests.items()) if d is not None)
         calls = self._writer()
-        results, failures = calls.gather({source: calls.submit(source, "base")})
+        results, failures = calls.run({source: ("base", ())}, restart_wait=self._restart_wait)
         if failures:
             raise ShardUnavailable(f"{self._root}: shard {source} holds the base matrix and did not answer",
                                    failed={s: f.error for s, f in failures.items()})
@@ -387,7 +402,7 @@ class ShardedStore:
         calls = self._writer()
         todo = [s for s, d in sorted(self._digests.items()) if d is None]
         ref = calls.shared(base)
-        results, failures = calls.gather({s: calls.submit(s, "adopt", ref) for s in todo})
+        results, failures = calls.run({s: ("adopt", (ref,)) for s in todo}, restart_wait=self._restart_wait)
         self._digests.update(results)
         if failures:
             raise ShardError(f"{self._root}: the base matrix reached shard(s) {sorted(results)} but not "
@@ -425,16 +440,21 @@ class ShardedStore:
                 raise DuplicateId(f"{int(present.sum())} id(s) already stored (use upsert to replace): "
                                   + _preview(ids_arr[present].tolist()))
         if not self.trained:
+            self._refresh_digests()
             if any(d is not None for d in self._digests.values()):
                 self._broadcast_base()
             else:
                 self.train(x)  # as Store.add: the first batch trains the base
         payload_list = None if payloads is None else list(payloads)
-        pending = {}
+        jobs = {}
         for s, pos in parts.items():
             part_payloads = None if payload_list is None else [payload_list[i] for i in pos]
-            pending[s] = calls.submit(s, "write", ids_arr[pos], x[pos], part_payloads, upsert)
-        results, failures = calls.gather(pending)
+            jobs[s] = ("write", (ids_arr[pos], x[pos], part_payloads, upsert))
+        # a part whose actor restarted mid-call is sent again as an upsert: the ids were not
+        # stored before this batch (checked above, and this handle is the only writer), so
+        # rewriting them is the same whether or not the first attempt committed
+        retry = {s: ("write", args[:3] + (True,)) for s, (_, args) in jobs.items()}
+        results, failures = calls.run(jobs, retry_jobs=retry, restart_wait=self._restart_wait)
         if results:
             self._id_type = id_type
         if failures:
@@ -457,7 +477,8 @@ class ShardedStore:
         parts = {s: pos[present[pos]] for s, pos in parts.items() if present[pos].any()}
         if not parts:
             return 0
-        results, failures = calls.gather({s: calls.submit(s, "delete", ids_arr[pos]) for s, pos in parts.items()})
+        results, failures = calls.run({s: ("delete", (ids_arr[pos],)) for s, pos in parts.items()},
+                                      restart_wait=self._restart_wait)  # missing_ok at the shard: idempotent
         if failures:
             raise self._write_failure("delete", int(present.sum()), parts, results, failures)
         return int(sum(results.values()))
@@ -465,7 +486,7 @@ class ShardedStore:
     def compact(self) -> dict:
         """Compact every shard. Returns the summed counts and ``per_shard``."""
         calls = self._writer()
-        results, failures = calls.call_all("compact")
+        results, failures = calls.call_all("compact", restart_wait=self._restart_wait)
         if failures:
             raise ShardError(f"{self._root}: compact failed on shard(s) {sorted(failures)} "
                              f"({describe_failures(failures)}); the others are compacted",
@@ -505,7 +526,7 @@ class ShardedStore:
         if self._id_type is not None and kind != self._id_type:
             raise IdNotFound(f"id {ext_id!r} not found")
         s = int(shard_of(arr, self.shards)[0])
-        results, _ = self._read("get", {s: self._reads.submit(s, "get", _plain(arr[0]))})
+        results, _ = self._read("get", {s: ("get", (_plain(arr[0]),))})
         return results[s]
 
     def ids(self) -> np.ndarray:
@@ -540,9 +561,8 @@ class ShardedStore:
         for_metric(q, self.metric, "query")
         targets, _ = self._targets(filter_ids)
         qref = self._reads.shared(q)
-        pending = {s: self._reads.submit(s, "search", qref, opts.k, opts.shortlist, opts.nprobe, f, with_payload)
-                   for s, f in targets.items()}
-        results, failures = self._read("search", pending, partial=partial)
+        jobs = {s: ("search", (qref, opts.k, opts.shortlist, opts.nprobe, f, with_payload)) for s, f in targets.items()}
+        results, failures = self._read("search", jobs, partial=partial)
         hits = merge_hits([results[s] for s in sorted(results)], opts.k, self.metric)
         return Hits(hits, answered=sorted(results), failed={s: str(f) for s, f in failures.items()})
 
@@ -557,9 +577,8 @@ class ShardedStore:
         for_metric(q, self.metric, "query")
         targets, _ = self._targets(filter_ids)
         qref = self._reads.shared(q)
-        pending = {s: self._reads.submit(s, "search_batch", qref, opts.k, opts.shortlist, opts.nprobe, f)
-                   for s, f in targets.items()}
-        results, failures = self._read("search_batch", pending, partial=partial)
+        jobs = {s: ("search_batch", (qref, opts.k, opts.shortlist, opts.nprobe, f)) for s, f in targets.items()}
+        results, failures = self._read("search_batch", jobs, partial=partial)
         ids, scores = merge_batches([results[s] for s in sorted(results)], opts.k, self.metric, len(q),
                                     self._id_type)
         return BatchResult(ids, scores, answered=sorted(results), failed={s: str(f) for s, f in failures.items()})
@@ -579,8 +598,8 @@ class ShardedStore:
             raise IdNotFound(f"{int((~present).sum())} id(s) not found: " + _preview(arr[~present].tolist()))
         for_metric(q, self.metric, "query")
         qref = self._reads.shared(q)
-        pending = {s: self._reads.submit(s, "rerank", qref, arr[pos], top_n, with_payload) for s, pos in parts.items()}
-        results, _ = self._read("rerank", pending)
+        results, _ = self._read("rerank", {s: ("rerank", (qref, arr[pos], top_n, with_payload))
+                                           for s, pos in parts.items()})
         hits = merge_hits([results[s] for s in sorted(results)], top_n, self.metric)
         return Hits(hits, answered=sorted(results))
 
@@ -624,14 +643,14 @@ class ShardedStore:
             read_manifest(self._root)
         except ZenstoreError as exc:
             problems.append(str(exc))
-        pending = {s: self._reads.submit(s, "verify", s, self.shards) for s in range(self.shards)}
-        results, failures = self._reads.gather(pending, self._timeout)
+        results, failures = self._reads.run({s: ("verify", (s, self.shards)) for s in range(self.shards)},
+                                            timeout=self._timeout, restart_wait=self._restart_wait)
         for s in range(self.shards):
             if s in failures:
                 problems.append(f"{shard_dir(s)}: could not be checked ({failures[s]})")
             else:
                 problems.extend(f"{shard_dir(s)}: {p}" for p in results[s])
-        infos, failures = self._reads.call_all("info", timeout=self._timeout)
+        infos, failures = self._reads.call_all("info", timeout=self._timeout, restart_wait=self._restart_wait)
         digests = {i["base_digest"] for i in infos.values() if i["base_digest"] is not None}
         if len(digests) > 1:
             problems.append(f"the shards have {len(digests)} different base matrices")

@@ -63,7 +63,7 @@ class ShardWorker:
 
     def info(self) -> dict:
         snap = self.store.snapshot()
-        if self._digest is None:
+        if self._digest is None or snap.codec is None:
             self._digest = base_digest(self.store.base())
         return {"count": snap.count, "id_type": snap.id_type, "base_digest": self._digest,
                 "config": self.store.config.to_dict(), "pid": os.getpid()}
@@ -105,6 +105,10 @@ class ShardWorker:
         return self.info()["base_digest"]
 
     def adopt(self, base) -> str:
+        """Use ``base``; idempotent (a retry finds it already adopted)."""
+        current = base_digest(self.store.base())
+        if current is not None and current == base_digest(base):
+            return current
         self.store.train(base=base)
         self._digest = None
         return self.info()["base_digest"]
