@@ -1,8 +1,10 @@
 """The ``ray`` backend: one Ray actor per shard, the shard's single writer.
 
-Actors take a fraction of a CPU (``num_cpus=0.25`` by default): a Ray Data pipeline
-needs whole CPUs for its read tasks, and with whole-CPU actors on a 2-core machine the
-pipeline waits forever for a CPU the shard actors hold. They restart when their process
+Actors take a fraction of a CPU (``num_cpus=0.25`` by default, and all the actors of a
+store together at most half the cluster's CPUs): a Ray Data pipeline needs whole CPUs for
+its read tasks, and with whole-CPU actors on a 2-core machine the pipeline waits forever
+for a CPU the shard actors hold. (Ray reserves an actor's ``num_cpus`` for its lifetime;
+the shard's work is not limited by it.) They restart when their process
 dies (``max_restarts``); the new process reopens the shard from disk, where every
 acknowledged batch is durable. Calls are not retried by Ray (``max_task_retries=0``): a
 write whose actor died mid-call is reported as of unknown outcome, and the caller
@@ -64,6 +66,13 @@ def release_ray(started: bool) -> None:
         import_ray().shutdown()
 
 
+def actor_cpus(ray, shards: int) -> float:
+    """CPUs each shard actor reserves: 0.25, but the actors of one store together at most
+    half the cluster's CPUs, so Ray Data's whole-CPU read tasks always find one."""
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    return round(min(DEFAULT_ACTOR_OPTIONS["num_cpus"], 0.5 * total / shards), 4) or 0.0001
+
+
 def _unwrap(ray, exc: BaseException) -> Failure:
     """A Ray error -> the shard's own exception (it raised), or the system error (it died)."""
     if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc, ray.exceptions.RayActorError):
@@ -84,6 +93,8 @@ class ActorShards(ShardCalls):
         self.shards = len(paths)
         # a reader actor's calls are all reads: Ray may retry them on its restarted process
         options = {**DEFAULT_ACTOR_OPTIONS, **({"max_task_retries": -1} if readonly else {}), **(actor_options or {})}
+        if "num_cpus" not in (actor_options or {}):
+            options["num_cpus"] = actor_cpus(self.ray, self.shards)
         cls = self.ray.remote(ShardWorker)
         self.actors = [cls.options(**options).remote(os.path.abspath(p), readonly, threads, verify) for p in paths]
 
@@ -95,6 +106,8 @@ class ActorShards(ShardCalls):
         return self.ray.put(value) if self.shards > 1 and nbytes > INLINE_BYTES else value
 
     def gather(self, pending: dict, timeout: float | None = None) -> tuple[dict, dict]:
+        if not pending:
+            return {}, {}
         ray = self.ray
         refs = list(pending.values())
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)

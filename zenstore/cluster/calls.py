@@ -47,7 +47,13 @@ class ShardCalls:
         """Run ``{shard: (method, args)}`` in parallel. Shards that fail because they are
         restarting get ``retry_jobs[shard]`` (default: the same job) again, with backoff,
         for up to ``restart_wait`` seconds. Only pass idempotent retry jobs."""
-        results, failures = self.gather({s: self.submit(s, m, *a) for s, (m, a) in jobs.items()}, timeout)
+        pending = {s: self.submit(s, m, *a) for s, (m, a) in jobs.items()}
+        return self.settle(pending, jobs, timeout=timeout, retry_jobs=retry_jobs, restart_wait=restart_wait)
+
+    def settle(self, pending: dict, jobs: dict, *, timeout: float | None = None, retry_jobs: dict | None = None,
+               restart_wait: float = 0.0) -> tuple[dict, dict]:
+        """Gather calls already submitted for ``jobs`` and retry them as :meth:`run` does."""
+        results, failures = self.gather(pending, timeout)
         deadline = time.monotonic() + restart_wait
         delay = RETRY_FIRST_DELAY
         while True:

@@ -40,6 +40,8 @@ class LocalShards(ShardCalls):
         return self.pool.submit(fn, *args)
 
     def gather(self, pending: dict, timeout: float | None = None) -> tuple[dict, dict]:
+        if not pending:
+            return {}, {}
         done, _ = wait(list(pending.values()), timeout=timeout)
         results, failures = {}, {}
         for shard, fut in pending.items():

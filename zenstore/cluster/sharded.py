@@ -495,6 +495,23 @@ class ShardedStore:
         out = {key: sum(r[key] for r in per) for key in per[0]}
         return {**out, "per_shard": per}
 
+    def ingest(self, dataset, *, batch_size: int = 4096, id_column: str | None = "id",
+               vector_column: str | None = None, payload_columns=None, on_error: str = "fail",
+               report_path: str | None = None, name: str | None = None, train_sample: int | None = None,
+               max_in_flight: int = 2, progress=None):
+        """Bulk-load a ``ray.data.Dataset`` (``read_parquet``, ``read_numpy``,
+        ``read_json``, ...), streamed in order in batches of ``batch_size`` rows, each
+        shard's part committed with a checkpoint: rerunning the same call after the
+        driver died resumes it. Returns a ``DatasetIngestSummary``; see
+        ``zenstore.cluster.ingest`` for the options."""
+        from .ingest import DatasetIngestOptions, ingest_dataset
+
+        self._writer()
+        options = DatasetIngestOptions(batch_size, id_column, vector_column,
+                                       None if payload_columns is None else tuple(payload_columns), on_error,
+                                       report_path, name, train_sample, max_in_flight)
+        return ingest_dataset(self, dataset, options, progress)
+
     # --- reads -----------------------------------------------------------------------------
 
     def __len__(self) -> int:

@@ -14,10 +14,11 @@ import time
 
 import numpy as np
 
-from ..errors import IngestError, StoreLocked
+from ..errors import StoreLocked
 from ..store import Store
 from .routing import shard_of
 
+OUT_OF_ORDER = -1  # ingest_batch: the batch before this one is not committed here
 OPEN_TIMEOUT = 30.0  # seconds a restarted writer waits for its dead predecessor's lock
 
 
@@ -125,16 +126,17 @@ class ShardWorker:
 
     def ingest_batch(self, name: str, seq: int, after: int, ids, vectors, payloads, record: dict) -> int:
         """Add one ingest batch's rows for this shard with the checkpoint in the same
-        transaction. Idempotent: a batch already committed here (a retry after a crash)
-        adds nothing. Refuses a batch that does not follow the last one committed here,
-        so batches pipelined to this shard can never commit around a failed one."""
+        transaction; returns the rows added. Idempotent: a batch already committed here (a
+        retry after a crash) adds nothing. A batch that does not follow the last one
+        committed here (``after``) is not added and ``OUT_OF_ORDER`` returned: batches
+        pipelined to a shard never commit around one that failed (the driver resends
+        them in order)."""
         state = self.store.checkpoint(name)
         done = -1 if state is None else int(state.get("batch", -1))
         if done >= seq:
             return 0
         if done != after:
-            raise IngestError(f"{self.path}: ingest {name!r}: batch {seq} was sent after batch {after}, but "
-                              f"the last batch committed here is {done}; rerun the ingest to resume")
+            return OUT_OF_ORDER
         self.store.add(ids, vectors, payloads, checkpoint=(name, {**record, "batch": seq}))
         return len(ids)
 
