@@ -530,4 +530,68 @@ def ingest_dataset(store, dataset, options: DatasetIngestOptions | None = None,
     return _Loader(store, dataset, options or DatasetIngestOptions(), progress).run()
 
 
-__all__ = ["DatasetIngestOptions", "DatasetIngestSummary", "DatasetProgress", "ingest_dataset"]
+
+
+
+# --- files, for the command line ----------------------------------------------------------
+
+FILE_FORMATS = {".npy": "npy", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def file_format(path: str) -> str:
+    if os.path.isdir(path) and any(n.endswith(".parquet") for n in os.listdir(path)):
+        return "parquet"
+    for ext, fmt in FILE_FORMATS.items():
+        if path.endswith(ext):
+            return fmt
+    raise IngestError(f"{path}: with Ray, zenstore ingest reads .npy, .parquet (files or directories) and "
+                      f".jsonl inputs; this is none of them")
+
+
+def dataset_for_files(paths: list[str], format: str | None = None):
+    """A ``ray.data.Dataset`` over the input files (one format for all), and that format."""
+    import ray.data
+
+    for p in paths:
+        if not os.path.exists(p):
+            raise IngestError(f"{p}: no such input file")
+    formats = {format} if format else {file_format(p) for p in paths}
+    if len(formats) != 1:
+        raise IngestError(f"inputs mix formats {sorted(formats)}; load them in separate runs")
+    fmt = formats.pop()
+    files = [os.path.abspath(p) for p in paths]
+    if fmt == "npy":
+        return ray.data.read_numpy(files), fmt
+    if fmt == "parquet":
+        return ray.data.read_parquet(files), fmt
+    if fmt == "jsonl":
+        return ray.data.read_json(files, lines=True), fmt
+    raise IngestError(f"with Ray, inputs must be npy, parquet or jsonl, got {fmt!r}")
+
+
+def files_fingerprint(paths: list[str], options: DatasetIngestOptions) -> str:
+    """The checkpoint name of an ingest of these files: it changes when a file does."""
+    parts = []
+    for p in paths:
+        st = os.stat(p)
+        parts.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    return fingerprint(parts, options)
+
+
+def ingest_files(store, paths: list[str], options: DatasetIngestOptions | None = None,
+                 progress: Callable[[DatasetProgress], None] | None = None, format: str | None = None):
+    """``zenstore ingest --shards N --ray``: the files as a Ray dataset, ingested under a
+    name derived from their paths, sizes and mtimes (so rerunning the same command
+    resumes it). ``.npy`` rows are numbered across the files in order."""
+    from dataclasses import replace
+
+    options = options or DatasetIngestOptions()
+    dataset, fmt = dataset_for_files(paths, format)
+    if fmt == "npy":
+        options = replace(options, id_column=None, vector_column="data")
+    options = replace(options, name=options.name or files_fingerprint(paths, options))
+    return ingest_dataset(store, dataset, options, progress)
+
+
+__all__ = ["DatasetIngestOptions", "DatasetIngestSummary", "DatasetProgress", "ingest_dataset", "ingest_files",
+           "dataset_for_files"]
