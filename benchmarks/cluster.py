@@ -168,7 +168,8 @@ def main(argv=None) -> dict:
     os.makedirs(work, exist_ok=True)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    result = {"machine": machine, "ray_worker_niceness": args.ray_niceness, "n": args.n, "dim": args.dim, "queries": args.queries, "k": args.k,
+    result = {"machine": machine, "ray_worker_niceness": args.ray_niceness, "n": args.n, "dim": args.dim,
+              "queries": args.queries, "k": args.k,
               "ingest": [], "reads": [], "rerun": _common.rerun_command("benchmarks/cluster.py", argv)}
     try:
         # --- one in-process store -------------------------------------------------------
@@ -198,7 +199,8 @@ def main(argv=None) -> dict:
             assert summary.rows_added == args.n and len(store) == args.n
             result["ingest"].append({"store": "sharded", "shards": s, "seconds": dt, "rows_per_s": args.n / dt,
                                      "others_cpu": cw.others, "per_shard": list(summary.per_shard_added),
-                                     "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+                                     "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                     * 1024})
             print(f"{s} shards ingest: {args.n / dt:,.0f} rows/s", flush=True)
             same_base = np.array_equal(store.base().matrix, base.matrix)
             for nprobe in nprobes:

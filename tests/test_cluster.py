@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +28,8 @@ from zenstore import Store
 from zenstore.cluster import PartialWrite, ShardedStore, ShardUnavailable
 from zenstore.cluster.manifest import CLUSTER_FORMAT_VERSION, MANIFEST_FILE, ClusterManifest, read_manifest
 from zenstore.cluster.routing import key_hash, shard_of
-from zenstore.errors import (CorruptStore, DimensionMismatch, DuplicateId, EmptyBatch, FormatVersionError,
-                             IdNotFound, IdTypeMismatch, IngestError, InvalidArgument, InvalidVector, NotAStore,
-                             ReadOnlyStore, StoreClosed, StoreExists, StoreLocked)
+from zenstore.errors import (CorruptStore, FormatVersionError, IngestError, InvalidArgument, NotAStore, ReadOnlyStore,
+                             StoreClosed, StoreExists, StoreLocked)
 
 DIM = 128
 
@@ -64,6 +64,15 @@ def test_manifest_bytes_and_round_trip(tmp_path):
     assert ClusterManifest.from_dict(json.loads(m.to_bytes())) == m
     with_ext = {**m.to_dict(), "x-note": {"kept": True}}
     assert ClusterManifest.from_dict(with_ext).extensions == {"x-note": {"kept": True}}
+
+
+def test_format_md_shows_the_manifest_bytes():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "format.md").read_text()
+    section = text.split("## Sharded stores", 1)[1]
+    exact = ClusterManifest(4, 768, "cosine", "zenstore 0.1.0").to_bytes()
+    assert f"exactly these {len(exact)}\nbytes" in section or f"exactly these {len(exact)} bytes" in section
+    assert "\n```\n" + exact.decode() + "```" in section
+    assert f"hashes to {key_hash(0)}" in section and f"to {key_hash('doc-1')}" in section
 
 
 @pytest.mark.parametrize("change, error", [

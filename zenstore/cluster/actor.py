@@ -115,8 +115,8 @@ class ActorShards(ShardCalls):
         results, failures = {}, {}
         for shard, ref in pending.items():
             if ref not in ready:
-                failures[shard] = Failure(ray.exceptions.GetTimeoutError(f"shard {shard}: no answer within {timeout} s"),
-                                          False)
+                late = ray.exceptions.GetTimeoutError(f"shard {shard}: no answer within {timeout} s")
+                failures[shard] = Failure(late, False)
                 continue
             try:
                 results[shard] = ray.get(ref)

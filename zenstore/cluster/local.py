@@ -26,7 +26,9 @@ class LocalShards(ShardCalls):
             self.close()
             raise
         n = threads or min(self.shards, 2 * (os.cpu_count() or 1))
-        self.pool = ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="zenstore-shard") if self.shards > 1 else None
+        self.pool = None
+        if self.shards > 1:
+            self.pool = ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="zenstore-shard")
 
     def submit(self, shard: int, method: str, *args):
         fn = getattr(self.workers[shard], method)

@@ -23,8 +23,8 @@ import shutil
 import numpy as np
 
 from ..basefile import BaseMatrix
-from ..errors import (DuplicateId, IdNotFound, IdTypeMismatch, InvalidArgument, NotAStore, ReadOnlyStore,
-                      StoreClosed, StoreExists, StoreLocked, ZenstoreError, CorruptStore)
+from ..errors import (CorruptStore, DuplicateId, IdNotFound, IdTypeMismatch, InvalidArgument, NotAStore,
+                      ReadOnlyStore, StoreClosed, StoreExists, StoreLocked, ZenstoreError)
 from ..format import StoreConfig
 from ..reader import search_options
 from ..search import MAX_K
@@ -36,7 +36,8 @@ from ..version import __version__
 from .calls import Failure, ShardCalls
 from .errors import PartialWrite, ShardError, ShardUnavailable, describe_failures
 from .local import LocalShards
-from .manifest import CLUSTER_FORMAT_VERSION, LOCK_FILE, MAX_SHARDS, ClusterManifest, fsync_dir, read_manifest, shard_dir, write_manifest
+from .manifest import (CLUSTER_FORMAT_VERSION, LOCK_FILE, MAX_SHARDS, ClusterManifest, fsync_dir, read_manifest,
+                       shard_dir, write_manifest)
 from .results import BatchResult, Hits, merge_batches, merge_hits
 from .routing import shard_of, split
 
@@ -339,7 +340,8 @@ class ShardedStore:
         text = (f"{self._root}: {op} of {n} rows: "
                 + (f"shard(s) {committed} committed their {rows} rows; " if committed else "no shard acknowledged; ")
                 + f"shard(s) {sorted(failures)} failed ({describe_failures(failures)})"
-                + (f"; the outcome on shard(s) {unknown} is unknown (the actor died or did not answer)" if unknown else "")
+                + (f"; the outcome on shard(s) {unknown} is unknown (the actor died or did not answer)"
+                   if unknown else "")
                 + "; retry the same batch with upsert to make it whole")
         return PartialWrite(text, failed={s: f.error for s, f in failures.items()}, committed=committed,
                             unknown=unknown)
