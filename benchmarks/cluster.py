@@ -13,11 +13,13 @@ then measures, on the same queries and the same cores:
 
 * ingest rows/s (training included, as a user sees it);
 * batch QPS (``search_batch`` of all queries) and single-query p50/p99 (``search``);
-* for every sharded store three read paths: in-process reads beside the writer actors
-  (``local_reads=True``, the default), the ``local`` backend (no Ray at all), and Ray
-  reader actors (``ShardedStore.open(readonly=True, backend="ray")``); the **Ray overhead
-  per query** is the actor path's p50 minus the in-process path's p50 over the same shards,
-  and the bare round trip of a scatter of no-op calls to the S actors is measured too;
+* for every sharded store two read paths: in-process reads over read-only handles of the
+  shards (the ``local`` backend; a writable Ray-backed store reads the same way by
+  default, ``local_reads=True``) and Ray reader actors (``ShardedStore.open(readonly=True,
+  backend="ray")``); the **Ray overhead per query** is the actor path's p50 minus the
+  in-process path's p50 over the same shards, and the bare round trip of a scatter of
+  no-op calls to the S actors is measured too. All stores are open at once and measured in
+  interleaved rounds, so the load of a shared machine drifts alike for all of them;
 * each shard's own single-query latency distribution (4 shards, or the largest S), from
   which it simulates the scatter-gather tail: p50/p99 of the max over S shards for
   S = 4 ... 256 (bootstrap of the measured samples; independent shards assumed).
@@ -25,7 +27,8 @@ then measures, on the same queries and the same cores:
 Targets (issue 16): Ray overhead per query < 1 ms at p50; sharded batch QPS >= 0.8x the
 single store's; ingest rows/s >= the single store's. The report says which were met.
 
-    python benchmarks/cluster.py --n 100000                     # ~10 min on 2 cores
+    python benchmarks/cluster.py --n 100000 --work-dir /tmp/zc  # ~10 min on 2 quiet cores
+    python benchmarks/cluster.py --n 100000 --work-dir /tmp/zc --reuse docs/benchmarks/cluster-n100000.json
     python benchmarks/cluster.py --n 20000 --shards 1 2 --queries 100
     python benchmarks/cluster.py --n 3000 --dim 256 --data-dir /tmp/zc --out /tmp/zc/cluster.json
 """
@@ -40,6 +43,7 @@ import _env  # noqa: E402,F401  first: the thread environment before numpy/numba
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
+import json  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -87,20 +91,34 @@ def latencies(search, queries) -> np.ndarray:
     return out * 1e3
 
 
-def measure_reads(store, queries, k: int, nprobe, repeats: int) -> dict:
-    """Single-query latencies and batch QPS of ``store`` (a Store or a ShardedStore)."""
-    search = functools.partial(store.search, k=k, nprobe=nprobe, with_payload=False)
-    for q in queries[:3]:
-        search(q)  # warm: kernels loaded, pages mapped
-    lat = latencies(search, queries)
-    best = None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        store.search_batch(queries, k=k, nprobe=nprobe)
-        dt = time.perf_counter() - t
-        best = dt if best is None else min(best, dt)
-    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "mean_ms": float(lat.mean()), "batch_qps": len(queries) / best, "latencies_ms": lat.tolist()}
+def measure_interleaved(stores: dict, queries, k: int, nprobes, rounds: int) -> list:
+    """Per (store, nprobe): single-query latencies (each round times a slice of the
+    queries) and batch QPS (each round times one ``search_batch`` of all queries; the
+    median is kept), the stores taken in turn within every round."""
+    lat = {(key, nprobe): [] for key in stores for nprobe in nprobes}
+    qps = {(key, nprobe): [] for key in stores for nprobe in nprobes}
+    for key, store in stores.items():  # warm every store first
+        for nprobe in nprobes:
+            store.search_batch(queries[:8], k=k, nprobe=nprobe)
+            for q in queries[:3]:
+                store.search(q, k=k, nprobe=nprobe, with_payload=False)
+    for r in range(rounds):
+        for key, store in stores.items():
+            for nprobe in nprobes:
+                search = functools.partial(store.search, k=k, nprobe=nprobe, with_payload=False)
+                lat[(key, nprobe)].append(latencies(search, queries[r::rounds]))
+                t = time.perf_counter()
+                store.search_batch(queries, k=k, nprobe=nprobe)
+                qps[(key, nprobe)].append(len(queries) / (time.perf_counter() - t))
+    out = []
+    for (key, nprobe), parts in lat.items():
+        ms = np.concatenate(parts)
+        kind, shards, path = key
+        out.append({"store": kind, "shards": shards, "path": path, "nprobe": nprobe,
+                    "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                    "mean_ms": float(ms.mean()), "batch_qps": float(np.median(qps[(key, nprobe)])),
+                    "batch_qps_rounds": [float(v) for v in qps[(key, nprobe)]]})
+    return out
 
 
 def scatter_rtt(ray, actors, queries) -> dict:
@@ -116,15 +134,34 @@ def scatter_rtt(ray, actors, queries) -> dict:
     return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
 
 
+def tail_quantile(samples_ms: np.ndarray, p: float) -> float:
+    """Quantile ``p`` of the per-shard latency: empirical up to the 90th percentile, above
+    it an exponential tail fitted to the samples beyond it (P(X > x) = 0.1 exp(-(x - q90) /
+    beta), beta their mean excess), so quantiles past the largest sample are extrapolated
+    instead of stopping at it."""
+    q90 = float(np.percentile(samples_ms, 90))
+    if p <= 0.9:
+        return float(np.percentile(samples_ms, 100 * p))
+    beta = float(np.mean(samples_ms[samples_ms > q90] - q90))
+    return q90 + beta * float(np.log(0.1 / (1 - p)))
+
+
 def simulate_tail(samples_ms: np.ndarray, shard_counts=SIM_SHARDS, trials: int = SIM_TRIALS, seed: int = 0) -> list:
-    """p50/p99 of max over S independent draws from the measured per-shard latencies."""
+    """Scatter-gather latency = the slowest of S shards (independent shards assumed).
+
+    ``bootstrap``: p50/p99 of the max of S draws from the measured samples (cannot exceed
+    the largest sample). ``fitted``: p50/p99 of the max from the distribution of
+    :func:`tail_quantile`, P(max <= x) = F(x)^S, so p_max = F^-1(p^(1/S)).
+    """
     rng = np.random.default_rng(seed)
     med = float(np.median(samples_ms))
     rows = []
     for s in shard_counts:
         worst = samples_ms[rng.integers(0, len(samples_ms), size=(trials, s))].max(axis=1)
-        rows.append({"shards": s, "p50_ms": float(np.percentile(worst, 50)), "p99_ms": float(np.percentile(worst, 99)),
-                     "p99_over_shard_p50": float(np.percentile(worst, 99)) / med})
+        p50, p99 = tail_quantile(samples_ms, 0.5 ** (1 / s)), tail_quantile(samples_ms, 0.99 ** (1 / s))
+        rows.append({"shards": s, "bootstrap_p50_ms": float(np.percentile(worst, 50)),
+                     "bootstrap_p99_ms": float(np.percentile(worst, 99)), "p50_ms": p50, "p99_ms": p99,
+                     "p99_over_shard_p50": p99 / med})
     return rows
 
 
@@ -137,7 +174,12 @@ def main(argv=None) -> dict:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--nprobe", type=int, nargs="+", default=[0, 16], help="0: full scan (default: 0 16)")
-    p.add_argument("--repeats", type=int, default=3, help="batch runs, best kept")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved read rounds (default 5)")
+    p.add_argument("--tail-repeats", type=int, default=3, help="passes over the queries per shard for the "
+                   "latency distribution of the tail simulation (default 3)")
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="skip the ingests: reuse the stores in --work-dir and the ingest figures of this "
+                        "earlier result file")
     p.add_argument("--data-dir", default=gendata.DEFAULT_DATA_DIR)
     p.add_argument("--work-dir", default=None, help="where the stores are built (default: a temp dir)")
     p.add_argument("--ray-niceness", type=int, default=0,
@@ -168,72 +210,78 @@ def main(argv=None) -> dict:
     os.makedirs(work, exist_ok=True)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    if args.reuse and not args.work_dir:
+        p.error("--reuse needs the --work-dir of the run that built the stores")
     result = {"machine": machine, "ray_worker_niceness": args.ray_niceness, "n": args.n, "dim": args.dim,
               "queries": args.queries, "k": args.k,
               "ingest": [], "reads": [], "rerun": _common.rerun_command("benchmarks/cluster.py", argv)}
     try:
-        # --- one in-process store -------------------------------------------------------
+        # --- ingest: one in-process store, then a sharded store per S ------------------------
         single_path = os.path.join(work, "single.zen")
-        shutil.rmtree(single_path, ignore_errors=True)
-        single = Store.create(single_path, dim=args.dim)
-        with _common.CpuWatch() as cw:
-            t = time.perf_counter()
-            ingest(single, [docs], IngestOptions(batch_size=4096))
-            dt = time.perf_counter() - t
-        result["ingest"].append({"store": "single", "shards": 0, "seconds": dt, "rows_per_s": args.n / dt,
-                                 "others_cpu": cw.others})
-        print(f"single store ingest: {args.n / dt:,.0f} rows/s", flush=True)
-        for nprobe in nprobes:
-            r = measure_reads(single, queries, args.k, nprobe, args.repeats)
-            result["reads"].append({"store": "single", "shards": 0, "path": "in-process", "nprobe": nprobe, **r})
-        base = single.base()
-
-        for s in args.shards:
-            path = os.path.join(work, f"sharded-{s}.zens")
-            shutil.rmtree(path, ignore_errors=True)
-            store = ShardedStore.create(path, dim=args.dim, shards=s)
-            with _common.CpuWatch() as cw:
+        paths_by_s = {s: os.path.join(work, f"sharded-{s}.zens") for s in args.shards}
+        if args.reuse:
+            with open(args.reuse) as f:
+                prev = json.load(f)
+            result["ingest"] = prev["ingest"]
+            result["ingest_from"] = args.reuse
+        else:
+            shutil.rmtree(single_path, ignore_errors=True)
+            with Store.create(single_path, dim=args.dim) as single, _common.CpuWatch() as cw:
                 t = time.perf_counter()
-                summary = store.ingest(npy_dataset(docs, args.n, args.dim), batch_size=4096, name="bench")
+                ingest(single, [docs], IngestOptions(batch_size=4096))
                 dt = time.perf_counter() - t
-            assert summary.rows_added == args.n and len(store) == args.n
-            result["ingest"].append({"store": "sharded", "shards": s, "seconds": dt, "rows_per_s": args.n / dt,
-                                     "others_cpu": cw.others, "per_shard": list(summary.per_shard_added),
-                                     "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                     * 1024})
-            print(f"{s} shards ingest: {args.n / dt:,.0f} rows/s", flush=True)
-            same_base = np.array_equal(store.base().matrix, base.matrix)
-            for nprobe in nprobes:
-                r = measure_reads(store, queries, args.k, nprobe, args.repeats)
-                result["reads"].append({"store": "sharded", "shards": s, "path": "in-process beside actors",
-                                        "nprobe": nprobe, **r})
-            store.close()
-            with ShardedStore.open(path, readonly=True, backend="local") as local:
-                for nprobe in nprobes:
-                    r = measure_reads(local, queries, args.k, nprobe, args.repeats)
-                    result["reads"].append({"store": "sharded", "shards": s, "path": "local backend",
-                                            "nprobe": nprobe, **r})
-            with ShardedStore.open(path, readonly=True, backend="ray") as remote:
-                rtt = scatter_rtt(ray, remote.actors, queries)
-                for nprobe in nprobes:
-                    r = measure_reads(remote, queries, args.k, nprobe, args.repeats)
-                    result["reads"].append({"store": "sharded", "shards": s, "path": "ray reader actors",
-                                            "nprobe": nprobe, "scatter_noop": rtt, **r})
-            result.setdefault("same_base_as_single", {})[s] = bool(same_base)
-            if s == max(args.shards):
-                per_shard = []
-                for i in range(s):
-                    with Store.open(os.path.join(path, f"shard-{i:04d}"), readonly=True) as shard:
-                        search = functools.partial(shard.search, k=args.k, with_payload=False)
-                        for q in queries[:3]:
-                            search(q)
-                        per_shard.append(latencies(search, queries))
-                samples = np.concatenate(per_shard)
-                result["per_shard_latency"] = {
-                    "shards": s, "rows_per_shard": args.n // s, "p50_ms": float(np.percentile(samples, 50)),
-                    "p90_ms": float(np.percentile(samples, 90)), "p99_ms": float(np.percentile(samples, 99)),
-                    "max_ms": float(samples.max()), "samples": len(samples)}
-                result["tail_simulation"] = simulate_tail(samples)
+            result["ingest"].append({"store": "single", "shards": 0, "seconds": dt, "rows_per_s": args.n / dt,
+                                     "others_cpu": cw.others})
+            print(f"single store ingest: {args.n / dt:,.0f} rows/s", flush=True)
+            for s, path in paths_by_s.items():
+                shutil.rmtree(path, ignore_errors=True)
+                with ShardedStore.create(path, dim=args.dim, shards=s) as store, _common.CpuWatch() as cw:
+                    t = time.perf_counter()
+                    summary = store.ingest(npy_dataset(docs, args.n, args.dim), batch_size=4096, name="bench")
+                    dt = time.perf_counter() - t
+                    assert summary.rows_added == args.n and len(store) == args.n
+                result["ingest"].append({"store": "sharded", "shards": s, "seconds": dt, "rows_per_s": args.n / dt,
+                                         "others_cpu": cw.others, "per_shard": list(summary.per_shard_added),
+                                         "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                         * 1024})
+                print(f"{s} shards ingest: {args.n / dt:,.0f} rows/s", flush=True)
+
+        # --- reads: every store open at once, measured in interleaved rounds ----------------
+        # (the machine's load drifts; round-robin over the stores gives each the same drift)
+        stores = {("single", 0, "in-process"): Store.open(single_path, readonly=True)}
+        base = stores[("single", 0, "in-process")].base()
+        for s, path in paths_by_s.items():
+            stores[("sharded", s, "in-process (local backend)")] = ShardedStore.open(path, readonly=True,
+                                                                                    backend="local")
+            stores[("sharded", s, "ray reader actors")] = ShardedStore.open(
+                path, readonly=True, backend="ray", actor_options={"num_cpus": 0.01})
+            result.setdefault("same_base_as_single", {})[s] = bool(
+                np.array_equal(stores[("sharded", s, "ray reader actors")].base().matrix, base.matrix))
+        try:
+            result["reads"] = measure_interleaved(stores, queries, args.k, nprobes, args.rounds)
+            for (kind, s, path), store in stores.items():
+                if path == "ray reader actors":
+                    rtt = scatter_rtt(ray, store.actors, queries)
+                    for r in result["reads"]:
+                        if r["shards"] == s and r["path"] == path:
+                            r["scatter_noop"] = rtt
+            s = max(args.shards)
+            per_shard = []
+            for i in range(s):
+                with Store.open(os.path.join(paths_by_s[s], f"shard-{i:04d}"), readonly=True) as shard:
+                    search = functools.partial(shard.search, k=args.k, with_payload=False)
+                    for q in queries[:3]:
+                        search(q)
+                    per_shard.append(np.concatenate([latencies(search, queries) for _ in range(args.tail_repeats)]))
+            samples = np.concatenate(per_shard)
+            result["per_shard_latency"] = {
+                "shards": s, "rows_per_shard": args.n // s, "p50_ms": float(np.percentile(samples, 50)),
+                "p90_ms": float(np.percentile(samples, 90)), "p99_ms": float(np.percentile(samples, 99)),
+                "max_ms": float(samples.max()), "samples": len(samples)}
+            result["tail_simulation"] = simulate_tail(samples)
+        finally:
+            for store in stores.values():
+                store.close()
     finally:
         ray.shutdown()
         if args.work_dir is None:
@@ -241,8 +289,7 @@ def main(argv=None) -> dict:
 
     report(result)
     out = args.out or os.path.join(_common.OUT_DIR, f"cluster-n{args.n}.json")
-    slim = {**result, "reads": [{k: v for k, v in r.items() if k != "latencies_ms"} for r in result["reads"]]}
-    print(f"wrote {_common.write_json(out, slim)}")
+    print(f"wrote {_common.write_json(out, result)}")
     return result
 
 
@@ -261,7 +308,7 @@ def report(r: dict) -> None:
         extra = ""
         if x["path"] == "ray reader actors":
             local = next(y for y in r["reads"] if y["shards"] == x["shards"] and y["nprobe"] == x["nprobe"]
-                         and y["path"] == "local backend")
+                         and y["path"] == "in-process (local backend)")
             extra = (f"   Ray overhead p50 {x['p50_ms'] - local['p50_ms']:+.2f} ms (no-op scatter "
                      f"{x['scatter_noop']['p50_ms']:.2f} ms)")
         print(f"  nprobe {str(x['nprobe']):<5}{name:<44}{x['p50_ms']:8.2f} {x['p99_ms']:8.2f} "
@@ -272,7 +319,7 @@ def report(r: dict) -> None:
               f"shard: p50 {ps['p50_ms']:.2f} ms, p99 {ps['p99_ms']:.2f} ms)")
         for row in r["tail_simulation"]:
             print(f"  S={row['shards']:<4} max over shards: p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
-                  f"  ({row['p99_over_shard_p50']:.2f}x a shard's p50)")
+                  f"  ({row['p99_over_shard_p50']:.2f}x a shard's p50; bootstrap p99 {row['bootstrap_p99_ms']:.2f})")
     print(f"\nrerun: {r['rerun']}")
 
 
