@@ -134,24 +134,28 @@ def scatter_rtt(ray, actors, queries) -> dict:
     return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
 
 
-def tail_quantile(samples_ms: np.ndarray, p: float) -> float:
-    """Quantile ``p`` of the per-shard latency: empirical up to the 90th percentile, above
-    it an exponential tail fitted to the samples beyond it (P(X > x) = 0.1 exp(-(x - q90) /
-    beta), beta their mean excess), so quantiles past the largest sample are extrapolated
-    instead of stopping at it."""
-    q90 = float(np.percentile(samples_ms, 90))
-    if p <= 0.9:
-        return float(np.percentile(samples_ms, 100 * p))
-    beta = float(np.mean(samples_ms[samples_ms > q90] - q90))
-    return q90 + beta * float(np.log(0.1 / (1 - p)))
+def tail_quantile(samples_ms: np.ndarray, p: float, top: float = 0.05) -> float:
+    """Quantile ``p`` of the per-shard latency: empirical while at least ``top * n / 10``
+    samples lie beyond it; past that, a Pareto tail fitted to the top ``top`` fraction of
+    the samples (Hill's estimator of its index), so quantiles beyond the largest sample are
+    extrapolated instead of stopping at it. A power law, not an exponential: the slow
+    samples here come from the scheduler, and their tail is heavy."""
+    x = np.sort(np.asarray(samples_ms, dtype=np.float64))
+    n = len(x)
+    k = max(10, int(top * n))
+    if (1 - p) * n >= k / 10:
+        return float(np.quantile(x, p))
+    tail = x[n - k:]
+    alpha = k / float(np.sum(np.log(tail / tail[0])))
+    return float(tail[0] * ((k / n) / (1 - p)) ** (1 / alpha))
 
 
 def simulate_tail(samples_ms: np.ndarray, shard_counts=SIM_SHARDS, trials: int = SIM_TRIALS, seed: int = 0) -> list:
     """Scatter-gather latency = the slowest of S shards (independent shards assumed).
 
-    ``bootstrap``: p50/p99 of the max of S draws from the measured samples (cannot exceed
-    the largest sample). ``fitted``: p50/p99 of the max from the distribution of
-    :func:`tail_quantile`, P(max <= x) = F(x)^S, so p_max = F^-1(p^(1/S)).
+    ``bootstrap_*``: p50/p99 of the max of S draws from the measured samples (it cannot
+    exceed the largest sample). ``p50_ms`` / ``p99_ms``: from :func:`tail_quantile`:
+    P(max <= x) = F(x)^S, so the max's quantile p is F^-1(p^(1/S)).
     """
     rng = np.random.default_rng(seed)
     med = float(np.median(samples_ms))
@@ -163,6 +167,29 @@ def simulate_tail(samples_ms: np.ndarray, shard_counts=SIM_SHARDS, trials: int =
                      "bootstrap_p99_ms": float(np.percentile(worst, 99)), "p50_ms": p50, "p99_ms": p99,
                      "p99_over_shard_p50": p99 / med})
     return rows
+
+
+class _Done(Exception):
+    """--tail-only: nothing more to measure."""
+
+
+def measure_tail(result: dict, Store, path: str, s: int, queries, args) -> None:
+    """Each shard's own single-query latencies (``--tail-repeats`` passes over the queries),
+    and the scatter-gather tail simulated from them."""
+    per_shard = []
+    for i in range(s):
+        with Store.open(os.path.join(path, f"shard-{i:04d}"), readonly=True) as shard:
+            search = functools.partial(shard.search, k=args.k, with_payload=False)
+            for q in queries[:3]:
+                search(q)
+            per_shard.append(np.concatenate([latencies(search, queries) for _ in range(args.tail_repeats)]))
+    samples = np.concatenate(per_shard)
+    result["per_shard_latency"] = {
+        "shards": s, "rows_per_shard": args.n // s, "p50_ms": float(np.percentile(samples, 50)),
+        "p90_ms": float(np.percentile(samples, 90)), "p99_ms": float(np.percentile(samples, 99)),
+        "max_ms": float(samples.max()), "samples": len(samples),
+        "samples_ms": [round(float(v), 4) for v in samples]}
+    result["tail_simulation"] = simulate_tail(samples)
 
 
 def main(argv=None) -> dict:
@@ -177,6 +204,8 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=5, help="interleaved read rounds (default 5)")
     p.add_argument("--tail-repeats", type=int, default=3, help="passes over the queries per shard for the "
                    "latency distribution of the tail simulation (default 3)")
+    p.add_argument("--tail-only", action="store_true", help="with --reuse: only measure the per-shard "
+                   "latencies and simulate the tail (reads of the earlier result kept)")
     p.add_argument("--reuse", default=None, metavar="JSON",
                    help="skip the ingests: reuse the stores in --work-dir and the ingest figures of this "
                         "earlier result file")
@@ -212,6 +241,8 @@ def main(argv=None) -> dict:
     ray.data.DataContext.get_current().enable_progress_bars = False
     if args.reuse and not args.work_dir:
         p.error("--reuse needs the --work-dir of the run that built the stores")
+    if args.tail_only and not args.reuse:
+        p.error("--tail-only needs --reuse")
     result = {"machine": machine, "ray_worker_niceness": args.ray_niceness, "n": args.n, "dim": args.dim,
               "queries": args.queries, "k": args.k,
               "ingest": [], "reads": [], "rerun": _common.rerun_command("benchmarks/cluster.py", argv)}
@@ -219,6 +250,7 @@ def main(argv=None) -> dict:
         # --- ingest: one in-process store, then a sharded store per S ------------------------
         single_path = os.path.join(work, "single.zen")
         paths_by_s = {s: os.path.join(work, f"sharded-{s}.zens") for s in args.shards}
+        prev = {}
         if args.reuse:
             with open(args.reuse) as f:
                 prev = json.load(f)
@@ -246,6 +278,10 @@ def main(argv=None) -> dict:
                                          * 1024})
                 print(f"{s} shards ingest: {args.n / dt:,.0f} rows/s", flush=True)
 
+        if args.tail_only:
+            result["reads"] = prev["reads"]
+            measure_tail(result, Store, paths_by_s[max(args.shards)], max(args.shards), queries, args)
+            raise _Done
         # --- reads: every store open at once, measured in interleaved rounds ----------------
         # (the machine's load drifts; round-robin over the stores gives each the same drift)
         stores = {("single", 0, "in-process"): Store.open(single_path, readonly=True)}
@@ -265,23 +301,12 @@ def main(argv=None) -> dict:
                     for r in result["reads"]:
                         if r["shards"] == s and r["path"] == path:
                             r["scatter_noop"] = rtt
-            s = max(args.shards)
-            per_shard = []
-            for i in range(s):
-                with Store.open(os.path.join(paths_by_s[s], f"shard-{i:04d}"), readonly=True) as shard:
-                    search = functools.partial(shard.search, k=args.k, with_payload=False)
-                    for q in queries[:3]:
-                        search(q)
-                    per_shard.append(np.concatenate([latencies(search, queries) for _ in range(args.tail_repeats)]))
-            samples = np.concatenate(per_shard)
-            result["per_shard_latency"] = {
-                "shards": s, "rows_per_shard": args.n // s, "p50_ms": float(np.percentile(samples, 50)),
-                "p90_ms": float(np.percentile(samples, 90)), "p99_ms": float(np.percentile(samples, 99)),
-                "max_ms": float(samples.max()), "samples": len(samples)}
-            result["tail_simulation"] = simulate_tail(samples)
+            measure_tail(result, Store, paths_by_s[max(args.shards)], max(args.shards), queries, args)
         finally:
             for store in stores.values():
                 store.close()
+    except _Done:
+        pass
     finally:
         ray.shutdown()
         if args.work_dir is None:

@@ -546,3 +546,9 @@ def test_cli_ingest_sharded_npy_and_rerun(tmp_path, ray_cluster, capsys):
         assert hits[0].id == 600
     assert main(["ingest", store, str(tmp_path / "a.npy"), "--shards", "3", f"--ray={ray_cluster}"]) == 1
     assert "has 2 shards" in capsys.readouterr().err
+
+
+def test_cluster_benchmark_has_help():
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "cluster.py"),
+                          "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "usage:" in res.stdout and "--reuse" in res.stdout, res.stderr
