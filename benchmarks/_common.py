@@ -234,6 +234,15 @@ def write_json(path: str, obj: dict) -> str:
     return path
 
 
+def publish(res: dict, out: str, report) -> dict:
+    """Write ``res`` (with its own path under "json") and print its report."""
+    res["json"] = out
+    write_json(out, res)
+    print(report(res))
+    print(f"json: {out}")
+    return res
+
+
 def rerun_command(script: str, argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else argv
     return " ".join(["OMP_WAIT_POLICY=passive", "python", script, *args])

@@ -300,10 +300,7 @@ def main(argv=None) -> dict:
            "params": {k: v for k, v in vars(args).items() if k not in ("collection", "work_dir", "out")},
            "results": [run_embedding(args, e) for e in embs]}
     out = args.out or os.path.join(_common.OUT_DIR, f"beir-{name}.json")
-    res["json"] = out
-    _common.write_json(out, res)
-    print(report(res))
-    print(f"json: {out}")
+    _common.publish(res, out, report)
     return res
 
 

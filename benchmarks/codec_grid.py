@@ -275,10 +275,7 @@ def main(argv=None) -> dict:
            "threads": threads, "params": {k: v for k, v in vars(args).items() if k not in ("work_dir", "out")},
            "rows": rows, "summary": summarize(rows, points, data.get("float_ndcg"))}
     out = args.out or os.path.join(_common.OUT_DIR, f"codec-grid-{data['name']}.json")
-    res["json"] = out
-    _common.write_json(out, res)
-    print(report(res))
-    print(f"json: {out}")
+    _common.publish(res, out, report)
     return res
 
 

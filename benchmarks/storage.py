@@ -30,12 +30,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _env  # noqa: E402,F401  first: the thread environment before numpy/numba/faiss load
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 
 import _common  # noqa: E402
 from _common import gendata  # noqa: E402
+
+from zenstore.merge import simulate  # noqa: E402
 
 MIB = 2**20
 TARGET_VECTOR_BYTES = 964
@@ -175,6 +178,14 @@ def run(args, argv=None) -> dict:
     projected = ((total - base - fixed) / n * 1e6 + base_1m + fixed) / MIB
     measured_at_million = n == 1_000_000
     applies = args.dim == 7680
+    amp_rows = args.amplification_rows or args.n
+    fanout = stats["config"]["segment_fanout"]
+    amplification = {}
+    for label, batch in (("default batches", args.batch_size), ("one-row adds", 1)):
+        t = time.perf_counter()
+        a = simulate((min(batch, amp_rows - i) for i in range(0, amp_rows, batch)), fanout)
+        amplification[label] = {"batch": batch, **dataclasses.asdict(a),
+                                "simulated_seconds": round(time.perf_counter() - t, 1)}
     result = {
         "benchmark": "storage",
         "command": _common.rerun_command("benchmarks/storage.py", argv),
@@ -198,6 +209,9 @@ def run(args, argv=None) -> dict:
             "cpu_user_s": round(res["user_s"], 1),
             "cpu_sys_s": round(res["sys_s"], 1),
         },
+        "merge_amplification": {"fanout": fanout, "how": "zenstore.merge.simulate: the writer's own "
+                                "policy function (plan_merge) run over add-only batches, every row a "
+                                "merge writes counted", **amplification},
         "store": {"path": store, "count": n, "segments": stats["segments"], "n_base": stats["n_base"],
                   "bytes_per_vector_stats": stats["bytes_per_vector"],
                   "compression_ratio_vector": stats["compression_ratio"],
@@ -258,6 +272,13 @@ def report(r: dict) -> str:
         f"{' (PROJECTED: ' + t['mib_per_million_docs']['how'] + ')' if t['mib_per_million_docs']['projected'] else ''}"
         f" -> {_verdict(t['mib_per_million_docs']['met'])}",
     ]
+    amp = r["merge_amplification"]
+    lines += ["", f"merge write amplification (size-tiered policy, fanout {amp['fanout']}, add-only):"]
+    for label in ("default batches", "one-row adds"):
+        a = amp[label]
+        lines.append(f"  {a['rows']:,} rows in {label} of {a['batch']:,}: rewrites per row max "
+                     f"{a['max_rewrites']} (bound {a['bound']}), mean {a['mean_rewrites']:.2f}; at most "
+                     f"{a['most_segments']} segments, {a['final_segments']} at the end")
     if st["verify_problems"]:
         lines.append(f"verify found problems: {st['verify_problems']}")
     lines += ["", f"rerun: {r['command']}"]
@@ -281,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="store path (default DATA/storage-<spec>-n<N>.zen; replaced)")
     p.add_argument("--keep", action="store_true", help="keep the store afterwards (default: delete it)")
     p.add_argument("--verify", action="store_true", help="also run Store.verify() on the result")
+    p.add_argument("--amplification-rows", type=int, default=None,
+                   help="rows of the merge write-amplification simulation (default: --n)")
     p.add_argument("--chunk", type=int, default=gendata.DEFAULT_CHUNK, help="generation chunk rows")
     p.add_argument("--out", default=None,
                    help="JSON result path (default docs/benchmarks/storage-n<N>-d<D>.json)")
@@ -295,10 +318,7 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     result = run(args, argv)
     out = args.out or os.path.join(_common.OUT_DIR, f"storage-n{args.n}-d{args.dim}.json")
-    result["json"] = out
-    _common.write_json(out, result)
-    print(report(result))
-    print(f"json: {out}")
+    _common.publish(result, out, report)
     if not args.keep:
         shutil.rmtree(result["store"]["path"], ignore_errors=True)
     return result

@@ -63,6 +63,12 @@ def test_storage_benchmark_runs_the_ingest_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "bytes/doc" in text and "rerun:" in text
     assert not os.path.exists(st["path"])  # removed unless --keep
+    amp = r["merge_amplification"]
+    for label, batch in (("default batches", 8192), ("one-row adds", 1)):
+        assert amp[label]["rows"] == 2000 and amp[label]["batch"] == batch
+        assert amp[label]["max_rewrites"] <= amp[label]["bound"]
+    assert amp["default batches"]["max_rewrites"] == 0  # one batch of 2000: nothing to merge
+    assert amp["one-row adds"]["max_rewrites"] >= 2 and "rewrites per row max" in text
 
 
 def test_search_benchmark_all_methods(tmp_path, capsys):
@@ -208,3 +214,17 @@ def test_probe_candidates_study_reports_coverage(tmp_path, capsys, monkeypatch):
                         lambda base: {"same": (base, np.ones(len(base))), "negated": (-base, np.ones(len(base)))})
     known = {(r["approximation"], r["K"]): r["queries_fully_covered"] for r in study.main(argv)}
     assert known == {("same", 2): 1.0, ("same", 8): 1.0, ("negated", 2): 0.0, ("negated", 8): 0.0}
+
+
+@pytest.mark.slow
+def test_jit_benchmark_times_cold_and_warm_first_searches(tmp_path):
+    """Compiles every kernel twice from an empty numba cache (minutes): slow only."""
+    jit = _load("benchmarks/jit.py", "bench_jit")
+    out = tmp_path / "jit.json"
+    r = jit.main(["--out", str(out)])
+    assert json.loads(out.read_text())["benchmark"] == "jit"
+    for phase in ("reader", "writer"):
+        first = r["phases"][phase]["seconds"]["first searches total"]
+        assert first["cold"] > first["warm"] > 0
+        assert r["phases"][phase]["specialisations"] > 10
+        assert r["phases"][phase]["duplicated"] == {}

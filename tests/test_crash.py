@@ -81,13 +81,10 @@ class Chain:
 
     # --- running a writer -------------------------------------------------------------
 
-    def run(self, fault: str | None = None, kill_after: float | None = None,
-            from_spawn: bool = False, leave_orphans: bool = False) -> str:
-        """Run a writer from the first unapplied op; returns "killed" or "done".
-
-        ``leave_orphans``: after a kill, check with readers only, so the next writer
-        process finds the kill's leftovers and removes them itself (or dies doing so).
-        """
+    def spawn(self, child: Path, extra_args: list[str], fault: str | None, while_running=None):
+        """Run one writer process (``child`` with the chain's arguments) from the first
+        unapplied op; ``while_running(proc, ack)`` acts on it. Returns (exit code,
+        stderr, ack file text)."""
         self.runs += 1
         ack = self.dir / f"ack-{self.runs}"
         env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
@@ -95,20 +92,38 @@ class Chain:
             env["ZENSTORE_FAULT"] = fault
         with open(self.dir / f"stderr-{self.runs}", "w+") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(CHILD), str(self.path), str(ack), str(self.seed),
-                 str(len(self.plan)), str(self.applied)], env=env, stderr=err)
-            if kill_after is not None:
-                if not from_spawn:
-                    deadline = time.monotonic() + 60
-                    while (proc.poll() is None and time.monotonic() < deadline
-                           and not (ack.exists() and ack.read_bytes().startswith(b"start"))):
-                        time.sleep(0.002)
-                time.sleep(kill_after)
-                proc.send_signal(signal.SIGKILL)
-            rc = proc.wait(timeout=120)
+                [sys.executable, str(child), str(self.path), str(ack), str(self.seed),
+                 str(len(self.plan)), str(self.applied), *extra_args], env=env, stderr=err)
+            if while_running is not None:
+                while_running(proc, ack)
+            rc = proc.wait(timeout=180)
             err.seek(0)
             stderr = err.read()
-        lines = ack.read_text().split() if ack.exists() else []
+        return rc, stderr, ack.read_text() if ack.exists() else ""
+
+    @staticmethod
+    def wait_started(proc, ack: Path) -> None:
+        """Until the writer has opened the store (or died, or a minute passed)."""
+        deadline = time.monotonic() + 60
+        while (proc.poll() is None and time.monotonic() < deadline
+               and not (ack.exists() and ack.read_bytes().startswith(b"start"))):
+            time.sleep(0.002)
+
+    def run(self, fault: str | None = None, kill_after: float | None = None,
+            from_spawn: bool = False, leave_orphans: bool = False) -> str:
+        """Run a writer from the first unapplied op; returns "killed" or "done".
+
+        ``leave_orphans``: after a kill, check with readers only, so the next writer
+        process finds the kill's leftovers and removes them itself (or dies doing so).
+        """
+        def kill(proc, ack):
+            if not from_spawn:
+                self.wait_started(proc, ack)
+            time.sleep(kill_after)
+            proc.send_signal(signal.SIGKILL)
+
+        rc, stderr, text = self.spawn(CHILD, [], fault, kill if kill_after is not None else None)
+        lines = text.split()
         acked = [int(x) for x in lines if x.isdigit()]
         assert acked == list(range(self.applied, self.applied + len(acked))), lines
         if rc == 0:

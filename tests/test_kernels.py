@@ -15,10 +15,10 @@ from zenstore.kernels import (
     rescore,
     rescore_by_query,
     rescore_range,
-    scan_groups,
-    scan_by_group,
-    scan_many,
-    scan_one,
+    scan_batch_by_group,
+    scan_batch_by_query_block,
+    scan_query_parallel,
+    scan_query_serial,
     topk_largest,
     unpack_signs,
 )
@@ -122,7 +122,7 @@ ip_weights = st.sampled_from([1.0, 2.0])
        shape=st.sampled_from([(64, 1), (192, 3), (960, 1), (960, 5), (7680, 2)]),
        n_groups=st.integers(1, 6), L=st.integers(1, 64),
        ip_w=ip_weights, with_dead=st.booleans(), chunks=st.integers(1, 5))
-def test_scan_one_matches_reference(seed, n, shape, n_groups, L, ip_w, with_dead, chunks):
+def test_scan_query_matches_reference(seed, n, shape, n_groups, L, ip_w, with_dead, chunks):
     dim, blocks = shape
     codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
     rng = np.random.default_rng(seed + 1)
@@ -136,7 +136,7 @@ def test_scan_one_matches_reference(seed, n, shape, n_groups, L, ip_w, with_dead
     idx = np.empty((1, L), np.int64)
     size = np.zeros(1, np.int64)
     tag = np.int64(7 << 40)
-    scan_one(codes, scales, rowlam, rowterm, dead, offsets, groups, qcodes, alpha, qoff,
+    scan_query_parallel(codes, scales, rowlam, rowterm, dead, offsets, groups, qcodes, alpha, qoff,
              np.float32(ip_w), tag, chunks, vals, idx, size)
     expect = ref.proxy_ref(codes, scales.astype(np.float64), rowlam, rowterm, offsets, qcodes[0],
                            alpha[0].astype(np.float64), qoff[0].astype(np.float64), ip_w)
@@ -146,7 +146,7 @@ def test_scan_one_matches_reference(seed, n, shape, n_groups, L, ip_w, with_dead
     _check_topl(vals[0], idx[0] - tag, size[0], expect, candidates, L)
     # the one-thread variant keeps exactly the same shortlist
     svals, sidx, ssize = np.empty((1, L), np.float32), np.empty((1, L), np.int64), np.zeros(1, np.int64)
-    scan_groups(codes, scales, rowlam, rowterm, dead, offsets, groups, qcodes, alpha, qoff,
+    scan_query_serial(codes, scales, rowlam, rowterm, dead, offsets, groups, qcodes, alpha, qoff,
                 np.float32(ip_w), tag, svals, sidx, ssize)
     assert ssize[0] == size[0]
     np.testing.assert_array_equal(heap_sorted(svals[0], sidx[0], ssize[0])[1],
@@ -166,7 +166,7 @@ def _batch_queries(rng, nq, dim, blocks, n_groups, probe_fraction):
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 300), nq=st.integers(1, 11),
        n_groups=st.integers(1, 5), L=st.integers(1, 40), ip_w=ip_weights,
        block=st.integers(1, 4))
-def test_scan_many_matches_reference(seed, n, nq, n_groups, L, ip_w, block):
+def test_scan_batch_by_query_block_matches_reference(seed, n, nq, n_groups, L, ip_w, block):
     dim, blocks = 128, 2
     codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
     rng = np.random.default_rng(seed + 2)
@@ -174,7 +174,7 @@ def test_scan_many_matches_reference(seed, n, nq, n_groups, L, ip_w, block):
     vals = np.empty((nq, L), np.float32)
     idx = np.empty((nq, L), np.int64)
     size = np.zeros(nq, np.int64)
-    scan_many(codes, scales, rowlam, rowterm, np.zeros(0, np.uint8), offsets, probe, qcodes, alpha,
+    scan_batch_by_query_block(codes, scales, rowlam, rowterm, np.zeros(0, np.uint8), offsets, probe, qcodes, alpha,
               qoff, np.float32(ip_w), np.int64(0), block, vals, idx, size)
     groups_of = ref.row_groups_ref(offsets)
     for i in range(nq):
@@ -187,7 +187,7 @@ def test_scan_many_matches_reference(seed, n, nq, n_groups, L, ip_w, block):
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 300), nq=st.integers(1, 11),
        n_groups=st.integers(1, 6), L=st.integers(1, 40), ip_w=ip_weights,
        n_chunks=st.integers(1, 5), with_dead=st.booleans())
-def test_scan_by_group_matches_reference(seed, n, nq, n_groups, L, ip_w, n_chunks, with_dead):
+def test_scan_batch_by_group_matches_reference(seed, n, nq, n_groups, L, ip_w, n_chunks, with_dead):
     dim, blocks = 128, 2
     codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
     rng = np.random.default_rng(seed + 4)
@@ -204,7 +204,7 @@ def test_scan_by_group_matches_reference(seed, n, nq, n_groups, L, ip_w, n_chunk
     tag = np.int64(1 << 20)
     for i in range(nq):
         size[i] = heap_push(vals[i], idx[i], 0, np.float32(0.25), np.int64(7))
-    scan_by_group(codes, scales, rowlam, rowterm, dead, offsets, queries_t.astype(np.int64),
+    scan_batch_by_group(codes, scales, rowlam, rowterm, dead, offsets, queries_t.astype(np.int64),
                   group_start, chunk_groups, qcodes, alpha, qoff, np.float32(ip_w), tag, vals, idx, size)
     groups_of = ref.row_groups_ref(offsets)
     alive = dead == 0 if with_dead else np.ones(n, bool)
@@ -236,7 +236,7 @@ def test_scan_heap_carries_across_calls():
         vals, idx, size = np.empty((1, 20), np.float32), np.empty((1, 20), np.int64), np.zeros(1, np.int64)
         for tag, (lo, hi) in parts:
             sub_off = np.clip(offsets - lo, 0, hi - lo)
-            scan_one(codes[lo:hi], scales[lo:hi], rowlam[lo:hi], rowterm[lo:hi], np.zeros(0, np.uint8),
+            scan_query_parallel(codes[lo:hi], scales[lo:hi], rowlam[lo:hi], rowterm[lo:hi], np.zeros(0, np.uint8),
                      sub_off, groups, qcodes, alpha, qoff, np.float32(1), np.int64(tag), 2, vals, idx, size)
         return heap_sorted(vals[0], idx[0], size[0])
 
@@ -244,6 +244,50 @@ def test_scan_heap_carries_across_calls():
     split_v, split_i = run([(0, (0, 120)), (120, (120, 200))])
     np.testing.assert_array_equal(whole_i, split_i)
     np.testing.assert_array_equal(whole_v, split_v)
+
+
+def _read_only(*arrays):
+    out = []
+    for a in arrays:
+        a = a.copy()
+        a.flags.writeable = False
+        out.append(a)
+    return out
+
+
+def test_scan_kernels_compile_once_for_read_only_and_writable_segments():
+    """The scans declare their signatures: a memory-mapped (read-only) segment and one
+    built in memory run the same compiled code, and other types are refused, not compiled."""
+    codes, offsets, scales, rowlam, rowterm = _segment(0, 50, 128, 2, 3)
+    rng = np.random.default_rng(0)
+    qcodes, alpha, qoff, probe = _batch_queries(rng, 3, 128, 2, 3, 0.7)
+    dead, groups = np.zeros(0, np.uint8), np.arange(3, dtype=np.int64)
+    group_start = np.searchsorted(np.nonzero(probe.T)[0], np.arange(4))
+    group_queries = np.nonzero(probe.T)[1].astype(np.int64)
+    chunks = np.array([0, 1, 3], np.int64)
+    ip_w, tag = np.float32(1), np.int64(0)
+
+    def heaps(nq):
+        return np.empty((nq, 5), np.float32), np.empty((nq, 5), np.int64), np.zeros(nq, np.int64)
+
+    calls = {
+        scan_query_serial: lambda seg: scan_query_serial(*seg, groups, qcodes[:1], alpha[:1], qoff[:1],
+                                                         ip_w, tag, *heaps(1)),
+        scan_query_parallel: lambda seg: scan_query_parallel(*seg, groups, qcodes[:1], alpha[:1], qoff[:1],
+                                                             ip_w, tag, 2, *heaps(1)),
+        scan_batch_by_query_block: lambda seg: scan_batch_by_query_block(*seg, probe, qcodes, alpha, qoff,
+                                                                         ip_w, tag, 2, *heaps(3)),
+        scan_batch_by_group: lambda seg: scan_batch_by_group(*seg, group_queries, group_start, chunks,
+                                                             qcodes, alpha, qoff, ip_w, tag, *heaps(3)),
+    }
+    writable = (codes, scales, rowlam, rowterm, dead, offsets)
+    for kernel, call in calls.items():
+        call(writable)
+        call(tuple(_read_only(*writable)))
+        assert len(kernel.dispatcher.signatures) == 1, kernel.__name__
+        with pytest.raises(TypeError):
+            call((codes, scales.astype(np.float64), rowlam, rowterm, dead, offsets))
+        assert len(kernel.dispatcher.signatures) == 1, kernel.__name__
 
 
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 80),

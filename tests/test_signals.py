@@ -57,29 +57,16 @@ class SignalChain(crash.Chain):
     def run_signalled(self, mode: str, fault: str | None = None,
                       signals: list[tuple[float, int]] | None = None) -> tuple[str, str]:
         """Run one writer from the first unapplied op; returns (outcome, ack tail)."""
-        self.runs += 1
-        ack = self.dir / f"ack-{self.runs}"
-        env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
-        if fault:
-            env["ZENSTORE_FAULT"] = fault
-        with open(self.dir / f"stderr-{self.runs}", "w+") as err:
-            proc = subprocess.Popen(
-                [sys.executable, str(CHILD), str(self.path), str(ack), str(self.seed),
-                 str(len(self.plan)), str(self.applied), mode], env=env, stderr=err)
-            if signals:
-                deadline = time.monotonic() + 60
-                while (proc.poll() is None and time.monotonic() < deadline
-                       and not (ack.exists() and ack.read_bytes().startswith(b"start"))):
-                    time.sleep(0.002)
-                for delay, sig in signals:
-                    time.sleep(delay)
-                    if proc.poll() is not None:
-                        break
-                    proc.send_signal(sig)
-            rc = proc.wait(timeout=180)
-            err.seek(0)
-            stderr = err.read()
-        lines = ack.read_text().split("\n") if ack.exists() else []
+        def send(proc, ack):
+            self.wait_started(proc, ack)
+            for delay, sig in signals:
+                time.sleep(delay)
+                if proc.poll() is not None:
+                    break
+                proc.send_signal(sig)
+
+        rc, stderr, text = self.spawn(CHILD, [mode], fault, send if signals else None)
+        lines = text.split("\n")
         acked = [int(x) for x in lines if x.isdigit()]
         assert acked == list(range(self.applied, self.applied + len(acked))), lines
         if rc == 0:

@@ -10,7 +10,9 @@ Quick start::
 
 import logging as _logging
 
-from .kernels import _threads  # noqa: F401  (environment defaults, before numpy loads OpenBLAS)
+_logging.getLogger("zenstore").addHandler(_logging.NullHandler())  # before any module logs
+
+from .kernels import _threads  # noqa: E402,F401  (environment defaults, before numpy loads OpenBLAS)
 
 from .version import __version__  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
@@ -20,8 +22,7 @@ from .basefile import BaseMatrix  # noqa: E402
 from .store import Store  # noqa: E402
 from .verify import verify_store  # noqa: E402
 from .types import Hit, Record, SearchOptions  # noqa: E402
-
-_logging.getLogger("zenstore").addHandler(_logging.NullHandler())
+from .rerank import Reranker, RerankResult  # noqa: E402
 
 __all__ = ["Store", "verify_store", "BaseMatrix", "StoreConfig", "Hit", "Record", "SearchOptions", "FORMAT_VERSION",
-           "__version__", *_error_names]
+           "Reranker", "RerankResult", "__version__", *_error_names]

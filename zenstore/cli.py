@@ -8,24 +8,33 @@ Library errors become one-line messages and documented exit codes:
        nothing of a failing batch was written
     2  usage error (bad arguments)
     3  ``verify`` found problems
-    130 interrupted (Ctrl-C); committed batches stay, rerun the same command to resume
+    130 interrupted (Ctrl-C, SIGINT); committed batches stay, rerun the same command to resume
+    143 terminated (SIGTERM, e.g. ``kill``): the same clean stop as Ctrl-C
+
+A signal that arrives while an ingest batch is being committed is held until the commit
+(and its merge) returns, so the store is closed at a batch boundary.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
 from . import __version__
-from .errors import ZenstoreError
+from .errors import IngestError, InvalidArgument, ZenstoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERMed process
 
 
 def _jsonable(value):
@@ -73,14 +82,70 @@ class ProgressBar:
             self.stream.flush()
 
 
+# --- signals ----------------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised in the main thread (a KeyboardInterrupt, so it unwinds
+    like Ctrl-C and ``with store:`` closes the store)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """Turns SIGINT and SIGTERM into ``Interrupted``; ``held()`` defers them while a commit
+    runs, so a signal never lands inside an LMDB commit or the cleanup around it. Once one
+    has been raised, later ones are ignored: the unwinding (closing the store, the exit
+    message) finishes instead of ending in a traceback."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.depth = 0
+        self.fired = False
+        self.previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be set from the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. nohup, background jobs
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.fired:
+            return
+        if self.depth:
+            self.pending = self.pending or signum
+            return
+        self.fired = True
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def held(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None and not self.fired:
+                self.fired = True
+                raise Interrupted(self.pending)
+
+
 # --- commands ---------------------------------------------------------------------------
 
 
 def _cmd_ingest(args) -> int:
     if args.shards is not None or args.ray is not None:
         return _cmd_ingest_sharded(args)
-    from .ingest import IngestOptions, ingest
-    from .store import Store
+    from .ingest import IngestOptions, infer_dim, ingest
 
     options = IngestOptions(
         batch_size=args.batch_size, on_error=args.on_error, report_path=args.report,
@@ -90,18 +155,25 @@ def _cmd_ingest(args) -> int:
     )
     if args.on_error == "skip" and options.report_path is None:
         options = dataclasses.replace(options, report_path=args.store.rstrip("/") + ".rejected.jsonl")
-    if os.path.exists(args.store):
-        store = Store.open(args.store)
-    else:
-        create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
-        store = Store.create(args.store, dim=args.dim, metric=args.metric, **create)
+    created = not os.path.exists(args.store)
+    store = _open_or_create(args, options, infer_dim)
     bar = ProgressBar(sys.stderr, enabled=not args.quiet and sys.stderr.isatty())
-    with store:
-        try:
-            summary = ingest(store, args.inputs, options, progress=bar)
-        finally:
-            bar.finish()
-        stats = store.stats()
+    remove = False
+    try:
+        with store:
+            try:
+                summary = ingest(store, args.inputs, options, progress=bar, commit_guard=args.hold)
+            except BaseException:
+                remove = created and _holds_nothing(store)
+                raise
+            finally:
+                bar.finish()
+            stats = store.stats()
+    except BaseException:
+        if remove:  # this run made it and it holds nothing: a rerun starts clean
+            with args.hold():
+                _remove_store(args.store)
+        raise
     line = {
         "rows_added": summary.rows_added,
         "rows_skipped": summary.rows_skipped,
@@ -127,6 +199,45 @@ def _cmd_ingest(args) -> int:
     return EXIT_OK
 
 
+def _open_or_create(args, options, infer_dim):
+    """The store to ingest into: opened, or created with ``--dim`` or the dimension of the
+    first input (so a first run without ``--dim`` cannot create a store of the wrong one)."""
+    from .store import Store
+
+    if os.path.exists(args.store):
+        store = Store.open(args.store)
+        if args.dim is not None and args.dim != store.dim:
+            store.close()
+            raise IngestError(f"{args.store}: the store has dimension {store.dim}, --dim says {args.dim}")
+        return store
+    dim, source = (args.dim, None) if args.dim is not None else infer_dim(args.inputs, options)
+    create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
+    try:
+        return Store.create(args.store, dim=dim, metric=args.metric, **create)
+    except InvalidArgument as exc:
+        if source is None:
+            raise
+        raise IngestError(f"{exc} (the dimension of the vectors in {source}; pass --dim)") from exc
+
+
+def _holds_nothing(store) -> bool:
+    try:
+        return len(store) == 0
+    except ZenstoreError:  # cannot tell: keep it
+        return False
+
+
+def _remove_store(path: str) -> None:
+    """Remove a store directory this run created: renamed first (atomic), so an interrupted
+    removal never leaves a half-deleted store under the name a rerun would open."""
+    doomed = f"{os.path.abspath(path)}.removing-{os.getpid()}"
+    try:
+        os.rename(path, doomed)
+    except OSError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 # --- zenstore ingest --shards N --ray [ADDRESS]: a sharded store on Ray (zenstore.cluster) ----
 
 
@@ -138,7 +249,6 @@ def _cmd_ingest_sharded(args) -> int:
     from .cluster import ShardedStore
     from .cluster.actor import ensure_ray
     from .cluster.ingest import DatasetIngestOptions, ingest_files
-    from .errors import InvalidArgument
 
     address = args.ray or "local"
     if not _ray_address(address):  # "--ray STORE INPUT...": argparse took STORE for the address
@@ -151,11 +261,20 @@ def _cmd_ingest_sharded(args) -> int:
         if args.shards is not None and args.shards != store.shards:
             store.close()
             raise InvalidArgument(f"{args.store} has {store.shards} shards, not {args.shards}")
+        if args.dim is not None and args.dim != store.dim:
+            store.close()
+            raise IngestError(f"{args.store}: the store has dimension {store.dim}, --dim says {args.dim}")
     else:
         if args.shards is None:
             raise InvalidArgument("--shards N is needed to create a sharded store")
+        from .ingest import IngestOptions, infer_dim
+
+        dim = args.dim
+        if dim is None:  # as for one store: the first input's vector length
+            dim, _ = infer_dim(args.inputs, IngestOptions(format=args.format, id_field=args.id_field,
+                                                          vector_field=args.vector_field))
         create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
-        store = ShardedStore.create(args.store, dim=args.dim, shards=args.shards, metric=args.metric, **create)
+        store = ShardedStore.create(args.store, dim=dim, shards=args.shards, metric=args.metric, **create)
     report = args.report or (args.store.rstrip("/") + ".rejected.jsonl" if args.on_error == "skip" else None)
     options = DatasetIngestOptions(batch_size=args.batch_size, id_column=args.id_field,
                                    vector_column=args.vector_field, on_error=args.on_error, report_path=report,
@@ -213,7 +332,13 @@ def _cmd_stats(args) -> int:
 
 
 def _load_queries(path: str) -> np.ndarray:
-    q = np.load(path, allow_pickle=False)
+    try:
+        q = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # empty, truncated, pickled, not .npy
+        raise InvalidArgument(f"{path}: not a readable .npy query file ({exc or type(exc).__name__})") from exc
+    if not isinstance(q, np.ndarray) or q.ndim not in (1, 2):
+        what = "an .npz archive" if not isinstance(q, np.ndarray) else f"shape {q.shape}"
+        raise InvalidArgument(f"{path}: queries must be a (dim,) or (nq, dim) array, got {what}")
     return q[None, :] if q.ndim == 1 else q
 
 
@@ -266,6 +391,7 @@ def _cmd_export(args) -> int:
 
     with Store.open(args.store, readonly=True) as store:
         n = len(store)
+        written = [args.output]
         if args.format == "jsonl":
             with open(args.output, "w", encoding="utf-8") as f:
                 for ids, vecs, payloads in store.iter_records():
@@ -287,11 +413,14 @@ def _cmd_export(args) -> int:
             vec_out.flush()
             del vec_out
             if store.stats()["id_type"] == "str":
-                with open(prefix + ".ids.json", "w", encoding="utf-8") as f:
+                written = [prefix + ".npy", prefix + ".ids.json"]
+                with open(written[1], "w", encoding="utf-8") as f:
                     json.dump(all_ids, f)
             else:
-                np.save(prefix + ".ids.npy", np.array(all_ids, dtype=np.int64))
-    print(f"exported {n:,} vectors to {args.output}")
+                written = [prefix + ".npy", prefix + ".ids.npy"]
+                np.save(written[1], np.array(all_ids, dtype=np.int64))
+            written.append(prefix + ".payloads.jsonl")
+    print(f"exported {n:,} vectors to {', '.join(written)}")
     return EXIT_OK
 
 
@@ -313,8 +442,9 @@ EXAMPLES = {
   zenstore ingest docs.zen vectors.fvecs --dim 128 --metric l2
   zenstore ingest docs.zen shared/data/scifact --embeddings emb-minilm-l6-v2 --dim 384
   zenstore ingest docs.zens part-*.parquet --shards 4 --ray      # sharded store, Ray Data, local Ray
-Interrupted (Ctrl-C, kill -9)? Run the same command again: it resumes after the last
-committed batch, without duplicating or losing rows.""",
+Interrupted (Ctrl-C: exit 130, kill: exit 143, kill -9)? Run the same command again: it
+resumes after the last committed batch, without duplicating or losing rows. A failed or
+interrupted first run that committed nothing removes the store it created.""",
     "stats": "example:\n  zenstore stats docs.zen --json",
     "search": "examples:\n  zenstore search docs.zen --query q.npy -k 10\n  zenstore search docs.zen --query q.npy -k 100 --json --output hits.jsonl",
     "verify": "example:\n  zenstore verify docs.zen && echo healthy",
@@ -328,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zenstore",
         description="zenstore: an embedded store for 1-bit compressed embeddings.",
-        epilog="exit codes: 0 ok, 1 failed, 2 usage error, 3 verify found problems, 130 interrupted",
+        epilog="exit codes: 0 ok, 1 failed, 2 usage error, 3 verify found problems, "
+               "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"zenstore {__version__}")
@@ -344,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="store directory")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .fvecs, .jsonl[.zst], .parquet or a BEIR directory")
     g = p.add_argument_group("creating a store")
-    g.add_argument("--dim", type=int, default=7680, help="vector dimension (default 7680)")
+    g.add_argument("--dim", type=int, default=None,
+                   help="vector dimension (default: the first input's; an existing store's must match)")
     g.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine")
     g.add_argument("--n-base", type=int, default=None, help="base rows (default 1024)")
     g.add_argument("--seed", type=int, default=None)
@@ -408,16 +540,26 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "export" and args.format is None:
-        args.format = "jsonl" if args.output.endswith(".jsonl") else "npy"
+        if args.output.endswith((".jsonl", ".npy")):
+            args.format = "jsonl" if args.output.endswith(".jsonl") else "npy"
+        else:
+            parser.error(f"cannot tell the export format from {args.output!r}: name it OUT.npy "
+                         f"or OUT.jsonl, or pass --format")
+    signals = StopSignals()
+    args.hold = signals.held
+    signals.install()
     try:
         return args.func(args)
     except ZenstoreError as exc:
         print(f"zenstore {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         print(f"zenstore {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"\nzenstore {args.command}: interrupted; committed batches are kept, "
-              "rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Interrupted) and exc.signum == signal.SIGTERM
+        print(f"\nzenstore {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; "
+              "committed batches are kept, rerun the same command to resume", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        signals.restore()

@@ -7,6 +7,9 @@ means the same thing the class inherits it too, so ``except KeyError`` around
 
 from __future__ import annotations
 
+import errno as _errno
+import os as _os
+
 
 class ZenstoreError(Exception):
     """Base class of every error zenstore raises deliberately."""
@@ -82,6 +85,30 @@ class StoreClosed(ZenstoreError):
     """The store has been closed."""
 
 
+# --- the operating system ------------------------------------------------------------------
+
+
+class StoreIOError(ZenstoreError, OSError):
+    """The operating system failed an operation on a store file (an I/O error, a missing
+    permission, an exhausted resource). Not corruption: the message names the file and
+    the cause, and nothing committed is lost. ``errno`` is set when the OS gave one."""
+
+
+class StorePermissionError(StoreIOError, PermissionError):
+    """This process lacks a permission a store file needs (read permission for readers)."""
+
+
+class ResourceExhausted(StoreIOError):
+    """A system resource ran out: address space (``ulimit -v``) for the memory maps, the
+    catalog's 256 reader slots, the catalog's map at ``ZENSTORE_MAP_SIZE``, disk space."""
+
+
+class StorageFull(ResourceExhausted):
+    """No space for a write: the device or quota is full, or the catalog reached
+    ``ZENSTORE_MAP_SIZE``. The write was not applied; free space (or raise the limit) and
+    retry."""
+
+
 # --- bulk loading ------------------------------------------------------------------------------
 
 
@@ -105,6 +132,13 @@ class EmbedderError(ZenstoreError):
         self.server_message = server_message
 
 
+# --- payload filters -----------------------------------------------------------------------------
+
+
+class InvalidFilter(InvalidArgument):
+    """A payload filter is malformed; the message names the offending part by its path."""
+
+
 __all__ = [
     "ZenstoreError",
     "InvalidArgument",
@@ -122,6 +156,34 @@ __all__ = [
     "StoreLocked",
     "ReadOnlyStore",
     "StoreClosed",
+    "StoreIOError",
+    "StorePermissionError",
+    "ResourceExhausted",
+    "StorageFull",
     "IngestError",
     "EmbedderError",
+    "InvalidFilter",
 ]
+
+
+def from_os_error(exc: OSError, path: str, doing: str) -> ZenstoreError:
+    """The zenstore error for an OS failure on ``path`` while ``doing`` (e.g. "writing a
+    data file"), naming the file and the real cause (never CorruptStore)."""
+    code = exc.errno
+    cause = _os.strerror(code) if code else str(exc)
+    if code in (_errno.ENOSPC, _errno.EDQUOT):
+        what = "on the device" if code == _errno.ENOSPC else "(disk quota exceeded)"
+        err: ZenstoreError = StorageFull(f"{path}: no space left {what} while {doing}; nothing "
+                                         "was committed: free space and retry")
+    elif code in (_errno.EACCES, _errno.EPERM):
+        err = StorePermissionError(f"{path}: permission denied while {doing}")
+    elif code == _errno.EROFS:
+        err = ReadOnlyStore(f"{path}: the file system is read-only ({doing})")
+    elif code == _errno.ENOMEM:
+        err = ResourceExhausted(f"{path}: out of memory or address space while {doing} "
+                                "(a memory limit such as ulimit -v?)")
+    else:
+        err = StoreIOError(f"{path}: {cause} while {doing}")
+    err.errno = code
+    return err
+

@@ -2,21 +2,26 @@
 
 Segments and the base matrix are written once, under a temporary name, fsynced, then
 renamed into place (and the directory fsynced), so a file under its final name is always
-complete. Readers check the framing (``format.parse_file_header``) and every section's
-crc32 before any byte is used.
+complete; a write that fails (a full disk) removes its temporary file. Readers check the
+framing (``format.parse_file_header``) and every section's crc32 before any byte is used,
+and open nothing but regular files (a FIFO in place of a segment used to block ``open``
+forever). OS failures become zenstore errors naming the file and the cause
+(``errors.from_os_error``): StorageFull, StorePermissionError, ResourceExhausted.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import format as fmt
-from .errors import CorruptStore, FileMissing, NotAStore
+from .errors import CorruptStore, FileMissing, NotAStore, ZenstoreError, from_os_error
 from .faults import fault
 
 TMP_SUFFIX = ".tmp"
@@ -29,6 +34,13 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, int]:
@@ -50,6 +62,29 @@ def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, 
         specs.append((name, int(length), chunks))
     _, offsets, size = fmt.section_offsets(meta, [length for _, length, _ in specs])
     tmp = path + TMP_SUFFIX
+    try:
+        header = _write_tmp(tmp, kind, meta, specs, offsets, size)
+        fault("file.written")  # complete, fsynced, still under its temporary name
+        os.replace(tmp, path)
+    except ZenstoreError:  # e.g. a merge's input turned out damaged (StoreIOError is an OSError)
+        _unlink_quietly(tmp)
+        raise
+    except OSError as exc:
+        _unlink_quietly(tmp)  # a full disk must not keep a half-written file
+        raise from_os_error(exc, path, "writing a data file") from exc
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fault("file.renamed")  # under its final name, directory not yet fsynced
+    try:
+        fsync_dir(os.path.dirname(path) or ".")
+    except OSError as exc:  # the file stays an orphan the next writer removes
+        raise from_os_error(exc, os.path.dirname(path) or ".", "syncing the directory") from exc
+    return size, fmt.crc32(header)
+
+
+def _write_tmp(tmp: str, kind: int, meta: dict, specs, offsets, size: int) -> bytes:
+    """Write and fsync the framed file under its temporary name; returns its header."""
     crcs = []
     with open(tmp, "wb") as f:
         for (name, length, chunks), offset in zip(specs, offsets):
@@ -71,11 +106,7 @@ def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, 
         f.truncate(size)
         f.flush()
         os.fsync(f.fileno())
-    fault("file.written")  # complete, fsynced, still under its temporary name
-    os.replace(tmp, path)
-    fault("file.renamed")  # under its final name, directory not yet fsynced
-    fsync_dir(os.path.dirname(path) or ".")
-    return size, fmt.crc32(header)
+    return header
 
 
 @dataclass
@@ -124,12 +155,18 @@ class MappedFile:
         the reopen raised FileNotFoundError instead of letting the reader retry.
         """
         if fd is None:
-            with open(self.path, "rb") as f:
-                return self.verify_sections(f.fileno())
+            fd = _open_regular(self.path)
+            try:
+                return self.verify_sections(fd)
+            finally:
+                os.close(fd)
         for entry in self.header.sections.values():
             crc, left, pos = 0, entry.length, entry.offset
             while left:
-                chunk = os.pread(fd, min(left, VERIFY_CHUNK), pos)
+                try:
+                    chunk = os.pread(fd, min(left, VERIFY_CHUNK), pos)
+                except OSError as exc:
+                    raise from_os_error(exc, self.path, "reading a data file") from exc
                 if not chunk:
                     break
                 crc = zlib.crc32(chunk, crc)
@@ -142,17 +179,45 @@ class MappedFile:
                 )
 
 
-def open_framed_file(path: str, kind: int, *, verify: bool = True) -> MappedFile:
-    """Map and validate a framed file. ``verify`` also checks every section's crc32."""
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular(path: str) -> int:
+    """A read-only descriptor of ``path``, which must be a regular file. Opened
+    non-blocking: a FIFO in place of a data file would otherwise block ``open`` until
+    some process opened it for writing."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise FileMissing(f"{path}: file listed in the catalog is missing") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.ENXIO, errno.ENODEV):
+            raise CorruptStore(f"{path}: cannot be opened as a data file ({os.strerror(exc.errno)})") from exc
+        raise from_os_error(exc, path, "opening a data file") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise from_os_error(exc, path, "opening a data file") from exc
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+        raise CorruptStore(f"{path}: is {what}, not a data file")
+    return fd
+
+
+def open_framed_file(path: str, kind: int, *, verify: bool = True) -> MappedFile:
+    """Map and validate a framed file. ``verify`` also checks every section's crc32."""
+    fd = _open_regular(path)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
             raise CorruptStore(f"{path}: file is empty")
-        buf = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        try:
+            buf = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise from_os_error(exc, path, f"mapping a data file of {size} bytes") from exc
         header = fmt.parse_file_header(buf, expect_kind=kind, actual_size=size, what=path)
         mapped = MappedFile(path, header, buf)
         if verify:

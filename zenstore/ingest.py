@@ -1,14 +1,22 @@
 """Bulk loading: stream input files into a store in bounded memory, resumably.
 
-``ingest()`` reads each input in batches (``readers.py``), validates every row (vector
-length, NaN/inf, id kind, duplicates within the batch and against the store), then adds
+``ingest()`` reads each input in batches (``readers.py``), checks every row with the same
+functions ``Store`` uses (``validation.py``: vector length and values for the store's
+metric, id, payload) plus duplicates within the batch and against the store, then adds
 the good rows with a checkpoint recording the input offset *in the same transaction*
 (``Store.add(..., checkpoint=...)``). Rerunning the same ingest after a crash, Ctrl-C or
 kill -9 continues after the last committed batch: no row is lost or duplicated.
+
+Under ``on_error="skip"`` a row the store still refuses (a codec limit such as a residual
+scale beyond fp16 cannot be checked before encoding) is found by committing the batch in
+halves; a partial commit records ``within`` (positions of the batch at ``offset`` already
+handled), so resuming stays exact.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import time
@@ -17,11 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import IngestError, InvalidArgument
+from .errors import IngestError, InvalidArgument, InvalidVector
 from .readers import FORMATS, ReadOptions, RowBatch, open_reader
 from .store import Store
+from .validation import id_problem, payload_problem, row_problems, trainable
 
 CHECKPOINT_PREFIX = "ingest:"
+CHECKPOINT_NAME_BYTES = 400  # the longest checkpoint name Store accepts (UTF-8 bytes)
 
 
 @dataclass(frozen=True)
@@ -47,9 +57,9 @@ class IngestOptions:
         if self.format is not None and self.format not in FORMATS:
             raise InvalidArgument(f"format must be one of {FORMATS}, got {self.format!r}")
 
-    def read_options(self) -> ReadOptions:
+    def read_options(self, dim: int | None = None) -> ReadOptions:
         return ReadOptions(self.batch_size, self.format, self.ids_path, self.id_field,
-                           self.vector_field, self.embeddings)
+                           self.vector_field, self.embeddings, dim)
 
 
 @dataclass
@@ -76,57 +86,66 @@ class IngestSummary:
     per_file: list = field(default_factory=list)
 
 
-# --- validation of a batch against the store ------------------------------------------------
+# --- which rows of a batch can be added ------------------------------------------------------
 
 
-def _reject_rows(store: Store, batch: RowBatch, id_type: str | None) -> list[tuple[int, str]]:
-    """(index in batch, reason) of every row that cannot be added, in batch order."""
-    n = len(batch.ids)
-    reasons: dict[int, str] = {}
-    if n:
-        finite = np.isfinite(batch.vectors).all(axis=1)
-        nonzero = np.any(batch.vectors != 0, axis=1)
-    for i in range(n):
-        if batch.lengths[i] != store.dim:
-            reasons[i] = f"vector has {batch.lengths[i]} values, the store has dimension {store.dim}"
-        elif not finite[i]:
-            reasons[i] = "vector contains NaN or infinity (or a value beyond float32)"
-        elif store.metric == "cosine" and not nonzero[i]:
-            reasons[i] = "all-zero vector (no direction under cosine)"
-    want = id_type or next(("str" if isinstance(x, str) else "int" for x in batch.ids), None)
+def _refused_rows(store: Store, batch: RowBatch, id_type: str | None) -> dict[int, str]:
+    """{index in batch: reason} of every row ``store.add`` would refuse (or that repeats an
+    id): the checks are validation.py's, the same ones Store makes."""
+    reasons = dict(row_problems(batch.vectors, store.dim, store.metric, batch.lengths))
+    for i, payload in enumerate(batch.payloads or ()):
+        problem = None if i in reasons else payload_problem(payload)
+        if problem is not None:
+            reasons[i] = f"payload {problem}"
+    want = id_type or next(("str" if isinstance(x, str) else "int" for x in batch.ids
+                            if id_problem(x) is None), None)
     first_at: dict = {}
     for i, ext_id in enumerate(batch.ids):
+        problem = id_problem(ext_id)
         kind = "str" if isinstance(ext_id, str) else "int"
-        if kind != want:
+        if problem is not None:
+            reasons.setdefault(i, problem)
+        elif kind != want:
             reasons.setdefault(i, f"id {ext_id!r} is {kind}, the store uses {want} ids")
-        elif kind == "str" and not 0 < len(ext_id.encode("utf-8", "replace")) <= 256:
-            reasons.setdefault(i, "str id must be 1..256 bytes of UTF-8")
-        elif kind == "int" and not -(2**63) <= ext_id < 2**63:
-            reasons.setdefault(i, "int id does not fit in int64")
         elif ext_id in first_at:
             reasons.setdefault(i, f"duplicate id {ext_id!r} (first at "
                                   f"{batch.positions[first_at[ext_id]]})")
-        else:
+        elif i not in reasons:  # a refused row does not claim its id
             first_at[ext_id] = i
-    candidates = [i for i in range(n) if i not in reasons]
+    candidates = [i for i in range(len(batch.ids)) if i not in reasons]
     if candidates:
         stored = store.contains([batch.ids[i] for i in candidates])
         for i, hit in zip(candidates, stored):
             if hit:
                 reasons[i] = f"id {batch.ids[i]!r} is already stored"
-    return sorted(reasons.items())
+    return reasons
 
 
-# --- the loader ----------------------------------------------------------------------------
+# --- checkpoints ---------------------------------------------------------------------------
 
 
-def _checkpoint_name(path: str) -> str:
-    return CHECKPOINT_PREFIX + os.path.abspath(path)
+def checkpoint_name(path: str) -> str:
+    """The name an input's progress is stored under: ``ingest:`` + its absolute path (the
+    name every earlier version used, so their runs resume), or, when that is not UTF-8 or
+    over the store's 400-byte limit, ``ingest:sha256:<hash of the path's bytes>:<file name>``."""
+    full = os.path.abspath(path)
+    name = CHECKPOINT_PREFIX + full
+    try:
+        if len(name.encode("utf-8")) <= CHECKPOINT_NAME_BYTES:
+            return name
+    except UnicodeEncodeError:  # undecodable bytes in the path (surrogate escapes)
+        pass
+    raw = os.fsencode(full)
+    tail = os.path.basename(raw)[-200:].decode("utf-8", "replace")
+    return f"{CHECKPOINT_PREFIX}sha256:{hashlib.sha256(raw).hexdigest()}:{tail}"
 
 
 def _fingerprint(path: str) -> dict:
     st = os.stat(path)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+# --- the loader ----------------------------------------------------------------------------
 
 
 TRAIN_ROWS_PER_BASE = 24
@@ -142,38 +161,55 @@ def default_train_sample(store: Store) -> int:
     return min(cfg.train_sample, cfg.n_base * TRAIN_ROWS_PER_BASE)
 
 
+def infer_dim(inputs: list[str], options: IngestOptions | None = None) -> tuple[int, str]:
+    """(dimension, path it came from) for a new store: the vector length of the first input
+    that has a parsable row (.npy/.fvecs/BEIR: the file's; JSON Lines/Parquet: the most
+    common length in its first batch)."""
+    options = options or IngestOptions()
+    for path in inputs:
+        width = open_reader(path, options.read_options()).first_width()
+        if width:
+            return width, path
+    raise IngestError(f"{', '.join(inputs)}: no readable vector to infer the dimension from; "
+                      f"pass --dim")
+
+
 def ingest(store: Store, inputs: list[str], options: IngestOptions | None = None,
-           progress: Callable[[Progress], None] | None = None) -> IngestSummary:
+           progress: Callable[[Progress], None] | None = None, *,
+           commit_guard: Callable[[], contextlib.AbstractContextManager] | None = None,
+           ) -> IngestSummary:
     """Load ``inputs`` into ``store`` in batches; see the module docstring.
 
     Raises IngestError naming the file and row/line on the first bad row when
     ``options.on_error == "fail"`` (the failing batch is not committed; earlier batches
-    are, and a rerun resumes after them).
+    are, and a rerun resumes after them). A file the store cannot take at all (an
+    unreadable file, a matrix of another dimension) fails before anything is loaded.
+
+    ``commit_guard``: a context-manager factory entered around each commit and its
+    bookkeeping; the CLI passes one that holds SIGINT/SIGTERM until the commit returns.
     """
     options = options or IngestOptions()
+    guard = commit_guard or contextlib.nullcontext
     t0 = time.perf_counter()
     summary = IngestSummary(report_path=options.report_path)
     readers = []
     id_base = 0
     for path in inputs:
-        reader = open_reader(path, options.read_options(), id_base)
+        reader = open_reader(path, options.read_options(store.dim), id_base)
+        if reader.width is not None and reader.width != store.dim:
+            empty = (f"; {store.path} holds no vectors: delete it and rerun to create it with "
+                     f"the input's dimension" if len(store) == 0 else "")
+            raise IngestError(f"{path}: vectors have {reader.width} values, the store has "
+                              f"dimension {store.dim}{empty}")
         readers.append(reader)
         id_base += reader.total() or 0
     if store.stats()["n_base"] == 0:
-        n = options.train_sample or default_train_sample(store)
-        sample = readers[0].sample(n) if readers else None
-        if sample is None or len(sample) == 0:
-            raise IngestError("no valid rows to train the base matrix on")
-        if sample.shape[1] != store.dim:
-            raise IngestError(f"{readers[0].path}: vectors have {sample.shape[1]} values, "
-                              f"the store has dimension {store.dim}")
-        store.train(sample)
-        del sample
+        _train(store, readers, options.train_sample or default_train_sample(store))
         summary.trained = True
     report = open(options.report_path, "a", encoding="utf-8") if options.report_path else None
     try:
         for reader in readers:
-            _ingest_one(store, reader, options, summary, report, progress, t0)
+            _FileLoad(store, reader, options, summary, report, guard).run(progress, t0)
     finally:
         if report is not None:
             report.close()
@@ -181,59 +217,152 @@ def ingest(store: Store, inputs: list[str], options: IngestOptions | None = None
     return summary
 
 
-def _ingest_one(store, reader, options, summary, report, progress, t0) -> None:
-    name = _checkpoint_name(reader.path)
-    fp = _fingerprint(reader.path)
-    state = None if options.restart else store.checkpoint(name)
-    if state is not None and (state.get("size"), state.get("mtime_ns")) != (fp["size"], fp["mtime_ns"]):
-        raise IngestError(f"{reader.path}: changed since an earlier ingest of it was "
-                          f"interrupted; rerun with --restart to load it from the start")
-    state = state or {"offset": 0, "added": 0, "skipped": 0, "resume": {}}
-    resumed = state["added"] + state["skipped"]
-    summary.rows_resumed += resumed
-    file_stats = {"path": reader.path, "added": 0, "skipped": 0, "resumed": resumed}
-    summary.per_file.append(file_stats)
-    if state.get("done"):
-        summary.files_done += 1
-        return
-    id_type = store.stats()["id_type"]
-    for batch in reader.batches(state["offset"], state.get("resume", {})):
-        rejected = _reject_rows(store, batch, id_type)
-        problems = sorted(batch.bad + [(batch.positions[i], reason) for i, reason in rejected])
-        if problems and options.on_error == "fail":
+def _train(store: Store, readers: list, n: int) -> None:
+    """Train on up to ``n`` rows the store accepts (and a base can be built from: see
+    ``validation.trainable``), taken from the inputs in order."""
+    parts, got = [], 0
+    for reader in readers:
+        part = reader.sample(n - got, store.metric)
+        part = part[trainable(part, store.metric)]
+        parts.append(part)
+        got += len(part)
+        if got >= n:
+            break
+    if got == 0:
+        names = ", ".join(r.path for r in readers) or "no input"
+        raise IngestError(f"{names}: no valid rows to train the base matrix on")
+    store.train(np.concatenate(parts))
+
+
+class _FileLoad:
+    """One input loaded batch by batch, each batch committed with its checkpoint."""
+
+    def __init__(self, store, reader, options, summary, report, guard) -> None:
+        self.store, self.reader, self.options = store, reader, options
+        self.summary, self.report, self.guard = summary, report, guard
+        self.name = checkpoint_name(reader.path)
+        self.fp = _fingerprint(reader.path)
+
+    def run(self, progress, t0) -> None:
+        reader, store = self.reader, self.store
+        state = None if self.options.restart else store.checkpoint(self.name)
+        if state is not None and (state.get("size"), state.get("mtime_ns")) != (self.fp["size"], self.fp["mtime_ns"]):
+            raise IngestError(f"{reader.path}: changed since an earlier ingest of it was "
+                              f"interrupted; rerun with --restart to load it from the start")
+        self.state = state or {"offset": 0, "added": 0, "skipped": 0, "resume": {}}
+        resumed = self.state["added"] + self.state["skipped"]
+        self.summary.rows_resumed += resumed
+        self.file_stats = {"path": reader.path, "added": 0, "skipped": 0, "resumed": resumed}
+        self.summary.per_file.append(self.file_stats)
+        if self.state.get("done"):
+            self.summary.files_done += 1
+            return
+        self.id_type = store.stats()["id_type"]
+        start_resume = self.state.get("resume", {})
+        for batch in reader.batches(self.state["offset"], start_resume):
+            self.start_resume, start_resume = start_resume, batch.resume  # at batch.start, .stop
+            within = self.state.get("within", 0)
+            if batch.stop <= within:  # all handled by an earlier run's partial commits
+                continue
+            self._load_batch(_rows_from(batch, within))
+            if progress is not None:
+                progress(Progress(reader.path, batch.stop, reader.total(), self.summary.rows_added,
+                                  self.summary.rows_skipped, time.perf_counter() - t0))
+        with self.guard():
+            store.set_checkpoint(self.name, {**self.state, "done": True})
+        self.summary.files_done += 1
+
+    def _load_batch(self, batch: RowBatch) -> None:
+        refused = _refused_rows(self.store, batch, self.id_type)
+        problems = sorted(batch.bad + [(batch.positions[i], r) for i, r in refused.items()])
+        if problems and self.options.on_error == "fail":
             pos, reason = problems[0]
             more = f" ({len(problems) - 1} more bad rows in this batch)" if len(problems) > 1 else ""
             raise IngestError(
-                f"{reader.path}: {reader.describe(pos)}: {reason}{more}; nothing of this batch "
-                f"was added ({state['added']} rows of this file before it were)"
+                f"{self.reader.path}: {self.reader.describe(pos)}: {reason}{more}; nothing of "
+                f"this batch was added ({self.state['added']} rows of this file before it were)"
             )
-        keep = sorted(set(range(len(batch.ids))) - {i for i, _ in rejected})
-        state = {"offset": batch.stop, "added": state["added"] + len(keep),
-                 "skipped": state["skipped"] + len(problems), "resume": batch.resume, **fp}
-        if keep:
-            ids = [batch.ids[i] for i in keep]
-            payloads = None if batch.payloads is None else [batch.payloads[i] for i in keep]
-            store.add(ids, batch.vectors[keep], payloads, checkpoint=(name, state))
-            id_type = id_type or ("str" if isinstance(ids[0], str) else "int")
-        else:
-            store.set_checkpoint(name, state)
-        if report is not None and problems:
+        keep = [i for i in range(len(batch.ids)) if i not in refused]
+        self._commit(batch, keep, problems)
+
+    def _commit(self, batch: RowBatch, keep: list[int], problems: list) -> None:
+        """Add rows ``keep`` of ``batch`` and count its ``problems``, checkpointed at its end.
+        A row the store still refuses fails the batch (fail mode) or is isolated (skip)."""
+        try:
+            self._write(batch, keep, problems, batch.stop)
+        except InvalidVector as exc:  # a limit only the encoder knows; nothing was written
+            if self.options.on_error == "fail":
+                where = self.reader.describe
+                first, last = batch.positions[keep[0]], batch.positions[keep[-1]]
+                raise IngestError(f"{self.reader.path}: {where(first)} to {where(last)}: the "
+                                  f"store refused a row of this batch: {exc}; nothing of this "
+                                  f"batch was added") from exc
+            self._write(batch, [], self._isolate(batch, keep, problems, exc), batch.stop)
+
+    def _isolate(self, batch: RowBatch, keep: list[int], pending: list, exc: Exception) -> list:
+        """Commit rows ``keep`` (refused together with ``exc``) in halves, down to the rows
+        refused alone; returns the problems not committed yet (for the next commit)."""
+        if len(keep) == 1:
+            return sorted(pending + [(batch.positions[keep[0]], str(exc))])
+        for part in (keep[: len(keep) // 2], keep[len(keep) // 2:]):
+            stop = batch.positions[part[-1]] + 1
+            now = [p for p in pending if p[0] < stop]
+            later = [p for p in pending if p[0] >= stop]
+            try:
+                self._write(batch, part, now, stop)
+                pending = later
+            except InvalidVector as part_exc:
+                pending = self._isolate(batch, part, now, part_exc) + later
+        return pending
+
+    def _write(self, batch: RowBatch, keep: list[int], problems: list, stop: int) -> None:
+        """One commit: rows ``keep`` and the count of ``problems``, with the checkpoint that
+        says the input is done up to position ``stop``. Short of the batch's end that is
+        ``within`` the batch at ``offset``, whose resume state is the batch's start."""
+        final = stop == batch.stop
+        state = {"offset": batch.stop if final else batch.start,
+                 "added": self.state["added"] + len(keep),
+                 "skipped": self.state["skipped"] + len(problems),
+                 "resume": batch.resume if final else self.start_resume, **self.fp}
+        if not final:
+            state["within"] = stop
+        with self.guard():
+            if keep:
+                ids = [batch.ids[i] for i in keep]
+                payloads = None if batch.payloads is None else [batch.payloads[i] for i in keep]
+                self.store.add(ids, batch.vectors[keep], payloads, checkpoint=(self.name, state))
+                self.id_type = self.id_type or ("str" if isinstance(ids[0], str) else "int")
+            else:
+                self.store.set_checkpoint(self.name, state)
+            self._account(state, len(keep), problems)
+
+    def _account(self, state: dict, added: int, problems: list) -> None:
+        """After a commit: the report lines, the counters, the state the next commit builds on."""
+        self.state = state
+        if self.report is not None and problems:
             # written after the commit: a crash right here can lose these report lines,
             # never rows (they are counted in the checkpoint's "skipped")
             for pos, reason in problems:
-                report.write(json.dumps({"file": reader.path, "at": reader.describe(pos),
-                                         "reason": reason}) + "\n")
-            report.flush()
-        file_stats["added"] += len(keep)
-        file_stats["skipped"] += len(problems)
-        summary.rows_added += len(keep)
-        summary.rows_skipped += len(problems)
-        if progress is not None:
-            progress(Progress(reader.path, batch.stop, reader.total(), summary.rows_added,
-                              summary.rows_skipped, time.perf_counter() - t0))
-    store.set_checkpoint(name, {**state, "done": True})
-    summary.files_done += 1
+                self.report.write(json.dumps({"file": self.reader.path, "at": self.reader.describe(pos),
+                                              "reason": reason}) + "\n")
+            self.report.flush()
+        self.file_stats["added"] += added
+        self.file_stats["skipped"] += len(problems)
+        self.summary.rows_added += added
+        self.summary.rows_skipped += len(problems)
 
 
-__all__ = ["IngestError", "IngestOptions", "IngestSummary", "Progress", "ingest"]
+def _rows_from(batch: RowBatch, within: int) -> RowBatch:
+    """``batch`` without the rows before position ``within`` (handled by an earlier run's
+    partial commit of this batch)."""
+    if not within or batch.start >= within:
+        return batch
+    keep = [i for i, pos in enumerate(batch.positions) if pos >= within]
+    return RowBatch(batch.start, batch.stop, [batch.positions[i] for i in keep],
+                    [batch.ids[i] for i in keep], batch.vectors[keep], batch.lengths[keep],
+                    None if batch.payloads is None else [batch.payloads[i] for i in keep],
+                    [b for b in batch.bad if b[0] >= within], batch.resume)
 
+
+__all__ = ["IngestError", "IngestOptions", "IngestSummary", "Progress", "checkpoint_name",
+           "infer_dim", "ingest"]

@@ -27,6 +27,7 @@ in bounded memory; the caller commits it and removes the sources.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,6 +65,41 @@ def max_rewrites(rows: int, fanout: int) -> int:
     """The policy's bound on how often one row is rewritten by merges in an add-only
     store of ``rows`` rows."""
     return tier(rows, fanout)
+
+
+@dataclass(frozen=True)
+class Amplification:
+    """What the policy does to an add-only store fed given batches (``simulate``)."""
+
+    rows: int
+    max_rewrites: int  # most merges any one row went through
+    mean_rewrites: float  # rows written by merges / rows added
+    most_segments: int  # most segments at once, after each add's merges
+    final_segments: int
+    bound: int  # max_rewrites(rows, fanout)
+
+
+def simulate(batches, fanout: int) -> Amplification:
+    """Run ``plan_merge`` exactly as the writer does over add-only batches of these sizes
+    (an iterable: it may be long), counting every row a merge writes."""
+    sizes: list[int] = []
+    depth: list[int] = []  # most rewrites of any row in each segment
+    written = most = rows = 0
+    for b in batches:
+        rows += b
+        sizes.append(b)
+        depth.append(0)
+        while (pick := plan_merge(sizes, fanout)) is not None:
+            merged = sum(sizes[p] for p in pick)
+            d = max(depth[p] for p in pick) + 1
+            written += merged
+            for p in sorted(pick, reverse=True):
+                del sizes[p], depth[p]
+            sizes.append(merged)
+            depth.append(d)
+        most = max(most, len(sizes))
+    return Amplification(rows, max(depth, default=0), written / max(rows, 1), most, len(sizes),
+                         max_rewrites(rows, fanout))
 
 
 MERGE_CHUNK_ROWS = 4096

@@ -6,11 +6,14 @@ touched pages would stay resident: loading 30 GB through one would grow the proc
 optional); a BEIR collection directory (``corpus.jsonl`` + an embeddings directory with
 ``corpus.npy`` and ``corpus_ids.json``). A reader can start at any committed offset, which
 is how an interrupted load resumes.
+
+Readers only parse: a row that cannot be parsed goes to ``RowBatch.bad``; whether a parsed
+row can be stored is decided by ``validation.py`` (the loader asks it), and a file that
+cannot be read at all raises IngestError naming the file (and the line or row).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import IngestError
+from .validation import row_problems
 
 FORMATS = ("npy", "fvecs", "jsonl", "parquet", "beir")
 
@@ -33,6 +37,7 @@ class ReadOptions:
     id_field: str = "id"
     vector_field: str = "vector"
     embeddings: str | None = None  # BEIR: embeddings subdirectory name (default: the only one)
+    dim: int | None = None  # the store's dimension: rows of any length are laid out at it
 
 
 @dataclass
@@ -43,7 +48,7 @@ class RowBatch:
     stop: int  # position just after the batch (the checkpoint offset once committed)
     positions: list[int]  # position of each parsed row
     ids: list
-    vectors: np.ndarray  # (n, d) float32; rows whose length differs from d are NaN
+    vectors: np.ndarray  # (n, d) float32, d = ReadOptions.dim if set; rows of another length are NaN
     lengths: np.ndarray  # (n,) the length each row had in the input
     payloads: list | None
     bad: list[tuple[int, str]]  # (position, reason) of unparsable rows
@@ -69,6 +74,8 @@ def detect_format(path: str, explicit: str | None) -> str:
 class Reader:
     """One input file. ``batches(offset)`` yields RowBatches from position ``offset``."""
 
+    width: int | None = None  # every row's length, for formats that fix it per file
+
     def __init__(self, path: str, options: ReadOptions, id_base: int) -> None:
         self.path = path
         self.options = options
@@ -84,33 +91,56 @@ class Reader:
     def batches(self, offset: int, resume: dict) -> Iterator[RowBatch]:
         raise NotImplementedError
 
-    def sample(self, n: int) -> np.ndarray:
-        """Up to ``n`` valid rows spread over the input, for training (float32)."""
-        rows, got = [], 0
+    def first_width(self) -> int | None:
+        """The vector length of the file, or the most common one in its first batch (None:
+        no parsable row): what a new store's dimension is inferred from."""
+        if self.width is not None:
+            return self.width
         for batch in self.batches(0, {}):
-            v = batch.vectors[np.isfinite(batch.vectors).all(axis=1)] if batch.vectors.size else batch.vectors
-            rows.append(v[: n - got])
-            got += len(rows[-1])
+            if len(batch.lengths):
+                return int(np.bincount(batch.lengths).argmax())
+        return None
+
+    def sample(self, n: int, metric: str) -> np.ndarray:
+        """Up to ``n`` rows (float32) spread over the input that a store of ``options.dim``
+        and ``metric`` accepts, for training: a row the load will refuse never trains."""
+        dim = self.options.dim
+        rows, got = [np.zeros((0, dim), np.float32)], 0
+        for batch in self.batches(0, {}):
+            refused = {i for i, _ in row_problems(batch.vectors, dim, metric, batch.lengths)}
+            good = [i for i in range(len(batch.lengths)) if i not in refused][: n - got]
+            rows.append(batch.vectors[good])
+            got += len(good)
             if got >= n:
                 break
-        return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+        return np.concatenate(rows)
 
 
-def _load_ids(path: str, expected: int) -> np.ndarray:
-    if path.endswith(".npy"):
-        ids = np.load(path, mmap_mode="r", allow_pickle=False)
-        if ids.ndim != 1:
-            raise IngestError(f"{path}: ids must be a 1-d array")
-        if ids.dtype.kind not in "iuU":
-            raise IngestError(f"{path}: ids must be integers or strings, got {ids.dtype}")
-    elif path.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            ids = np.array(json.load(f), dtype=object)
-    else:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.rstrip("\n") for line in f]
-        ids = np.array([int(x) for x in lines] if all(_is_int(x) for x in lines) else lines, dtype=object)
-    if len(ids) != expected:
+def _load_ids(path: str, expected: int | None) -> np.ndarray:
+    """Ids from a .npy, a .json list or a text file of one per line; ``expected``: how
+    many there must be (None: any number)."""
+    try:
+        if path.endswith(".npy"):
+            ids = np.load(path, mmap_mode="r", allow_pickle=False)
+            if ids.ndim != 1:
+                raise IngestError(f"{path}: ids must be a 1-d array")
+            if ids.dtype.kind not in "iuU":
+                raise IngestError(f"{path}: ids must be integers or strings, got {ids.dtype}")
+        elif path.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                items = json.load(f)
+            if not isinstance(items, list):
+                raise IngestError(f"{path}: expected a JSON list of ids, got {type(items).__name__}")
+            ids = np.empty(len(items), dtype=object)
+            ids[:] = items
+        else:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.rstrip("\n") for line in f]
+            ids = np.array([int(x) for x in lines] if all(_is_int(x) for x in lines) else lines,
+                           dtype=object)
+    except (OSError, EOFError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise IngestError(f"{path}: not a readable ids file ({exc or type(exc).__name__})") from exc
+    if expected is not None and len(ids) != expected:
         raise IngestError(f"{path}: {len(ids)} ids for {expected} vectors")
     return ids
 
@@ -133,15 +163,18 @@ class MatrixReader(Reader):
 
     def __init__(self, path, options, id_base):
         super().__init__(path, options, id_base)
+        self.data_path = path  # the file the rows are in (BEIR: inside the directory)
         self.n, self.d, self.dtype, self.offset, self.row_bytes = self._layout()
+        self.width = self.d
         self.ids = _load_ids(options.ids_path, self.n) if options.ids_path else None
 
     def _layout(self) -> tuple[int, int, np.dtype, int, int]:
         """(rows, dim, value dtype, byte offset of row 0, bytes per row)."""
         raise NotImplementedError
 
-    def _decode(self, raw: np.ndarray) -> np.ndarray:
-        """(rows, row_bytes / itemsize) values read from the file -> (rows, d) values."""
+    def _decode(self, raw: np.ndarray, start: int) -> np.ndarray:
+        """(rows, row_bytes / itemsize) values read from the file, the first of them row
+        ``start`` -> (rows, d) values."""
         return raw
 
     def total(self) -> int:
@@ -152,32 +185,39 @@ class MatrixReader(Reader):
         count = (stop - start) * self.row_bytes // self.dtype.itemsize
         raw = np.fromfile(f, dtype=self.dtype, count=count)
         if raw.size != count:
-            raise IngestError(f"{self.path}: file ends before row {stop} (truncated?)")
+            raise IngestError(f"{self.data_path}: file ends before row {stop} (truncated?)")
         with np.errstate(over="ignore", invalid="ignore"):
-            return np.asarray(self._decode(raw.reshape(stop - start, -1)), dtype=np.float32)
+            return np.asarray(self._decode(raw.reshape(stop - start, -1), start), dtype=np.float32)
 
     def _ids(self, start, stop) -> list:
         if self.ids is None:
             return list(range(self.id_base + start, self.id_base + stop))
         return [v.item() if isinstance(v, np.generic) else v for v in self.ids[start:stop]]
 
+    def _payloads(self, ids: list) -> list | None:
+        return None
+
     def batches(self, offset, resume):
         size = self.options.batch_size
-        with open(self.path, "rb") as f:
+        with open(self.data_path, "rb") as f:
             for start in range(offset, self.n, size):
                 stop = min(self.n, start + size)
                 vecs = self._read(f, start, stop)
-                yield RowBatch(start, stop, list(range(start, stop)), self._ids(start, stop), vecs,
-                               np.full(stop - start, self.d), None, [])
+                ids = self._ids(start, stop)
+                yield RowBatch(start, stop, list(range(start, stop)), ids, vecs,
+                               np.full(stop - start, self.d), self._payloads(ids), [])
 
-    def sample(self, n):
-        """``n`` rows evenly spaced over the file (inputs are often sorted by topic)."""
+    def sample(self, n, metric):
+        """Up to ``n`` rows evenly spaced over the file (inputs are often sorted by topic),
+        those a store of ``options.dim`` and ``metric`` accepts."""
+        if self.d != self.options.dim:
+            return np.zeros((0, self.options.dim or 0), np.float32)
         rows = np.unique(np.linspace(0, self.n - 1, num=min(n, self.n)).astype(np.int64)) if self.n else []
         out = np.empty((len(rows), self.d), dtype=np.float32)
-        with open(self.path, "rb") as f:
+        with open(self.data_path, "rb") as f:
             for i, r in enumerate(rows):
                 out[i] = self._read(f, int(r), int(r) + 1)[0]
-        return out[np.isfinite(out).all(axis=1)]
+        return np.delete(out, [i for i, _ in row_problems(out, self.d, metric)], axis=0)
 
 
 def _npy_layout(path: str):
@@ -187,8 +227,8 @@ def _npy_layout(path: str):
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = read_header(f)
-        except (ValueError, OSError) as exc:
-            raise IngestError(f"{path}: not a readable .npy file ({exc})") from exc
+        except (ValueError, OSError, EOFError) as exc:
+            raise IngestError(f"{path}: not a readable .npy file ({exc or type(exc).__name__})") from exc
         offset = f.tell()
     if len(shape) != 2 or dtype.kind not in "fiu" or dtype.hasobject:
         raise IngestError(f"{path}: expected a 2-d numeric array, got {dtype} {shape}")
@@ -216,106 +256,178 @@ class FvecsReader(MatrixReader):
             raise IngestError(f"{self.path}: not an .fvecs file (dimension {d}, {size} bytes)")
         return size // (4 * (d + 1)), d, np.dtype("<i4"), 0, 4 * (d + 1)
 
-    def _decode(self, raw):
+    def _decode(self, raw, start):
         bad = np.flatnonzero(raw[:, 0] != self.d)
         if bad.size:
-            raise IngestError(f"{self.path}: a row declares dimension {int(raw[bad[0], 0])}, "
-                              f"the first row {self.d}")
+            raise IngestError(f"{self.path}: row {start + int(bad[0])}: declares dimension "
+                              f"{int(raw[bad[0], 0])}, the first row {self.d}")
         return raw[:, 1:].view("<f4")
 
 
 class JsonlReader(Reader):
-    """One JSON object per line: ``id_field``, ``vector_field``; other fields: payload."""
+    """One JSON object per line: ``id_field``, ``vector_field``; other fields: payload.
+
+    Lines are read as bytes and decoded one at a time, so a line that is not UTF-8 is one
+    bad row; the resume state is the exact byte offset (``.zst``: lines are counted).
+    """
 
     def describe(self, position: int) -> str:
         return f"line {position + 1}"
 
-    def _open(self):
-        if self.path.endswith(".zst"):
-            import zstandard
-
-            raw = open(self.path, "rb")
-            return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw), encoding="utf-8")
-        return open(self.path, encoding="utf-8")
+    def _lines(self, byte: int) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            if self.path.endswith(".zst"):
+                yield from _split_lines(_zstd_chunks(f, self.path))
+            else:
+                f.seek(byte)
+                yield from f
 
     def batches(self, offset, resume):
         opts = self.options
-        with self._open() as f:
-            line_no = 0
-            if offset and "byte" in resume and not self.path.endswith(".zst"):
-                f.seek(resume["byte"])
-                line_no = offset
-            batch_start = line_no
-            positions, ids, vecs, payloads, bad = [], [], [], [], []
+        zst = self.path.endswith(".zst")
+        seek = bool(offset and "byte" in resume and not zst)
+        byte = resume["byte"] if seek else 0
+        line_no = offset if seek else 0
+        batch_start = line_no
+        rows = _Rows()
+        lines = self._lines(byte)
+        try:
             while True:
-                line = f.readline()
-                if line_no < offset:  # resuming a compressed file: skip committed lines
+                try:
+                    line = next(lines, None)
+                except (OSError, EOFError, _zstd_error()) as exc:
+                    raise IngestError(f"{self.path}: {self.describe(line_no)}: cannot read the "
+                                      f"file ({exc or type(exc).__name__})") from exc
+                if line is not None and line_no < offset:  # resuming a .zst: skip committed lines
                     line_no += 1
-                    if not line:
-                        break
                     batch_start = line_no
                     continue
-                if line:
-                    self._parse(line, line_no, positions, ids, vecs, payloads, bad)
+                if line is not None:
+                    byte += len(line)
+                    self._parse(line, line_no, rows)
                     line_no += 1
-                if (not line or line_no - batch_start >= opts.batch_size) and line_no > batch_start:
-                    resume_state = {} if self.path.endswith(".zst") else {"byte": f.tell()}
-                    yield RowBatch(batch_start, line_no, positions, ids, *_stack(vecs), payloads,
-                                   bad, resume_state)
+                if (line is None or line_no - batch_start >= opts.batch_size) and line_no > batch_start:
+                    yield rows.batch(batch_start, line_no, opts.dim, {} if zst else {"byte": byte})
                     batch_start = line_no
-                    positions, ids, vecs, payloads, bad = [], [], [], [], []
-                if not line:
+                    rows = _Rows()
+                if line is None:
                     break
+        finally:
+            lines.close()
 
-    def _parse(self, line, line_no, positions, ids, vecs, payloads, bad):
+    def _parse(self, raw: bytes, line_no: int, rows: _Rows) -> None:
+        try:
+            line = raw.decode("utf-8-sig" if line_no == 0 else "utf-8")
+        except UnicodeDecodeError as exc:
+            rows.bad.append((line_no, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+            return
         if not line.strip():
-            bad.append((line_no, "empty line"))
+            rows.bad.append((line_no, "empty line"))
             return
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            bad.append((line_no, f"invalid JSON ({exc.msg})"))
+            rows.bad.append((line_no, f"invalid JSON ({getattr(exc, 'msg', exc)})"))
+            return
+        except RecursionError:
+            rows.bad.append((line_no, "invalid JSON (nested too deeply)"))
             return
         if not isinstance(obj, dict):
-            bad.append((line_no, "not a JSON object"))
+            rows.bad.append((line_no, "not a JSON object"))
             return
-        if self.options.id_field not in obj:
-            bad.append((line_no, f"no {self.options.id_field!r} field"))
-            return
-        if self.options.vector_field not in obj:
-            bad.append((line_no, f"no {self.options.vector_field!r} field"))
-            return
+        for name in (self.options.id_field, self.options.vector_field):
+            if name not in obj:
+                rows.bad.append((line_no, f"no {name!r} field"))
+                return
         ext_id = obj.pop(self.options.id_field)
-        vec = obj.pop(self.options.vector_field)
-        if not isinstance(ext_id, (int, str)) or isinstance(ext_id, bool):
-            bad.append((line_no, f"id must be an int or a string, got {type(ext_id).__name__}"))
+        vec = _as_vector(obj.pop(self.options.vector_field))
+        if isinstance(vec, str):
+            rows.bad.append((line_no, vec))
             return
-        try:
-            arr = np.asarray(vec, dtype=np.float32)
-        except (ValueError, TypeError, OverflowError):
-            bad.append((line_no, "vector is not a list of numbers"))
-            return
-        if arr.ndim != 1:
-            bad.append((line_no, "vector is not a flat list of numbers"))
-            return
-        positions.append(line_no)
-        ids.append(ext_id)
-        vecs.append(arr)
-        payloads.append(obj or None)
+        rows.add(line_no, ext_id, vec, obj or None)
 
 
-def _stack(vecs: list) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of possibly different lengths -> ((n, d) matrix, lengths), d the most common
-    length; rows of another length are left NaN (validation reports their length)."""
-    if not vecs:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-    lengths = np.array([len(v) for v in vecs])
-    d = int(np.bincount(lengths).argmax())
-    out = np.full((len(vecs), d), np.nan, dtype=np.float32)
+class _Rows:
+    """The parsed rows of one batch, as they are read."""
+
+    def __init__(self) -> None:
+        self.positions, self.ids, self.vecs, self.payloads, self.bad = [], [], [], [], []
+
+    def add(self, position, ext_id, vec, payload) -> None:
+        self.positions.append(position)
+        self.ids.append(ext_id)
+        self.vecs.append(vec)
+        self.payloads.append(payload)
+
+    def batch(self, start: int, stop: int, dim: int | None, resume: dict | None = None) -> RowBatch:
+        vectors, lengths = _stack(self.vecs, dim)
+        return RowBatch(start, stop, self.positions, self.ids, vectors, lengths, self.payloads,
+                        self.bad, resume or {})
+
+
+def _as_vector(value) -> np.ndarray | str:
+    """A JSON/Parquet vector as a flat float32 array, or the reason it is not one."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):  # ragged nesting
+        return "vector is not a flat list of numbers"
+    if arr.ndim != 1:
+        return "vector is not a flat list of numbers"
+    if arr.dtype.kind not in "fiu":  # strings, booleans, nulls, ints beyond int64
+        return "vector is not a list of numbers"
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused later
+        return arr.astype(np.float32)
+
+
+def _stack(vecs: list, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of possibly different lengths -> ((n, d) matrix, lengths), d the store's
+    dimension (unknown: the most common length); rows of another length are left NaN
+    (validation reports their length)."""
+    lengths = np.array([len(v) for v in vecs], dtype=np.int64)
+    if dim is None:
+        dim = int(np.bincount(lengths).argmax()) if len(vecs) else 0
+    out = np.full((len(vecs), dim), np.nan, dtype=np.float32)
     for i, v in enumerate(vecs):
-        if len(v) == d:
+        if len(v) == dim:
             out[i] = v
     return out, lengths
+
+
+def _zstd_error():
+    import zstandard
+
+    return zstandard.ZstdError
+
+
+def _zstd_chunks(f, path: str) -> Iterator[bytes]:
+    """The decompressed bytes of every frame of a ``.zst`` file. A file cut short raises
+    IngestError (zstandard's stream reader just stops there, losing rows silently)."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    dobj, fed = dctx.decompressobj(), False
+    while raw := f.read(1 << 20):
+        while raw:
+            out = dobj.decompress(raw)
+            fed = True
+            if out:
+                yield out
+            if dobj.eof:  # the end of a frame; what follows starts the next one
+                raw, dobj, fed = dobj.unused_data, dctx.decompressobj(), False
+            else:
+                raw = b""
+    if fed:
+        raise IngestError(f"{path}: the compressed data ends inside a frame (truncated?)")
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending
 
 
 class ParquetReader(Reader):
@@ -339,34 +451,47 @@ class ParquetReader(Reader):
     def total(self):
         return self.file.metadata.num_rows
 
-    def batches(self, offset, resume):
+    def _record_batches(self):
+        it = self.file.iter_batches(batch_size=self.options.batch_size)
         pos = 0
-        for rb in self.file.iter_batches(batch_size=self.options.batch_size):
+        while True:
+            try:
+                rb = next(it, None)
+            except Exception as exc:  # pyarrow's errors for a damaged file are its own types
+                raise IngestError(f"{self.path}: row {pos}: cannot read the file ({exc})") from exc
+            if rb is None:
+                return
+            yield pos, rb
+            pos += rb.num_rows
+
+    def batches(self, offset, resume):
+        for pos, rb in self._record_batches():
             n = rb.num_rows
             if pos + n <= offset:
-                pos += n
                 continue
             cols = rb.to_pydict()
             skip = max(0, offset - pos)
             ids = cols.pop(self.options.id_field)[skip:]
             raw_vecs = cols.pop(self.options.vector_field)[skip:]
             others = {k: v[skip:] for k, v in cols.items()}
-            positions, good_ids, vecs, payloads, bad = [], [], [], [], []
+            rows = _Rows()
             for i, (ext_id, vec) in enumerate(zip(ids, raw_vecs)):
                 row = pos + skip + i
                 if vec is None:
-                    bad.append((row, "vector is null"))
+                    rows.bad.append((row, "vector is null"))
                     continue
                 if ext_id is None:
-                    bad.append((row, "id is null"))
+                    rows.bad.append((row, "id is null"))
                     continue
-                positions.append(row)
-                good_ids.append(ext_id)
-                vecs.append(np.asarray([np.nan if v is None else v for v in vec], dtype=np.float32))
+                if isinstance(vec, (list, tuple)):
+                    vec = [np.nan if v is None else v for v in vec]
+                vec = _as_vector(vec)
+                if isinstance(vec, str):
+                    rows.bad.append((row, vec))
+                    continue
                 payload = {k: v[i] for k, v in others.items() if v[i] is not None}
-                payloads.append(payload or None)
-            yield RowBatch(pos + skip, pos + n, positions, good_ids, *_stack(vecs), payloads, bad)
-            pos += n
+                rows.add(row, ext_id, vec, payload or None)
+            yield rows.batch(pos + skip, pos + n, self.options.dim)
 
 
 class BeirReader(MatrixReader):
@@ -385,17 +510,10 @@ class BeirReader(MatrixReader):
         emb = os.path.join(self.path, name)
         if not os.path.isfile(os.path.join(emb, "corpus.npy")):
             raise IngestError(f"{emb}: no corpus.npy")
-        with open(os.path.join(emb, "corpus_ids.json"), encoding="utf-8") as f:
-            self.beir_ids = [str(x) for x in json.load(f)]
-        self.texts = {}
-        corpus = os.path.join(self.path, "corpus.jsonl")
-        if os.path.isfile(corpus):
-            with open(corpus, encoding="utf-8") as f:
-                for line in f:
-                    doc = json.loads(line)
-                    self.texts[str(doc.get("_id"))] = {k: doc[k] for k in ("title", "text") if doc.get(k)}
-        self.path_npy = os.path.join(emb, "corpus.npy")
-        layout = _npy_layout(self.path_npy)
+        self.beir_ids = [str(x) for x in _load_ids(os.path.join(emb, "corpus_ids.json"), None)]
+        self.texts = _beir_texts(os.path.join(self.path, "corpus.jsonl"))
+        self.data_path = os.path.join(emb, "corpus.npy")
+        layout = _npy_layout(self.data_path)
         if layout[0] != len(self.beir_ids):
             raise IngestError(f"{emb}: {layout[0]} vectors but {len(self.beir_ids)} ids")
         return layout
@@ -403,21 +521,23 @@ class BeirReader(MatrixReader):
     def _ids(self, start, stop):
         return self.beir_ids[start:stop]
 
-    def batches(self, offset, resume):
-        path, self.path = self.path, self.path_npy
-        try:
-            for batch in super().batches(offset, resume):
-                batch.payloads = [self.texts.get(i) for i in batch.ids]
-                yield batch
-        finally:
-            self.path = path
+    def _payloads(self, ids):
+        return [self.texts.get(i) for i in ids]
 
-    def sample(self, n):
-        path, self.path = self.path, self.path_npy
-        try:
-            return super().sample(n)
-        finally:
-            self.path = path
+
+def _beir_texts(corpus: str) -> dict[str, dict]:
+    """``{"_id": {"title", "text"}}`` from a BEIR ``corpus.jsonl`` (absent: no payloads)."""
+    texts: dict[str, dict] = {}
+    if not os.path.isfile(corpus):
+        return texts
+    with open(corpus, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                doc = json.loads(raw.decode("utf-8"))
+                texts[str(doc.get("_id"))] = {k: doc[k] for k in ("title", "text") if doc.get(k)}
+            except (ValueError, AttributeError, RecursionError) as exc:  # not UTF-8, JSON, or an object
+                raise IngestError(f"{corpus}: line {line_no}: not a JSON object ({exc})") from exc
+    return texts
 
 
 READERS = {"npy": NpyReader, "fvecs": FvecsReader, "jsonl": JsonlReader,
@@ -427,6 +547,7 @@ READERS = {"npy": NpyReader, "fvecs": FvecsReader, "jsonl": JsonlReader,
 def open_reader(path: str, options: ReadOptions, id_base: int = 0) -> Reader:
     if not os.path.exists(path):
         raise IngestError(f"{path}: no such file")
-    return READERS[detect_format(path, options.format)](path, options, id_base)
-
-
+    try:
+        return READERS[detect_format(path, options.format)](path, options, id_base)
+    except OSError as exc:  # a directory given as a file, no permission, ...
+        raise IngestError(f"{path}: cannot read it ({exc.strerror or exc})") from exc

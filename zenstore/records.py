@@ -27,10 +27,18 @@ import struct
 import numpy as np
 
 from . import format as fmt
+from .catalog import Catalog
 from .errors import CorruptStore, FormatVersionError, InvalidArgument, NotAStore
 
 META, IDS, TOMBSTONES, PAYLOADS, JOBS = "meta", "ids", "tombstones", "payloads", "jobs"
 SUB_DATABASES = (META, IDS, TOMBSTONES, PAYLOADS, JOBS)
+
+
+
+def open_catalog(root: str, *, readonly: bool, create: bool = False) -> Catalog:
+    """The catalog of the store at ``root``, with the schema's sub-databases."""
+    return Catalog(root, SUB_DATABASES, readonly=readonly, create=create)
+
 
 _FORMAT_KEY = b"format"
 _CONFIG_KEY = b"config"
@@ -45,7 +53,7 @@ MAX_CHECKPOINT_NAME_BYTES = 400
 def put_format_and_config(txn, config: fmt.StoreConfig, created_by: str) -> None:
     txn.put(META, _FORMAT_KEY, fmt.dumps_json({
         "magic": fmt.STORE_MAGIC,
-        "format_version": fmt.FORMAT_VERSION,
+        "format_version": config.format_version,  # 1 unless dim is not a multiple of 64
         "created_by": created_by,
     }))
     txn.put(META, _CONFIG_KEY, fmt.dumps_json(config.to_dict()))
@@ -70,7 +78,11 @@ def read_config(txn, path: str) -> fmt.StoreConfig:
         )
     if raw_config is None:
         raise CorruptStore(f"{path}: catalog has no store config")
-    return fmt.StoreConfig.from_dict(fmt.loads_json(raw_config, "store config"))
+    config = fmt.StoreConfig.from_dict(fmt.loads_json(raw_config, "store config"))
+    if version < config.format_version:
+        raise CorruptStore(f"{path}: store says format version {version}, but its dim "
+                           f"{config.dim} needs version {config.format_version}")
+    return config
 
 
 # --- the manifest and its generation ---------------------------------------------------------

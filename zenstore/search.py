@@ -24,8 +24,8 @@ import numpy as np
 
 from .codec import Codec
 from .errors import IdTypeMismatch
-from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range, scan_by_group,
-                      scan_groups, scan_many, scan_one)
+from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range,
+                      scan_batch_by_group, scan_batch_by_query_block, scan_query_parallel, scan_query_serial)
 from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
 from .rotation import hadamard_block
@@ -36,11 +36,11 @@ from .validation import for_metric, normalize_ids
 
 MAX_K = 1 << 20  # largest k / shortlist / top_n accepted
 WORK_BYTES = 64 << 20  # per-batch working memory of the coarse pass and ranking (queries are chunked)
-QUERY_BLOCK = 8  # queries scored together per code row in scan_many
+QUERY_BLOCK = 8  # queries scored together per code row in scan_batch_by_query_block
 PARALLEL_SCAN_ROWS = 16384  # smaller single-query scans run on one thread
 PARALLEL_RESCORE = 64  # fewer (query, row) pairs: one thread (~1 us of work each)
 PARALLEL_PREPARE = 16  # fewer queries: one thread
-GROUP_SCAN_HEAP_BYTES = 64 << 20  # private heaps of scan_by_group; larger: scan_many
+GROUP_SCAN_HEAP_BYTES = 64 << 20  # private heaps of scan_batch_by_group; larger: scan_batch_by_query_block
 GATHER_BYTES = 32 << 20  # candidate rows copied out of their segments per rescoring slice
 
 
@@ -119,7 +119,7 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
     groups_one = np.flatnonzero(probe[0]).astype(np.int64) if nq == 1 else None
     qcodes, alpha, qoff, order = prep.qcodes, prep.alpha, prep.qoff, None
     if nq > 1 and not probe.all():
-        # queries that probe the same base rows go into the same block of scan_many, so a
+        # queries that probe the same base rows go into the same block of scan_batch_by_query_block, so a
         # group's codes are read from memory once for several queries instead of once each
         order = np.argsort(np.argmax(np.where(probe, prep.qoff, -np.inf), axis=1), kind="stable")
         probe, qcodes, alpha, qoff = probe[order], qcodes[order], alpha[order], qoff[order]
@@ -132,12 +132,13 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
                     groups_one, prep.qcodes, prep.alpha, prep.qoff, ip_w, tag)
             offs = seg.group_offsets
             if int((offs[groups_one + 1] - offs[groups_one]).sum()) < PARALLEL_SCAN_ROWS:
-                scan_groups(*args, vals, tags, size)
+                scan_query_serial(*args, vals, tags, size)
             else:
-                scan_one(*args, 2 * threads, vals, tags, size)
+                scan_query_parallel(*args, 2 * threads, vals, tags, size)
         else:
-            scan_many(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
-                      probe, qcodes, alpha, qoff, ip_w, tag, QUERY_BLOCK, vals, tags, size)
+            scan_batch_by_query_block(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead,
+                                      seg.group_offsets, probe, qcodes, alpha, qoff, ip_w, tag,
+                                      QUERY_BLOCK, vals, tags, size)
     if order is not None:
         back = np.argsort(order)
         vals, tags, size = vals[back], tags[back], size[back]
@@ -146,8 +147,8 @@ def coarse_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarra
 
 def _scan_group_major(segments: list[Segment], prep: PreparedQueries, probe: np.ndarray,
                       ip_w: np.float32, n_chunks: int, vals, tags, size) -> None:
-    """Batch coarse pass that reads each probed group once per batch (``scan_by_group``):
-    with nprobe << n_base the queries of a batch rarely share a block of ``scan_many``, so
+    """Batch coarse pass that reads each probed group once per batch (``scan_batch_by_group``):
+    with nprobe << n_base the queries of a batch rarely share a block of ``scan_batch_by_query_block``, so
     reading by query block would fetch most groups once per query that probes them."""
     groups_t, queries_t = np.nonzero(probe.T)  # (group, query) pairs, by group
     n_groups = probe.shape[1]
@@ -161,9 +162,10 @@ def _scan_group_major(segments: list[Segment], prep: PreparedQueries, probe: np.
         work = np.cumsum(per_group * (np.diff(seg.group_offsets) + 1))
         cuts = np.searchsorted(work, work[-1] * np.arange(1, n_chunks) / n_chunks, side="left") + 1
         chunk_groups = np.maximum.accumulate(np.concatenate(([0], np.minimum(cuts, n_groups), [n_groups])))
-        scan_by_group(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead, seg.group_offsets,
-                      group_queries, group_start, chunk_groups.astype(np.int64), prep.qcodes,
-                      prep.alpha, prep.qoff, ip_w, tag_base(ordinal), vals, tags, size)
+        scan_batch_by_group(seg.codes, seg.scales, seg.rowlam, seg.rowterm, seg.dead,
+                            seg.group_offsets, group_queries, group_start,
+                            chunk_groups.astype(np.int64), prep.qcodes, prep.alpha, prep.qoff,
+                            ip_w, tag_base(ordinal), vals, tags, size)
 
 
 def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,

@@ -21,7 +21,6 @@ from . import format as fmt
 from . import records
 from .accounting import store_stats
 from .basefile import BaseMatrix
-from .catalog import Catalog
 from .errors import InvalidArgument, NotAStore, ReadOnlyStore
 from .reader import Reader
 from .snapshot import Snapshot
@@ -67,12 +66,12 @@ class Store:
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise NotAStore(f"{path}: no such store directory")
-        catalog = Catalog(path, readonly=True) if readonly else None
+        catalog = records.open_catalog(path, readonly=True) if readonly else None
         lock_fd = None
         try:
             if not readonly:
                 lock_fd = take_writer_lock(path)
-                catalog = Catalog(path, readonly=False)
+                catalog = records.open_catalog(path, readonly=False)
             with catalog.read() as txn:
                 config = records.read_config(txn, path)
             view = StoreView(path, catalog, config, readonly, verify)

@@ -1,8 +1,27 @@
-"""Learning the base matrix: k-means on a sample (faiss, imported lazily)."""
+"""Learning the base matrix: k-means on a sample (faiss, imported lazily).
+
+faiss runs k-means on its own GNU OpenMP, whose thread pool does not survive ``fork``: a
+child forked after the parent used it hangs forever in its first multi-threaded faiss
+call. A child forked while faiss was loaded therefore trains on one thread (libgomp then
+never touches the inherited pool); the hook below only sets this module's flag.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
+
+_faiss_pool_inherited = False  # a forked child whose parent had loaded faiss
+
+
+def _after_fork_in_child() -> None:
+    global _faiss_pool_inherited
+    _faiss_pool_inherited = _faiss_pool_inherited or "faiss" in sys.modules
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def effective_n_base(requested: int, n_sample: int, min_rows_per_base: int) -> int:
@@ -34,5 +53,12 @@ def train_base(sample: np.ndarray, n_base: int, seed: int = 0, niter: int = 10) 
         min_points_per_centroid=1,
         verbose=False,
     )
-    kmeans.train(sample)
+    threads = faiss.omp_get_max_threads()
+    if _faiss_pool_inherited:
+        faiss.omp_set_num_threads(1)  # this thread's setting only; restored below
+    try:
+        kmeans.train(sample)
+    finally:
+        if _faiss_pool_inherited:
+            faiss.omp_set_num_threads(threads)
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)

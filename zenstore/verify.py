@@ -16,9 +16,9 @@ import numpy as np
 from . import format as fmt
 from . import records
 from .basefile import load_base
-from .catalog import Catalog
+
 from .codec import Codec
-from .errors import CorruptStore, FileMissing, FormatVersionError, NotAStore, ReadOnlyStore
+from .errors import CorruptStore, FileMissing, FormatVersionError, NotAStore, ReadOnlyStore, StoreIOError
 from .segment import load_segment
 from .view import RETRIES
 
@@ -27,7 +27,7 @@ def verify_store(path) -> list[str]:
     """The problems found in the store at ``path``; an empty list means healthy."""
     path = os.fspath(path)
     try:
-        catalog = Catalog(path, readonly=True)
+        catalog = records.open_catalog(path, readonly=True)
     except (NotAStore, CorruptStore, ReadOnlyStore) as exc:
         return [str(exc)]
     try:
@@ -71,7 +71,7 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
         except FileMissing as exc:
             vanished.append(str(exc))
             continue
-        except (CorruptStore, FormatVersionError) as exc:
+        except (CorruptStore, FormatVersionError, StoreIOError) as exc:  # e.g. a file it may not read
             problems.append(str(exc))
             continue
         alive = np.ones(len(ids), bool)

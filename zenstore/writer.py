@@ -18,9 +18,11 @@ before its next write.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 from dataclasses import replace
 
 import numpy as np
@@ -28,10 +30,10 @@ import numpy as np
 from . import format as fmt
 from . import records
 from .basefile import BaseMatrix, write_base
-from .catalog import CATALOG_FILE, Catalog
+from .catalog import CATALOG_FILE, WRITER_LOCK
 from .codec import FP16_MAX, Codec
-from .errors import (DuplicateId, IdNotFound, IdTypeMismatch, InvalidArgument, InvalidVector, NotAStore,
-                     StoreExists, StoreLocked)
+from .errors import (CorruptStore, DuplicateId, IdNotFound, IdTypeMismatch, InvalidArgument, InvalidVector,
+                     NotAStore, ReadOnlyStore, StoreExists, StoreLocked, from_os_error)
 from .faults import fault
 from .files import TMP_SUFFIX, fsync_dir
 from .merge import merge_segments, plan_merge
@@ -44,36 +46,59 @@ from .view import StoreView
 
 log = logging.getLogger("zenstore")
 
-LOCK_FILE = "writer.lock"
 
 
 # --- creating a store ----------------------------------------------------------------------
 
 
 def create_store(path: str, config: fmt.StoreConfig, created_by: str) -> None:
-    """Build an empty store under ``PATH.creating-PID`` and rename it to ``path``: a crash
-    leaves either no store or a complete empty one."""
-    if os.path.exists(path) and not (os.path.isdir(path) and not os.listdir(path)):
-        raise StoreExists(f"{path}: already exists and is not an empty directory")
-    parent = os.path.dirname(os.path.abspath(path))
+    """Build an empty store and move it into place; a crash leaves either no store or a
+    complete empty one.
+
+    A new ``path`` is built as ``PATH.creating-PID`` and renamed. An existing empty
+    directory (a mount point cannot be renamed over) is built in ``PATH/.creating-PID``
+    and its entries moved in, the catalog last: only a directory holding the catalog is a
+    store.
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise NotAStore(f"{parent}: parent directory does not exist")
-    remove_dead_creations(os.path.abspath(path))
-    tmp = f"{os.path.abspath(path)}.creating-{os.getpid()}"
+    in_place = os.path.exists(path)
+    if in_place:
+        if not os.path.isdir(path):
+            raise StoreExists(f"{path}: already exists and is not an empty directory")
+        remove_dead_creations(os.path.join(path, ""))
+        if _unused_entries(path) is None:
+            raise StoreExists(f"{path}: already exists and is not an empty directory")
+        tmp = os.path.join(path, f".creating-{os.getpid()}")
+    else:
+        remove_dead_creations(path)
+        tmp = f"{path}.creating-{os.getpid()}"
     os.makedirs(os.path.join(tmp, SEGMENT_DIR))
     try:
-        catalog = Catalog(tmp, readonly=False, create=True)
+        catalog = records.open_catalog(tmp, readonly=False, create=True)
         try:
             with catalog.write() as txn:
                 records.put_format_and_config(txn, config, created_by)
                 records.put_manifest(txn, fmt.Manifest())
         finally:
             catalog.close()
+        unlink_quietly(os.path.join(tmp, CATALOG_FILE + "-lock"))  # LMDB makes a new one
         fsync_dir(tmp)
         fault("create.catalog")  # complete store under its temporary name
-        os.rename(tmp, path)
-        fault("create.renamed")
-        fsync_dir(parent)
+        if in_place:
+            for leftover in _unused_entries(path) or ():
+                os.rmdir(os.path.join(path, leftover))  # an empty segments/ of a dead create
+            os.rename(os.path.join(tmp, SEGMENT_DIR), os.path.join(path, SEGMENT_DIR))
+            os.rename(os.path.join(tmp, CATALOG_FILE), os.path.join(path, CATALOG_FILE))
+            os.rmdir(tmp)
+            fault("create.renamed")
+            fsync_dir(path)
+        else:
+            os.rename(tmp, path)
+            fault("create.renamed")
+            fsync_dir(parent)
     except BaseException:
         for name in (CATALOG_FILE, CATALOG_FILE + "-lock"):
             unlink_quietly(os.path.join(tmp, name))
@@ -83,6 +108,19 @@ def create_store(path: str, config: fmt.StoreConfig, created_by: str) -> None:
             except OSError:
                 pass
         raise
+
+
+def _unused_entries(path: str) -> list[str] | None:
+    """Entries of an existing directory a store may be created in: nothing, or only the
+    empty ``segments/`` an interrupted in-place create moved in. None: not usable."""
+    entries = os.listdir(path)
+    if not entries:
+        return []
+    if entries == [SEGMENT_DIR] and os.path.isdir(os.path.join(path, SEGMENT_DIR)) \
+            and not os.path.islink(os.path.join(path, SEGMENT_DIR)) \
+            and not os.listdir(os.path.join(path, SEGMENT_DIR)):
+        return [SEGMENT_DIR]
+    return None
 
 
 def remove_dead_creations(path: str) -> None:
@@ -138,12 +176,30 @@ def unlink_quietly(path: str) -> None:
 
 
 def take_writer_lock(path: str) -> int:
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    """Flock ``writer.lock`` exclusively: one writer per store, across processes. Readers
+    that may not write the LMDB lock table hold it shared (``catalog.py``)."""
+    lock = os.path.join(path, WRITER_LOCK)
+    try:
+        st = os.lstat(lock)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise from_os_error(exc, lock, "taking the writer lock") from exc
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise CorruptStore(f"{lock}: is not a regular file (the store's writer lock must be one)")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            why = "the file system is read-only" if exc.errno == errno.EROFS else "no write permission"
+            raise ReadOnlyStore(f"{path}: cannot write the store ({why}); open it with readonly=True") from exc
+        raise from_os_error(exc, lock, "taking the writer lock") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StoreLocked(f"{path}: another writer has this store open (open it readonly=True to read)") from None
+        raise StoreLocked(f"{path}: another process holds this store's lock: a writer, or a reader "
+                          f"that may not write {CATALOG_FILE}-lock (open it readonly=True to read)") from None
     return fd
 
 
@@ -218,11 +274,12 @@ class Writer:
 
     def _train(self, snap: Snapshot, x: np.ndarray) -> tuple[Codec, fmt.BaseRecord]:
         cfg = self.config
-        rotation = Rotation.random(cfg.dim, cfg.seed) if cfg.rotation == "hadamard" else Rotation.identity(cfg.dim)
+        width = cfg.coded_dim  # the rotation and the base live in the coded (padded) space
+        rotation = Rotation.random(width, cfg.seed) if cfg.rotation == "hadamard" else Rotation.identity(width)
         if x.shape[0] > cfg.train_sample:
             pick = np.random.default_rng(cfg.seed).choice(x.shape[0], cfg.train_sample, replace=False)
             x = x[np.sort(pick)]
-        probe = Codec(cfg, np.zeros((1, cfg.dim), dtype=np.float16), rotation)
+        probe = Codec(cfg, np.zeros((1, width), dtype=np.float16), rotation)
         xr = probe.prepare(x)
         n_base = effective_n_base(cfg.n_base, xr.shape[0], cfg.min_rows_per_base)
         log.info("training %d base rows on %d vectors", n_base, xr.shape[0])
@@ -420,10 +477,15 @@ class Writer:
         if manifest.base:
             wanted.add(manifest.base.file)
         seg_dir = os.path.join(self.root, SEGMENT_DIR)
+        if os.path.islink(seg_dir):
+            log.warning("%s: segments/ (or the store) is a symlink; leftovers are not removed through it", self.root)
+            return
         candidates = [os.path.join(SEGMENT_DIR, n) for n in os.listdir(seg_dir)] if os.path.isdir(seg_dir) else []
         candidates += [n for n in os.listdir(self.root) if n.startswith("base-")]
         for rel in candidates:
             rel = rel.replace(os.sep, "/")
+            if os.path.islink(os.path.join(self.root, rel)):
+                continue
             if rel not in wanted and (rel.endswith((".zseg", ".zbase", TMP_SUFFIX))):
                 log.warning("removing orphaned file %s", rel)
                 unlink_quietly(os.path.join(self.root, rel))

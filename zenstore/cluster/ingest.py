@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import IngestError, InvalidArgument
 from ..format import MAX_STR_ID_BYTES
-from ..validation import MAX_NORM
+from ..validation import row_problems
 from .errors import describe_failures
 from .routing import shard_of, split
 from .worker import OUT_OF_ORDER
@@ -264,16 +264,8 @@ def rows_of(batch: dict, seq: int, start: int, dim: int, metric: str, id_column:
                           "id_column=None numbers the rows instead")
     ids, kinds = _ids(None if id_column is None else batch[id_column], n, start, bad)
     x = _vectors(vec_col, n, dim, bad)
-    finite = np.isfinite(x).all(axis=1)
-    for i in np.flatnonzero(~finite).tolist():
-        bad.setdefault(i, "vector contains NaN or infinity (or a value beyond float32)")
-    if metric == "cosine":
-        for i in np.flatnonzero(~np.any(x != 0, axis=1)).tolist():
-            bad.setdefault(i, "all-zero vector (no direction under cosine)")
-    else:
-        norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-        for i in np.flatnonzero(finite & (norms > MAX_NORM)).tolist():
-            bad.setdefault(i, "vector too long for float32 scores (norm above 2^60)")
+    for i, reason in row_problems(x, dim, metric):  # the checks (and words) of Store and its loader
+        bad.setdefault(i, reason)
     payloads = _payloads(batch, payload_columns, n, bad)
     return Rows(seq, start, n, ids, kinds, x, payloads, bad)
 

@@ -23,6 +23,7 @@ CLUSTER_FORMAT_VERSION = 1
 MANIFEST_FILE = "cluster.json"
 LOCK_FILE = "writer.lock"
 ROUTING = "blake2b64-mod"  # shard = u64le(BLAKE2b-64(catalog id key)) mod shards
+MAX_DIM = 1 << 20  # a sanity bound: 4 MiB per float32 vector
 MAX_SHARDS = 4096
 MAX_MANIFEST_BYTES = 1 << 20
 _KEYS = ("magic", "format_version", "created_by", "dim", "metric", "routing", "shards")
@@ -90,9 +91,7 @@ class ClusterManifest:
         missing = [k for k in _KEYS if k not in data]
         if missing:
             raise CorruptStore(f"{path}: cluster manifest lacks {missing}")
-        dim = _int(data, "dim", 64, 1 << 20, path)
-        if dim % 64:
-            raise CorruptStore(f"{path}: cluster manifest dim {dim} is not a multiple of 64")
+        dim = _int(data, "dim", 1, MAX_DIM, path)  # any dim, as a store (shards pad codes to 64)
         shards = _int(data, "shards", 1, MAX_SHARDS, path)
         if data["metric"] not in METRICS:
             raise CorruptStore(f"{path}: cluster manifest metric {data['metric']!r} is not one of {METRICS}")

@@ -36,8 +36,8 @@ from ..version import __version__
 from .calls import Failure, ShardCalls
 from .errors import PartialWrite, ShardError, ShardUnavailable, describe_failures
 from .local import LocalShards
-from .manifest import (CLUSTER_FORMAT_VERSION, LOCK_FILE, MAX_SHARDS, ClusterManifest, fsync_dir, read_manifest,
-                       shard_dir, write_manifest)
+from .manifest import (CLUSTER_FORMAT_VERSION, LOCK_FILE, MAX_DIM, MAX_SHARDS, ClusterManifest, fsync_dir,
+                       read_manifest, shard_dir, write_manifest)
 from .results import BatchResult, Hits, merge_batches, merge_hits
 from .routing import shard_of, split
 
@@ -96,6 +96,8 @@ class ShardedStore:
         if unknown:
             raise InvalidArgument(f"unknown store option(s): {sorted(unknown)}")
         StoreConfig(dim=dim, metric=metric, **options)  # every option checked before anything is made
+        if dim > MAX_DIM:
+            raise InvalidArgument(f"a sharded store's dim must be at most {MAX_DIM}, got {dim}")
         _check_backend(backend)
         if os.path.exists(path) and not (os.path.isdir(path) and not os.listdir(path)):
             raise StoreExists(f"{path}: already exists and is not an empty directory")
@@ -327,6 +329,11 @@ class ShardedStore:
             out[pos] = results[s]
         return out
 
+    def _unpadded(self, x: np.ndarray) -> np.ndarray:
+        """A validated matrix back at the store's dim: validation zero-pads a dim that is
+        not a multiple of 64 to the coded width, and the shards take ``dim`` columns."""
+        return x if x.shape[1] == self.dim else np.ascontiguousarray(x[:, :self.dim])
+
     def _check_kind(self, kind: str) -> None:
         if self._id_type is not None and kind != self._id_type:
             raise IdTypeMismatch(f"this store uses {self._id_type} ids; got {kind} ids")
@@ -373,6 +380,7 @@ class ShardedStore:
         if base is None:
             x = as_matrix(sample, self.dim, "training sample")
             for_metric(x, self.metric, "training sample")
+            x = self._unpadded(x)
             results, failures = calls.run({0: ("train", (x,))})
             if failures:
                 self._refresh_digests()
@@ -433,6 +441,7 @@ class ShardedStore:
         if x.shape[0] != len(ids_arr):
             raise InvalidArgument(f"got {len(ids_arr)} ids but {x.shape[0]} vectors")
         for_metric(x, self.metric, "vectors")
+        x = self._unpadded(x)  # checked here; each shard pads (and checks) its part again
         encode_payloads(payloads, len(ids_arr))
         self._check_kind(id_type)
         parts = self._parts(ids_arr)
@@ -578,6 +587,7 @@ class ShardedStore:
         opts = search_options(k, shortlist, nprobe)
         q = as_query(query, self.dim)
         for_metric(q, self.metric, "query")
+        q = self._unpadded(q)
         targets, _ = self._targets(filter_ids)
         qref = self._reads.shared(q)
         jobs = {s: ("search", (qref, opts.k, opts.shortlist, opts.nprobe, f, with_payload)) for s, f in targets.items()}
@@ -594,6 +604,7 @@ class ShardedStore:
         opts = search_options(k, shortlist, nprobe)
         q = as_matrix(queries, self.dim, "queries")
         for_metric(q, self.metric, "query")
+        q = self._unpadded(q)
         targets, _ = self._targets(filter_ids)
         qref = self._reads.shared(q)
         jobs = {s: ("search_batch", (qref, opts.k, opts.shortlist, opts.nprobe, f)) for s, f in targets.items()}
@@ -616,7 +627,7 @@ class ShardedStore:
         if not present.all():
             raise IdNotFound(f"{int((~present).sum())} id(s) not found: " + _preview(arr[~present].tolist()))
         for_metric(q, self.metric, "query")
-        qref = self._reads.shared(q)
+        qref = self._reads.shared(self._unpadded(q))
         results, _ = self._read("rerank", {s: ("rerank", (qref, arr[pos], top_n, with_payload))
                                            for s, pos in parts.items()})
         hits = merge_hits([results[s] for s in sorted(results)], top_n, self.metric)

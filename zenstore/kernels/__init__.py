@@ -4,7 +4,8 @@
 from . import _threads  # noqa: F401  (must precede the first parallel launch)
 from .bits import pack_signs, unpack_signs
 from .rescore import build_nibble_lut, build_nibble_luts, dot_rows_f16, rescore, rescore_by_query, rescore_range
-from .scan import hamming_distances, scan_by_group, scan_groups, scan_many, scan_one
+from .scan import (hamming_distances, scan_batch_by_group, scan_batch_by_query_block, scan_query_parallel,
+                   scan_query_serial)
 from .topk import heap_push, heap_sorted, topk_largest
 
 __all__ = [
@@ -15,12 +16,12 @@ __all__ = [
     "rescore",
     "rescore_by_query",
     "rescore_range",
-    "scan_by_group",
-    "scan_groups",
+    "scan_batch_by_group",
+    "scan_batch_by_query_block",
+    "scan_query_parallel",
+    "scan_query_serial",
     "dot_rows_f16",
     "hamming_distances",
-    "scan_many",
-    "scan_one",
     "heap_push",
     "heap_sorted",
     "topk_largest",

@@ -11,11 +11,14 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._cache import CACHE
+from ._kernel import kernel
+
 WORD_BITS = 64
 PARALLEL_ROWS = 64  # fewer rows than this: one thread (a parallel launch costs more)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=CACHE, nogil=True)
 def _pack_rows(x, out, i0, i1):
     words = x.shape[1] // 64
     for i in range(i0, i1):
@@ -28,7 +31,7 @@ def _pack_rows(x, out, i0, i1):
             out[i, w] = acc
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@kernel(parallel=True)
 def _pack_signs_parallel(x, out, chunks):
     n = x.shape[0]
     for c in nb.prange(chunks):
@@ -55,7 +58,7 @@ def unpack_signs(codes: np.ndarray) -> np.ndarray:
     return bits.astype(np.float32) * 2.0 - 1.0
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@kernel(parallel=True)
 def encode_residuals(xr, base, groups, nblocks, codes, l1, sq, cb, cr):
     """Sign-pack ``r = xr[i] - base[groups[i]]`` and gather the sums the codec needs.
 

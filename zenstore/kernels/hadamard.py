@@ -5,10 +5,13 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._cache import CACHE
+from ._kernel import kernel
+
 LANES = 16  # independent partial sums in reductions (dims are multiples of 64)
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=CACHE, inline="always")
 def _fwht_row(v, block):
     """Unnormalised Walsh-Hadamard transform of each ``block``-sized slice of vector v
     (callers scale by 1/sqrt(block) per application). ``block`` >= 8.
@@ -58,7 +61,7 @@ def _fwht_row(v, block):
         h *= 2
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def rotate_range(x, signs, perms, block, out, i0, i1, normalize):
     """out[i] = (H P_r S_r) ... (H P_1 S_1) x[i] for rows i0..i1-1 and the rounds in signs/perms,
     scaled to unit length first when ``normalize`` (cosine), in one pass per row.
@@ -101,7 +104,7 @@ def rotate_range(x, signs, perms, block, out, i0, i1, normalize):
             dst[j] = cur[j] * f
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def rotate_rows(x, signs, perms, block, out, chunks, normalize):
     """``rotate_range`` over all rows, ``chunks`` pieces in parallel."""
     n = x.shape[0]
@@ -109,7 +112,7 @@ def rotate_rows(x, signs, perms, block, out, chunks, normalize):
         rotate_range(x, signs, perms, block, out, n * c // chunks, n * (c + 1) // chunks, normalize)
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def unrotate_rows(y, signs, perms, block, out):
     """Inverse of ``rotate_rows`` (without normalisation)."""
     n, d = y.shape

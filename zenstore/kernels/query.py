@@ -5,11 +5,13 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._cache import CACHE
+from ._kernel import kernel
 from .bits import _pack_rows
 from .hadamard import LANES, rotate_range
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def prepare_range(x, signs, perms, block, normalize, nblocks, q, codes, alpha, qsums, qsq, i0, i1):
     """For rows i0..i1-1: ``q`` = rotated (unit, if ``normalize``) query, ``codes`` = its
     sign bits, and per block ``alpha`` = mean |q_b| (the 1-bit query's weight) and
@@ -41,7 +43,7 @@ def prepare_range(x, signs, perms, block, normalize, nblocks, q, codes, alpha, q
         qsq[i] = l_sq.sum()
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def prepare_rows(x, signs, perms, block, normalize, nblocks, q, codes, alpha, qsums, qsq, chunks):
     """``prepare_range`` over all rows, ``chunks`` pieces in parallel."""
     n = x.shape[0]

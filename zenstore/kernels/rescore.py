@@ -24,10 +24,12 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._cache import CACHE
 from ._intrinsics import f16_to_f32
+from ._kernel import kernel
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def build_nibble_lut(q, out):
     """Fill ``out[p, v]`` = sum of q[4p + j] over the set bits j of v; out is (d/4, 16)."""
     for p in range(q.shape[0] // 4):
@@ -39,14 +41,14 @@ def build_nibble_lut(q, out):
                 out[p, step + v] = out[p, v] + qj
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def build_nibble_luts(queries, out):
     """``build_nibble_lut`` for every row of a (nq, d) query array into (nq, d/4, 16)."""
     for i in nb.prange(queries.shape[0]):
         build_nibble_lut(queries[i], out[i])
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=CACHE, inline="always")
 def _score(code, scale_row, lam, term, off, lut, qsum_row, ip_w):
     """Ranking value ``ip_w * ip + term`` of one code row (bytes) against one query's tables."""
     nblocks = scale_row.shape[0]
@@ -78,7 +80,7 @@ def _score(code, scale_row, lam, term, off, lut, qsum_row, ip_w):
     return ip_w * ip + term
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def rescore_range(codes_u8, scales, rowlam, rowterm, qoff, qslot, luts, qsums, ip_w, out, t0, t1):
     """Exact dequantized ranking values of the gathered pairs t0..t1-1.
 
@@ -92,7 +94,7 @@ def rescore_range(codes_u8, scales, rowlam, rowterm, qoff, qslot, luts, qsums, i
                         qsums[s], ip_w)
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def rescore(codes_u8, scales, rowlam, rowterm, qoff, qslot, luts, qsums, ip_w, out, chunks):
     """``rescore_range`` over all pairs, ``chunks`` pieces in parallel (tables shared):
     for a few queries with many candidates each."""
@@ -102,7 +104,7 @@ def rescore(codes_u8, scales, rowlam, rowterm, qoff, qslot, luts, qsums, ip_w, o
                       n * c // chunks, n * (c + 1) // chunks)
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def rescore_by_query(codes_u8, scales, rowlam, rowterm, qoff, qstart, queries, qsums, ip_w, out,
                      chunks):
     """Exact ranking values for a batch whose pairs are sorted by query: the pairs of query
@@ -128,7 +130,7 @@ def rescore_by_query(codes_u8, scales, rowlam, rowterm, qoff, qstart, queries, q
                                 qsums[q], ip_w)
 
 
-@nb.njit(nogil=True, cache=True, fastmath=True)
+@nb.njit(nogil=True, cache=CACHE, fastmath=True)
 def _dot_rows_f16_range(a, b_bits, out, j0, j1):
     m, d = a.shape
     for j in range(j0, j1):
@@ -141,7 +143,7 @@ def _dot_rows_f16_range(a, b_bits, out, j0, j1):
             out[i, j] = acc
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def dot_rows_f16(a, b_bits, out, chunks):
     """out[i, j] = a[i] . b[j] for an fp16 matrix ``b`` given as its uint16 bits.
 

@@ -21,20 +21,48 @@ Rows are grouped by base row: ``group_offsets[g] .. group_offsets[g + 1]`` are t
 of group ``g``, and only the groups listed in ``groups`` (one query) or flagged in
 ``probe`` (a batch) are scanned. ``dead[i] != 0`` marks a deleted row; an empty ``dead``
 means no row is deleted.
+
+Four scans, named by what they take and how they split the work:
+
+- ``scan_query_serial``: one query, one thread (small scans).
+- ``scan_query_parallel``: one query, its probed rows split into equal chunks per thread.
+- ``scan_batch_by_query_block``: a batch, blocks of queries in parallel, each block
+  walking the union of its queries' groups (queries that probe alike).
+- ``scan_batch_by_group``: a batch, runs of groups in parallel, each group read once for
+  every query probing it (small ``nprobe``: queries rarely share groups).
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba import types
 
+from ._cache import CACHE
 from ._intrinsics import popcount64
+from ._kernel import kernel
 from .topk import heap_push
 
 TILE_BYTES = 32 * 1024  # code rows scored by a query block before moving on
 
 
-@nb.njit(nogil=True, cache=True)
+def _array(dtype, ndim: int, readonly: bool = True):
+    """C-contiguous array type; read-only ones also accept writable arrays (numba converts)."""
+    return types.Array(dtype, ndim, "C", readonly=readonly)
+
+
+# Declared argument types (see _kernel.py): one compiled specialisation serves segments
+# memory-mapped from their files (read-only) and arrays built in memory alike.
+_ROWS = (_array(types.uint64, 2), _array(types.float32, 2), _array(types.float32, 1),
+         _array(types.float32, 1), _array(types.uint8, 1), _array(types.int64, 1))  # codes .. group_offsets
+_QUERIES = (_array(types.uint64, 2), _array(types.float32, 2), _array(types.float32, 2),
+            types.float32, types.int64)  # qcodes, alpha, qoff, ip_w, row_tag
+_HEAPS = (_array(types.float32, 2, readonly=False), _array(types.int64, 2, readonly=False),
+          _array(types.int64, 1, readonly=False))  # heap_vals, heap_idx, heap_size
+_GROUPS = _array(types.int64, 1)
+
+
+@nb.njit(nogil=True, cache=CACHE)
 def hamming_distances(codes, qcode, out):
     """out[i] = number of differing bits between codes[i] and qcode (plain Hamming)."""
     n, words = codes.shape
@@ -45,7 +73,7 @@ def hamming_distances(codes, qcode, out):
         out[i] = acc
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q, alpha, base_ip, ip_w,
                first, stop, row_tag, vals, idxs, size):
     """Proxy of rows first..stop-1 for query q, offered to the heap vals/idxs; returns size.
@@ -74,22 +102,23 @@ def _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q, alpha, base_ip, 
     return size
 
 
-@nb.njit(nogil=True, cache=True)
-def scan_groups(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes, alpha, qoff,
-                ip_w, row_tag, heap_vals, heap_idx, heap_size):
-    """``scan_one`` on one thread: for scans too small to pay for a parallel launch."""
+@kernel(types.void(*_ROWS, _GROUPS, *_QUERIES, *_HEAPS))
+def scan_query_serial(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes, alpha,
+                      qoff, ip_w, row_tag, heap_vals, heap_idx, heap_size):
+    """``scan_query_parallel`` on one thread: for scans too small to pay for a parallel launch."""
     size = heap_size[0]
     for k in range(groups.shape[0]):
         g = groups[k]
-        size = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, 0, alpha, qoff[0, g], ip_w,
-                          group_offsets[g], group_offsets[g + 1], row_tag, heap_vals[0],
-                          heap_idx[0], size)
+        # np.int64(0), not 0: a literal argument compiles a second _scan_rows
+        size = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, np.int64(0), alpha,
+                          qoff[0, g], ip_w, group_offsets[g], group_offsets[g + 1], row_tag,
+                          heap_vals[0], heap_idx[0], size)
     heap_size[0] = size
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
-def scan_one(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes, alpha, qoff,
-             ip_w, row_tag, n_chunks, heap_vals, heap_idx, heap_size):
+@kernel(types.void(*_ROWS, _GROUPS, *_QUERIES, types.int64, *_HEAPS), parallel=True)
+def scan_query_parallel(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes, alpha,
+                        qoff, ip_w, row_tag, n_chunks, heap_vals, heap_idx, heap_size):
     """Proxy-scan the rows of ``groups`` for one query (row 0 of ``qcodes``/``alpha``/``qoff``).
 
     Work is split into ``n_chunks`` equal pieces of the probed rows, each scanned by its own
@@ -116,13 +145,14 @@ def scan_one(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes
         # locate the probed group holding virtual row `lo`
         k = np.searchsorted(starts, lo, side="right") - 1
         pos = lo
-        size = 0
+        size = np.int64(0)
         while pos < hi:
             g = groups[k]
             first = group_offsets[g] + (pos - starts[k])
             take = min(starts[k + 1], hi) - pos
-            size = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, 0, alpha, qoff[0, g],
-                              ip_w, first, first + take, row_tag, priv_vals[c], priv_idx[c], size)
+            size = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, np.int64(0), alpha,
+                              qoff[0, g], ip_w, first, first + take, row_tag, priv_vals[c],
+                              priv_idx[c], size)
             pos += take
             k += 1
         priv_size[c] = size
@@ -133,9 +163,9 @@ def scan_one(codes, scales, rowlam, rowterm, dead, group_offsets, groups, qcodes
     heap_size[0] = size
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
-def scan_many(codes, scales, rowlam, rowterm, dead, group_offsets, probe, qcodes, alpha, qoff,
-              ip_w, row_tag, block, heap_vals, heap_idx, heap_size):
+@kernel(types.void(*_ROWS, _array(types.bool_, 2), *_QUERIES, types.int64, *_HEAPS), parallel=True)
+def scan_batch_by_query_block(codes, scales, rowlam, rowterm, dead, group_offsets, probe, qcodes,
+                              alpha, qoff, ip_w, row_tag, block, heap_vals, heap_idx, heap_size):
     """Proxy-scan for a batch of queries; ``probe[q, g]`` says whether query q scans group g.
 
     Queries are processed in blocks of ``block``: each block walks the union of its
@@ -168,9 +198,10 @@ def scan_many(codes, scales, rowlam, rowterm, dead, group_offsets, probe, qcodes
                                                   heap_vals[q], heap_idx[q], heap_size[q])
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
-def scan_by_group(codes, scales, rowlam, rowterm, dead, group_offsets, group_queries, group_start,
-                  chunk_groups, qcodes, alpha, qoff, ip_w, row_tag, heap_vals, heap_idx, heap_size):
+@kernel(types.void(*_ROWS, _GROUPS, _GROUPS, _GROUPS, *_QUERIES, *_HEAPS), parallel=True)
+def scan_batch_by_group(codes, scales, rowlam, rowterm, dead, group_offsets, group_queries,
+                        group_start, chunk_groups, qcodes, alpha, qoff, ip_w, row_tag, heap_vals,
+                        heap_idx, heap_size):
     """Proxy-scan for a batch, group by group: each probed group is read from memory once
     per batch and scored, tile by tile, for every query that probes it.
 

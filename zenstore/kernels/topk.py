@@ -13,6 +13,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._cache import CACHE
+from ._kernel import kernel
+
 
 @nb.njit(inline="always")
 def _worse(v1, i1, v2, i2):
@@ -20,7 +23,7 @@ def _worse(v1, i1, v2, i2):
     return v1 < v2 or (v1 == v2 and i1 > i2)
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def heap_push(vals, idxs, size, v, ix):
     """Offer (v, ix) to the heap stored in vals/idxs holding ``size`` items; return new size."""
     cap = vals.shape[0]
@@ -58,7 +61,7 @@ def heap_push(vals, idxs, size, v, ix):
     return size
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def heap_sorted(vals, idxs, size):
     """The heap's first ``size`` items as (values, indices), best first (copies)."""
     out_v = vals[:size].copy()
@@ -80,21 +83,21 @@ def heap_sorted(vals, idxs, size):
     return out_v, out_i
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=CACHE)
 def topk_largest(values, k):
     """Indices of the ``k`` largest values, best first (ties: smaller index first)."""
     n = values.shape[0]
     k = min(k, n)
     vals = np.empty(k, dtype=values.dtype)
     idxs = np.empty(k, dtype=np.int64)
-    size = 0
+    size = np.int64(0)  # a literal 0 would compile a second heap_push for its first call
     for i in range(n):
         size = heap_push(vals, idxs, size, values[i], i)
     _, order = heap_sorted(vals, idxs, size)
     return order
 
 
-@nb.njit(nogil=True, cache=True, parallel=True)
+@kernel(parallel=True)
 def top_mask(values, k, mask):
     """mask[i, j] = True for the ``k`` largest values of each row (ties: smaller j)."""
     n, m = values.shape
@@ -102,7 +105,7 @@ def top_mask(values, k, mask):
     for i in nb.prange(n):
         vals = np.empty(k, dtype=values.dtype)
         idxs = np.empty(k, dtype=np.int64)
-        size = 0
+        size = np.int64(0)
         for j in range(m):
             size = heap_push(vals, idxs, size, values[i, j], j)
         for j in range(m):
