@@ -327,14 +327,18 @@ except ImportError:  # the tests below need pip install 'zenstore[ray]'
 needs_ray = pytest.mark.skipif(ray is None, reason="needs Ray: pip install 'zenstore[ray]'")
 
 
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+# RAY_worker_niceness: Ray starts its workers (shard actors, Ray Data tasks) at nice 15;
+# on a loaded machine they then wait for every other process, and a test that needs a
+# few actor starts and a Ray Data run took minutes. At 0 they compete as the test does.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0"}
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     """The one local Ray cluster of the test run (every Ray test is in this module; ~10 s
     to start on a quiet machine, more on a loaded one): 2 CPUs, no dashboard, no usage
-    reporting, loopback only. Yields its address for driver subprocesses."""
+    reporting, loopback only, workers at the test's priority. Yields its address for
+    driver subprocesses (they inherit the environment)."""
     saved = {k: os.environ.get(k) for k in RAY_ENV}
     os.environ.update(RAY_ENV)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -499,12 +503,14 @@ def test_a_shard_dying_mid_batch_names_it_and_upsert_makes_the_batch_whole(tmp_p
 
 _DRIVER = r"""
 import os, sys, time
+import pyarrow.parquet as pq
 import ray, ray.data
 from zenstore.cluster import ShardedStore
 ray.init(address=sys.argv[1], log_to_driver=False)
 store = ShardedStore.open(sys.argv[2])
 print("ready", flush=True)
-store.ingest(ray.data.read_parquet(sys.argv[3]), batch_size=100, name="docs",
+# the parquet file's rows, already in this process: no read tasks to start
+store.ingest(ray.data.from_arrow(pq.read_table(sys.argv[3])), batch_size=100, name="docs",
              progress=lambda p: (print("batch", p.batches, flush=True), time.sleep(0.4)))
 print("finished", flush=True)
 """
@@ -527,10 +533,12 @@ def test_ingest_resumes_after_the_driver_is_killed(tmp_path, ray_cluster):
     ids = np.arange(n, dtype=np.int64) * 7
     _parquet(tmp_path / "docs.parquet", x, ids)
     path = tmp_path / "c"
-    ShardedStore.create(path, dim=DIM, shards=3, n_base=16, backend="local").close()
+    ShardedStore.create(path, dim=DIM, shards=2, n_base=16, backend="local").close()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     driver = subprocess.Popen([sys.executable, "-c", _DRIVER, ray_cluster, str(path), str(tmp_path / "docs.parquet")],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    watchdog = threading.Timer(300, driver.kill)  # a driver that hangs ends the read loop below
+    watchdog.start()
     try:
         seen = 0
         for line in driver.stdout:
@@ -541,30 +549,35 @@ def test_ingest_resumes_after_the_driver_is_killed(tmp_path, ray_cluster):
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
+        watchdog.cancel()
         if driver.poll() is None:
             driver.kill()
             driver.wait(timeout=30)
         driver.stdout.close()
     wait_for_free_cpus()
     committed = []
-    for s in range(3):
+    for s in range(2):
         with Store.open(path / f"shard-{s:04d}", readonly=True) as shard:
             state = shard.checkpoint("ray-ingest:docs")
             committed.append(0 if state is None else state["added"])
     assert 0 < sum(committed) < n  # killed mid-way
+    import pyarrow.parquet as pq
     import ray.data
 
-    # the dead driver's actors die with it (Ray's ownership), releasing the shards' locks;
-    # resumed in this process (local backend: no actor starts, the same ingest code)
+    # the file's rows in memory: on a loaded machine every Ray Data run of a file reader
+    # costs tens of seconds (read tasks in fresh worker processes); the CLI test below
+    # reads files. The dead driver's actors die with it (Ray's ownership), releasing the
+    # shards' locks; resumed in this process (local backend: no actor starts, same code).
+    table = pq.read_table(tmp_path / "docs.parquet")
     with ShardedStore.open(path, backend="local") as store:
-        summary = store.ingest(ray.data.read_parquet(str(tmp_path / "docs.parquet")), batch_size=100, name="docs")
+        summary = store.ingest(ray.data.from_arrow(table), batch_size=100, name="docs")
         assert summary.rows_resumed == sum(committed) and summary.rows_added == n - sum(committed)
         assert len(store) == n and sorted(store.ids().tolist()) == ids.tolist()  # none lost, none twice
         assert store.get(int(ids[5])).payload == {"title": "t5"}
-        again = store.ingest(ray.data.read_parquet(str(tmp_path / "docs.parquet")), batch_size=100, name="docs")
+        again = store.ingest(ray.data.from_arrow(table), batch_size=100, name="docs")
         assert again.rows_added == 0 and again.rows_resumed == n
         with pytest.raises(IngestError, match="batch_size"):
-            store.ingest(ray.data.read_parquet(str(tmp_path / "docs.parquet")), batch_size=64, name="docs")
+            store.ingest(ray.data.from_arrow(table), batch_size=64, name="docs")
         ref = Store.create(tmp_path / "ref", dim=DIM, n_base=16)
         ref.train(base=store.base())
         ref.add(ids, x)
