@@ -143,6 +143,8 @@ class StopSignals:
 
 
 def _cmd_ingest(args) -> int:
+    if args.shards is not None or args.ray is not None:
+        return _cmd_ingest_sharded(args)
     from .ingest import IngestOptions, infer_dim, ingest
 
     options = IngestOptions(
@@ -234,6 +236,76 @@ def _remove_store(path: str) -> None:
     except OSError:
         return
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+# --- zenstore ingest --shards N --ray [ADDRESS]: a sharded store on Ray (zenstore.cluster) ----
+
+
+def _ray_address(value: str) -> bool:
+    return value in ("local", "auto") or ":" in value
+
+
+def _cmd_ingest_sharded(args) -> int:
+    from .cluster import ShardedStore
+    from .cluster.actor import ensure_ray
+    from .cluster.ingest import DatasetIngestOptions, ingest_files
+
+    address = args.ray or "local"
+    if not _ray_address(address):  # "--ray STORE INPUT...": argparse took STORE for the address
+        args.inputs, args.store, address = [args.store, *args.inputs], address, "local"
+    if args.ids is not None or args.format in ("fvecs", "beir"):
+        raise InvalidArgument("with --ray, inputs are .npy (ids = row numbers), .parquet or .jsonl")
+    ensure_ray(None if address == "local" else address)
+    if os.path.exists(args.store):
+        store = ShardedStore.open(args.store)
+        if args.shards is not None and args.shards != store.shards:
+            store.close()
+            raise InvalidArgument(f"{args.store} has {store.shards} shards, not {args.shards}")
+        if args.dim is not None and args.dim != store.dim:
+            store.close()
+            raise IngestError(f"{args.store}: the store has dimension {store.dim}, --dim says {args.dim}")
+    else:
+        if args.shards is None:
+            raise InvalidArgument("--shards N is needed to create a sharded store")
+        from .ingest import IngestOptions, infer_dim
+
+        dim = args.dim
+        if dim is None:  # as for one store: the first input's vector length
+            dim, _ = infer_dim(args.inputs, IngestOptions(format=args.format, id_field=args.id_field,
+                                                          vector_field=args.vector_field))
+        create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
+        store = ShardedStore.create(args.store, dim=dim, shards=args.shards, metric=args.metric, **create)
+    report = args.report or (args.store.rstrip("/") + ".rejected.jsonl" if args.on_error == "skip" else None)
+    options = DatasetIngestOptions(batch_size=args.batch_size, id_column=args.id_field,
+                                   vector_column=args.vector_field, on_error=args.on_error, report_path=report,
+                                   train_sample=args.train_sample)
+    show = not args.quiet and sys.stderr.isatty()
+
+    def progress(p):
+        if show:
+            rate = p.rows_added / p.elapsed if p.elapsed > 0 else 0.0
+            sys.stderr.write(f"\r{p.rows_done:,} rows {rate:,.0f} rows/s ({p.rows_skipped:,} skipped)    ")
+            sys.stderr.flush()
+
+    with store:
+        try:
+            summary = ingest_files(store, args.inputs, options, progress, format=args.format)
+        finally:
+            if show:
+                sys.stderr.write("\n")
+        count = len(store)
+    line = {"rows_added": summary.rows_added, "rows_skipped": summary.rows_skipped,
+            "rows_resumed": summary.rows_resumed, "shards": list(summary.per_shard_added),
+            "seconds": round(summary.seconds, 2),
+            "rows_per_second": round(summary.rows_added / summary.seconds, 1) if summary.seconds else None,
+            "store_count": count}
+    if args.json:
+        print(json.dumps(line))
+    elif not args.quiet:
+        print(f"ingested {summary.rows_added:,} rows into {len(summary.per_shard_added)} shards "
+              f"({summary.rows_skipped:,} skipped, {summary.rows_resumed:,} already loaded by an earlier run) in "
+              f"{summary.seconds:.1f} s; store holds {count:,} vectors")
+    return EXIT_OK
 
 
 def _cmd_stats(args) -> int:
@@ -489,6 +561,7 @@ EXAMPLES = {
   zenstore ingest docs.zen corpus.jsonl.zst --id-field doc_id --vector-field emb --on-error skip
   zenstore ingest docs.zen vectors.fvecs --dim 128 --metric l2
   zenstore ingest docs.zen shared/data/scifact --embeddings emb-minilm-l6-v2 --dim 384
+  zenstore ingest docs.zens part-*.parquet --shards 4 --ray      # sharded store, Ray Data, local Ray
 Interrupted (Ctrl-C: exit 130, kill: exit 143, kill -9)? Run the same command again: it
 resumes after the last committed batch, without duplicating or losing rows. A failed or
 interrupted first run that committed nothing removes the store it created.""",
@@ -556,6 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--restart", action="store_true", help="ignore the progress of an earlier interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g = p.add_argument_group("a sharded store on Ray (pip install 'zenstore[ray]')")
+    g.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="load into a sharded store of N shards (created if absent), with Ray Data")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray: a local cluster, or ADDRESS (auto, HOST:PORT, ray://HOST:PORT); "
+                        "write it as --ray=ADDRESS or after the inputs")
 
     p = command("stats", "counts, bytes per part and compression ratio of a store", _cmd_stats)
     p.add_argument("store")
