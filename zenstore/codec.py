@@ -34,6 +34,7 @@ from .errors import InvalidVector
 from .format import StoreConfig
 import numba
 
+from .assign import NearestRow
 from .kernels import dot_rows_f16, unpack_signs
 from .kernels.bits import encode_residuals
 from .rotation import Rotation
@@ -78,6 +79,7 @@ class Codec:
         self.base = base.astype(np.float32)  # rotated space
         self.base_sqnorm = np.einsum("ij,ij->i", self.base, self.base, dtype=np.float64)
         self.block_dims = config.dim // config.scale_blocks
+        self.nearest = NearestRow(self.base, self.base_sqnorm, coarse=not rotation.is_identity)
 
     @property
     def n_base(self) -> int:
@@ -113,11 +115,15 @@ class Codec:
         return xr @ self.base.T
 
     def assign(self, xr: np.ndarray) -> np.ndarray:
-        """Nearest base row (L2) of each rotated vector."""
+        """Nearest base row (L2) of each rotated vector: exact among the best candidates
+        of a cheaper ranking (``assign.NearestRow``), or exact outright where that does
+        not apply; a few vectors take the fp16 kernel of ``base_dots``."""
         if self.n_base == 1:
             return np.zeros(xr.shape[0], dtype=np.int64)
-        d = self.base_sqnorm[None, :] - 2.0 * self.base_dots(xr)
-        return np.argmin(d, axis=1).astype(np.int64)
+        if xr.shape[0] <= SMALL_BATCH or not self.nearest.coarse:
+            d = self.base_sqnorm[None, :] - 2.0 * self.base_dots(xr)
+            return np.argmin(d, axis=1).astype(np.int64)
+        return self.nearest(xr)
 
     # --- encode ---------------------------------------------------------------------------
 

@@ -54,3 +54,18 @@ def topk_ref(values: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest values, ties broken by smaller index."""
     order = np.lexsort((np.arange(len(values)), -np.asarray(values)))
     return order[:k]
+
+
+def nearest_of_candidates_ref(x, base, base_sqnorm, cand):
+    """For each row, the candidate base row nearest in L2, in float64 (first on ties)."""
+    x = np.asarray(x, dtype=np.float64)
+    rows = np.asarray(base, dtype=np.float64)[cand]  # (n, c, d)
+    dist = np.asarray(base_sqnorm, dtype=np.float64)[cand] - 2 * np.einsum("nd,ncd->nc", x, rows)
+    return cand[np.arange(len(cand)), np.argmin(dist, axis=1)]
+
+
+def sum_rows_by_label_ref(x, labels, k):
+    """(sums (k, d) float64, counts (k,)) of the rows of each label."""
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, np.asarray(x, dtype=np.float64))
+    return sums, np.bincount(labels, minlength=k)
