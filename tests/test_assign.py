@@ -113,3 +113,22 @@ def test_kmeans_on_the_coordinate_subset_matches_full_kmeans():
     assert _objective(xr, coarse) <= 1.02 * _objective(xr, full)
     again = train_base(xr, k, seed=0, coarse=True)
     np.testing.assert_array_equal(coarse, again)  # seeded: the same base every time
+
+
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 20), dim=st.sampled_from([64, 128, 960, 7680]),
+       nblocks=st.sampled_from([1, 2]), same=st.booleans())
+def test_encode_residuals_matches_reference(seed, n, dim, nblocks, same):
+    from zenstore.kernels.bits import encode_residuals
+
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((5, dim)).astype(np.float32)
+    groups = rng.integers(0, 5, n).astype(np.int64)
+    xr = rng.standard_normal((n, dim)).astype(np.float32)
+    if same:  # rows equal to their base row: zero residuals, all bits clear
+        xr[::2] = base[groups[::2]]
+    out = (np.empty((n, dim // 64), np.uint64), *(np.empty((n, nblocks)) for _ in range(3)), np.empty(n))
+    encode_residuals(xr, base, groups, nblocks, *out)
+    want = ref.encode_residuals_ref(xr, base, groups, nblocks)
+    np.testing.assert_array_equal(out[0], want[0])
+    for got, exp in zip(out[1:], want[1:]):
+        np.testing.assert_allclose(got, exp, rtol=1e-9, atol=1e-9)

@@ -35,7 +35,7 @@ from .format import StoreConfig
 import numba
 
 from .assign import NearestRow
-from .kernels import dot_rows_f16, unpack_signs
+from .kernels import dot_rows_f16, numba_ready, unpack_signs
 from .kernels.bits import encode_residuals
 from .rotation import Rotation
 
@@ -80,6 +80,9 @@ class Codec:
         self.base_sqnorm = np.einsum("ij,ij->i", self.base, self.base, dtype=np.float64)
         self.block_dims = config.dim // config.scale_blocks
         self.nearest = NearestRow(self.base, self.base_sqnorm, coarse=not rotation.is_identity)
+        # numba's registries load here, with Ctrl-C deferred, not inside the first search's
+        # compilation, where an interrupt breaks numba for the process (kernels/_kernel.py)
+        numba_ready()
 
     @property
     def n_base(self) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import IngestError, InvalidArgument, InvalidVector
-from .readers import FORMATS, ReadOptions, RowBatch, open_reader
+from .readers import FORMATS, ReadOptions, RowBatch, open_reader, read_ahead
 from .store import Store
 from .validation import id_problem, payload_problem, row_problems, trainable
 
@@ -259,15 +259,17 @@ class _FileLoad:
             return
         self.id_type = store.stats()["id_type"]
         start_resume = self.state.get("resume", {})
-        for batch in reader.batches(self.state["offset"], start_resume):
-            self.start_resume, start_resume = start_resume, batch.resume  # at batch.start, .stop
-            within = self.state.get("within", 0)
-            if batch.stop <= within:  # all handled by an earlier run's partial commits
-                continue
-            self._load_batch(_rows_from(batch, within))
-            if progress is not None:
-                progress(Progress(reader.path, batch.stop, reader.total(), self.summary.rows_added,
-                                  self.summary.rows_skipped, time.perf_counter() - t0))
+        # the next batch is read while this one is encoded and committed
+        with contextlib.closing(read_ahead(reader.batches(self.state["offset"], start_resume))) as batches:
+            for batch in batches:
+                self.start_resume, start_resume = start_resume, batch.resume  # at batch.start, .stop
+                within = self.state.get("within", 0)
+                if batch.stop <= within:  # all handled by an earlier run's partial commits
+                    continue
+                self._load_batch(_rows_from(batch, within))
+                if progress is not None:
+                    progress(Progress(reader.path, batch.stop, reader.total(), self.summary.rows_added,
+                                      self.summary.rows_skipped, time.perf_counter() - t0))
         with self.guard():
             store.set_checkpoint(self.name, {**self.state, "done": True})
         self.summary.files_done += 1

@@ -551,3 +551,63 @@ def open_reader(path: str, options: ReadOptions, id_base: int = 0) -> Reader:
         return READERS[detect_format(path, options.format)](path, options, id_base)
     except OSError as exc:  # a directory given as a file, no permission, ...
         raise IngestError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+
+
+# --- reading ahead -----------------------------------------------------------------------
+
+
+_DONE = object()
+
+
+def read_ahead(batches: Iterator[RowBatch], depth: int = 1) -> Iterator[RowBatch]:
+    """Yield what ``batches`` yields, produced by a helper thread up to ``depth`` items ahead.
+
+    The next batch is read (and parsed) while the caller encodes and commits this one:
+    file reads and numpy conversions release the GIL, so reading overlaps the encoder's
+    work instead of adding to it -- what keeps a load from a disk that is slower than the
+    page cache near the disk's rate. An exception of the reader is raised here, at the
+    batch where it happened; closing this generator early (an error, Ctrl-C in the
+    caller) stops the thread and closes ``batches`` in it. Memory: ``depth`` batches more.
+    """
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put((batch, None)):
+                    break
+            else:
+                put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((None, exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="zenstore-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            batch, exc = items.get()
+            if exc is not None:
+                raise exc
+            if batch is _DONE:
+                return
+            yield batch
+    finally:
+        stop.set()
+        worker.join()

@@ -69,3 +69,13 @@ def sum_rows_by_label_ref(x, labels, k):
     sums = np.zeros((k, x.shape[1]), dtype=np.float64)
     np.add.at(sums, labels, np.asarray(x, dtype=np.float64))
     return sums, np.bincount(labels, minlength=k)
+
+
+def encode_residuals_ref(xr, base, groups, nblocks):
+    """(codes, l1, sq, cb, cr) of ``kernels.bits.encode_residuals``, in float64."""
+    c = np.asarray(base, dtype=np.float64)[groups]
+    r = np.asarray(xr, dtype=np.float64) - c
+    n, d = r.shape
+    rb, cbk = r.reshape(n, nblocks, -1), c.reshape(n, nblocks, -1)
+    sign = np.where(rb > 0, 1.0, -1.0)
+    return (pack_signs_ref(r), np.abs(rb).sum(2), (rb * rb).sum(2), (cbk * sign).sum(2), (c * r).sum(1))
