@@ -133,8 +133,11 @@ def test_error_messages_name_the_problem(loaded):
 
 
 @pytest.mark.parametrize("options,match", [
-    ({"dim": 100}, "multiple of 64"),
-    ({"dim": 0}, "multiple of 64"),
+    ({"dim": 0}, "dim must be a positive int"),
+    ({"dim": -3}, "dim must be a positive int"),
+    ({"dim": 64.0}, "dim must be a positive int"),
+    ({"dim": True}, "dim must be a positive int"),
+    ({"dim": 100, "scale_blocks": 3}, r"scale_blocks must divide .*\(2 for dim 100\)"),
     ({"metric": "manhattan"}, "metric"),
     ({"n_base": 0}, "n_base"),
     ({"scale_blocks": 3}, "scale_blocks"),

@@ -442,11 +442,14 @@ def test_dim_is_inferred_from_the_input_when_omitted(tmp_path, capsys):
             assert s.dim == DIM and len(s) == 30
 
 
-def test_inferred_dim_that_no_store_can_have_is_a_clear_error(tmp_path, capsys):
-    np.save(tmp_path / "x.npy", rows(30, dim=100))
-    code, _, err = main(capsys, "ingest", tmp_path / "s.zen", tmp_path / "x.npy")
-    assert code == 1 and "multiple of 64" in err and "x.npy" in err
-    assert not (tmp_path / "s.zen").exists()
+def test_inferred_dim_need_not_be_a_multiple_of_64(tmp_path, capsys):
+    """Any dimension is stored (zero-padded inside): a 100-d input makes a 100-d store."""
+    x = rows(30, dim=100)
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = main(capsys, "ingest", tmp_path / "s.zen", tmp_path / "x.npy", "--n-base", 2)
+    assert code == 0, err
+    with Store.open(tmp_path / "s.zen", readonly=True) as s:
+        assert s.dim == 100 and len(s) == 30 and s.get(3).vector.shape == (100,)
 
 
 def test_dim_given_for_an_existing_store_must_match(tmp_path, capsys):

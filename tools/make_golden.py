@@ -45,7 +45,8 @@ def build(name: str, metric: str, str_ids: bool) -> None:
     centers = rng.standard_normal((4, dim))
     x = (centers[rng.integers(0, 4, N_ROWS)] + 0.7 * rng.standard_normal((N_ROWS, dim))).astype(np.float32)
     ids = golden_ids(str_ids)
-    path = os.path.join(OUT, f"v{zenstore.FORMAT_VERSION}-{name}.zen")
+    # named by the version the store is written with (1 for a dim that is a multiple of 64)
+    path = os.path.join(OUT, f"v{zenstore.StoreConfig(dim=dim).format_version}-{name}.zen")
     shutil.rmtree(path, ignore_errors=True)
     for kind in EXPECTATIONS:  # they describe the store being replaced
         if os.path.exists(f"{path}.expected-{kind}.json"):

@@ -22,6 +22,7 @@ from .basefile import BaseMatrix  # noqa: E402
 from .store import Store  # noqa: E402
 from .verify import verify_store  # noqa: E402
 from .types import Hit, Record, SearchOptions  # noqa: E402
+from .rerank import Reranker, RerankResult  # noqa: E402
 
 __all__ = ["Store", "verify_store", "BaseMatrix", "StoreConfig", "Hit", "Record", "SearchOptions", "FORMAT_VERSION",
-           "__version__", *_error_names]
+           "Reranker", "RerankResult", "__version__", *_error_names]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from . import format as fmt
 from . import records
 from .view import StoreView
 
@@ -47,7 +46,7 @@ def store_stats(view: StoreView) -> dict:
         "compression_ratio": cfg.dim * 4 / cfg.bytes_per_vector,
         "bytes_on_disk": {**parts, "total": total},
         "bytes_per_vector_all_in": total / snap.count if snap.count else None,
-        "format_version": fmt.FORMAT_VERSION,
+        "format_version": cfg.format_version,
         "generation": snap.generation,
         "catalog_map_bytes": catalog.map_size(),  # address space the catalog's map takes here
         "config": cfg.to_dict(),

@@ -39,9 +39,10 @@ class BaseMatrix:
         return int(self.matrix.shape[1])
 
     def validate(self, dim: int) -> None:
+        width = fmt.coded_dim(dim)  # base rows live in the coded (padded, rotated) space
         m = self.matrix
-        if not isinstance(m, np.ndarray) or m.dtype != np.float16 or m.ndim != 2 or m.shape[1] != dim:
-            raise InvalidArgument(f"base matrix must be a float16 array of shape (n, {dim}), got "
+        if not isinstance(m, np.ndarray) or m.dtype != np.float16 or m.ndim != 2 or m.shape[1] != width:
+            raise InvalidArgument(f"base matrix must be a float16 array of shape (n, {width}), got "
                                   f"{getattr(m, 'dtype', type(m).__name__)} {getattr(m, 'shape', '')}")
         if not 1 <= m.shape[0] <= 1 << 20 or not np.all(np.isfinite(m)):
             raise InvalidArgument("base matrix must have 1..2^20 finite rows")
@@ -78,18 +79,19 @@ def load_base(root: str, record: fmt.BaseRecord, config: fmt.StoreConfig) -> tup
         raise CorruptStore(f"{path}: size {mapped.header.file_size} differs from catalog {record.size}")
     check_digest(path, mapped, record.header_crc)
     meta = mapped.header.meta
-    if meta.get("dim") != config.dim or meta.get("n_base") != record.n_base:
+    width = config.coded_dim  # the base file describes the coded space (= dim for v1 stores)
+    if meta.get("dim") != width or meta.get("n_base") != record.n_base:
         raise CorruptStore(f"{path}: header dim/n_base {meta.get('dim')}/{meta.get('n_base')} "
-                           f"differ from the catalog's {config.dim}/{record.n_base}")
+                           f"differ from the catalog's {width}/{record.n_base}")
     rounds = meta.get("rotation_rounds")
     if not isinstance(rounds, int) or not 0 <= rounds <= 16:
         raise CorruptStore(f"{path}: bad rotation_rounds {rounds!r}")
-    base = np.array(mapped.array("base", "<f2", (record.n_base, config.dim)))
+    base = np.array(mapped.array("base", "<f2", (record.n_base, width)))
     if not np.all(np.isfinite(base)):
         raise CorruptStore(f"{path}: base matrix has non-finite values")
     rotation = Rotation(
-        np.array(mapped.array("rsigns", np.int8, (rounds, config.dim))),
-        np.array(mapped.array("rperms", "<u4", (rounds, config.dim))),
+        np.array(mapped.array("rsigns", np.int8, (rounds, width))),
+        np.array(mapped.array("rperms", "<u4", (rounds, width))),
     )
     try:
         rotation.validate(config.dim)

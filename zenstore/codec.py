@@ -71,14 +71,16 @@ class Codec:
 
     def __init__(self, config: StoreConfig, base: np.ndarray, rotation: Rotation) -> None:
         base = np.ascontiguousarray(base, dtype=np.float16)
-        if base.ndim != 2 or base.shape[1] != config.dim or base.shape[0] < 1:
-            raise ValueError(f"base matrix shape {base.shape} does not fit dim {config.dim}")
+        width = config.coded_dim  # dim padded to a multiple of 64 (format.coded_dim)
+        if base.ndim != 2 or base.shape[1] != width or base.shape[0] < 1:
+            raise ValueError(f"base matrix shape {base.shape} does not fit dim {config.dim} "
+                             f"(coded width {width})")
         self.config = config
         self.rotation = rotation
         self.base16 = base
         self.base = base.astype(np.float32)  # rotated space
         self.base_sqnorm = np.einsum("ij,ij->i", self.base, self.base, dtype=np.float64)
-        self.block_dims = config.dim // config.scale_blocks
+        self.block_dims = width // config.scale_blocks
         self.nearest = NearestRow(self.base, self.base_sqnorm, coarse=not rotation.is_identity)
         # numba's registries load here, with Ctrl-C deferred, not inside the first search's
         # compilation, where an interrupt breaks numba for the process (kernels/_kernel.py)
@@ -93,10 +95,11 @@ class Codec:
     def prepare(self, vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Normalise (cosine) and rotate validated vectors into ``out``: one fused kernel
         pass per row, no temporaries (a 24k x 7680 training sample would otherwise need
-        two more 0.75 GB copies)."""
+        two more 0.75 GB copies). Validated vectors already have the coded width
+        (``validation.as_matrix`` zero-pads them)."""
         n = vectors.shape[0]
         if out is None:
-            out = np.empty((n, self.config.dim), dtype=np.float32)
+            out = np.empty((n, self.config.coded_dim), dtype=np.float32)
         for i in range(0, n, PREPARE_CHUNK):
             self.rotation.apply(vectors[i : i + PREPARE_CHUNK], out=out[i : i + PREPARE_CHUNK],
                                 normalize=self.config.metric == "cosine")
@@ -190,6 +193,8 @@ class Codec:
         return lam[:, None] * self.base[groups] + signs.reshape(n, -1)
 
     def decode(self, groups, codes, scales16, aux16) -> np.ndarray:
-        """The dequantized vectors in the caller's original space (float32)."""
-        return self.rotation.invert(self.dequantize_rotated(groups, codes, scales16, aux16))
+        """The dequantized vectors in the caller's original space (float32), without the
+        zero padding of the coded width."""
+        out = self.rotation.invert(self.dequantize_rotated(groups, codes, scales16, aux16))
+        return out if out.shape[1] == self.config.dim else np.ascontiguousarray(out[:, :self.config.dim])
 

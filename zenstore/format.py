@@ -22,7 +22,7 @@ import zstandard
 
 from .errors import CorruptStore, FormatVersionError, InvalidArgument
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this zenstore reads (and writes, where needed)
 STORE_MAGIC = "zenstore"
 
 METRICS = ("cosine", "ip", "l2")
@@ -42,6 +42,22 @@ _SECTION = struct.Struct("<8sQQII")  # name, offset, length, crc32, reserved
 FILE_HEADER_SIZE = _FILE_HEADER.size  # 32
 SECTION_ENTRY_SIZE = _SECTION.size  # 32
 SECTION_ALIGN = 64
+WORD_BITS = 64  # codes are uint64 words: the coded width is the dim rounded up to a multiple
+
+
+def coded_dim(dim: int) -> int:
+    """Width of the coded space: ``dim`` zero-padded up to a multiple of 64.
+
+    Padding with zeros changes no inner product, norm or distance, so a store of any
+    dim scores exactly like a 64-multiple store holding the same vectors padded by hand.
+    """
+    return -(-dim // WORD_BITS) * WORD_BITS
+
+
+def format_version_for(dim) -> int:
+    """The lowest format version that describes data of this dim: 1 for multiples of 64
+    (byte for byte what version 1 wrote), 2 for any other dim (padded codes, docs/format.md)."""
+    return 1 if isinstance(dim, int) and dim % WORD_BITS == 0 else 2
 
 
 def crc32(data) -> int:
@@ -104,7 +120,9 @@ def build_header(kind: int, meta: dict, sections: list[tuple[str, int, int]]) ->
             raise ValueError(f"section name too long: {name}")
         entries.append(_SECTION.pack(name_b.ljust(8, b"\0"), offset, length, crc, 0))
     meta_b = _meta_bytes(meta)
-    fixed = _FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, kind, len(sections), file_size,
+    # the lowest version that describes the file: 1 unless its dim is not a multiple of 64
+    version = format_version_for(meta.get("dim", 0))
+    fixed = _FILE_HEADER.pack(FILE_MAGIC, version, kind, len(sections), file_size,
                               len(meta_b), 0)
     header = bytearray(fixed + b"".join(entries) + meta_b)
     struct.pack_into("<I", header, 28, crc32(header))
@@ -199,15 +217,16 @@ class StoreConfig:
         def bad(msg):
             raise InvalidArgument(f"invalid store option: {msg}")
 
-        if not isinstance(self.dim, int) or self.dim <= 0 or self.dim % 64:
-            bad(f"dim must be a positive multiple of 64, got {self.dim!r}")
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
+            bad(f"dim must be a positive int, got {self.dim!r}")
         if self.metric not in METRICS:
             bad(f"metric must be one of {METRICS}, got {self.metric!r}")
         if not isinstance(self.n_base, int) or not 1 <= self.n_base <= 1 << 20:
             bad(f"n_base must be an int in [1, 2^20], got {self.n_base!r}")
-        words = self.dim // 64
+        words = self.words
         if not isinstance(self.scale_blocks, int) or self.scale_blocks < 1 or words % self.scale_blocks:
-            bad(f"scale_blocks must divide dim/64 = {words}, got {self.scale_blocks!r}")
+            bad(f"scale_blocks must divide the number of 64-bit code words ({words} for dim "
+                f"{self.dim}), got {self.scale_blocks!r}")
         if self.scale_estimator not in SCALE_ESTIMATORS:
             bad(f"scale_estimator must be one of {SCALE_ESTIMATORS}, got {self.scale_estimator!r}")
         if self.rotation not in ROTATIONS:
@@ -222,13 +241,23 @@ class StoreConfig:
             bad(f"seed must be a non-negative int, got {self.seed!r}")
 
     @property
+    def coded_dim(self) -> int:
+        """The width vectors are rotated and coded in: ``dim`` padded to a multiple of 64."""
+        return coded_dim(self.dim)
+
+    @property
     def words(self) -> int:
-        return self.dim // 64
+        return self.coded_dim // WORD_BITS
+
+    @property
+    def format_version(self) -> int:
+        """The format version a store of this config is written with (docs/format.md)."""
+        return format_version_for(self.dim)
 
     @property
     def bytes_per_vector(self) -> int:
         """Vector data per row: sign bits + fp16 scales + one fp16 aux term (codec.py)."""
-        return self.dim // 8 + 2 * self.scale_blocks + 2
+        return self.coded_dim // 8 + 2 * self.scale_blocks + 2
 
     def to_dict(self) -> dict:
         return asdict(self)

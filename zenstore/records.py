@@ -53,7 +53,7 @@ MAX_CHECKPOINT_NAME_BYTES = 400
 def put_format_and_config(txn, config: fmt.StoreConfig, created_by: str) -> None:
     txn.put(META, _FORMAT_KEY, fmt.dumps_json({
         "magic": fmt.STORE_MAGIC,
-        "format_version": fmt.FORMAT_VERSION,
+        "format_version": config.format_version,  # 1 unless dim is not a multiple of 64
         "created_by": created_by,
     }))
     txn.put(META, _CONFIG_KEY, fmt.dumps_json(config.to_dict()))
@@ -78,7 +78,11 @@ def read_config(txn, path: str) -> fmt.StoreConfig:
         )
     if raw_config is None:
         raise CorruptStore(f"{path}: catalog has no store config")
-    return fmt.StoreConfig.from_dict(fmt.loads_json(raw_config, "store config"))
+    config = fmt.StoreConfig.from_dict(fmt.loads_json(raw_config, "store config"))
+    if version < config.format_version:
+        raise CorruptStore(f"{path}: store says format version {version}, but its dim "
+                           f"{config.dim} needs version {config.format_version}")
+    return config
 
 
 # --- the manifest and its generation ---------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 
 import numba
 
+from .format import coded_dim
 from .kernels.hadamard import rotate_range, rotate_rows, unrotate_rows
 
 MAX_BLOCK = 4096
@@ -34,21 +35,29 @@ def hadamard_block(dim: int) -> int:
 
 @dataclass(frozen=True)
 class Rotation:
-    """x -> rotated x. ``signs`` (rounds, dim) of +-1 and ``perms`` (rounds, dim)."""
+    """x -> rotated x. ``signs`` (rounds, width) of +-1 and ``perms`` (rounds, width).
+
+    The width is the coded width (a multiple of 64): a rotation made for ``dim``
+    coordinates acts on vectors zero-padded to ``format.coded_dim(dim)``, which is what
+    ``validation.as_matrix`` hands the codec.
+    """
 
     signs: np.ndarray
     perms: np.ndarray
 
     @property
     def dim(self) -> int:
+        """The width the tables act on (the coded width)."""
         return self.signs.shape[1]
 
     @classmethod
     def identity(cls, dim: int) -> Rotation:
+        dim = coded_dim(dim)
         return cls(np.ones((0, dim), dtype=np.int8), np.zeros((0, dim), dtype=np.uint32))
 
     @classmethod
     def random(cls, dim: int, seed: int, rounds: int | None = None) -> Rotation:
+        dim = coded_dim(dim)  # the same tables as for a 64-multiple store of the padded width
         if rounds is None:
             rounds = 2 if hadamard_block(dim) ** 2 >= dim else 3
         rng = np.random.default_rng([seed, 0x5A17])
@@ -61,6 +70,7 @@ class Rotation:
         return self.signs.shape[0] == 0
 
     def validate(self, dim: int) -> None:
+        dim = coded_dim(dim)
         if self.signs.shape != self.perms.shape or self.signs.shape[1:] != (dim,):
             raise ValueError("rotation tables do not match the dimension")
         if not np.all(np.abs(self.signs) == 1):

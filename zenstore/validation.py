@@ -23,7 +23,7 @@ from .errors import (
     InvalidArgument,
     InvalidVector,
 )
-from .format import MAX_STR_ID_BYTES, compress
+from .format import MAX_STR_ID_BYTES, coded_dim, compress
 
 _SHOW = 5  # how many offending items an error message lists
 
@@ -110,10 +110,13 @@ def id_problem(ext_id) -> str | None:
 
 
 def as_matrix(vectors, dim: int, what: str = "vectors", *, metric: str | None = None) -> np.ndarray:
-    """A finite float32 C-contiguous (n, dim) array, or a clear error.
+    """A finite float32 C-contiguous array of ``dim`` columns, or a clear error.
 
-    With ``metric`` every row check of that metric runs too (see ``row_problems``) and
-    one InvalidVector names every refused row with its reason."""
+    A ``dim`` that is not a multiple of 64 comes back zero-padded to the coded width
+    (``format.coded_dim``): the codec, the rotation and the kernels work on whole 64-bit
+    words, and zeros change no score. With ``metric`` every row check of that metric runs
+    too (see ``row_problems``) and one InvalidVector names every refused row with its
+    reason."""
     try:
         arr = np.asarray(vectors)
     except (ValueError, TypeError) as exc:
@@ -126,8 +129,13 @@ def as_matrix(vectors, dim: int, what: str = "vectors", *, metric: str | None = 
         raise EmptyBatch(f"{what}: empty batch (0 rows)")
     if arr.shape[1] != dim:
         raise DimensionMismatch(f"{what} have dimension {arr.shape[1]}, the store has {dim}")
+    width = coded_dim(dim)
     with np.errstate(over="ignore", invalid="ignore"):
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+        if width == dim:
+            out = np.ascontiguousarray(arr, dtype=np.float32)
+        else:
+            out = np.zeros((arr.shape[0], width), dtype=np.float32)
+            out[:, :dim] = arr
     _refuse(out, what, _checks(metric))
     return out
 
@@ -304,7 +312,8 @@ def unique_keep_order(arr: np.ndarray) -> np.ndarray:
 
 
 def as_query(query, dim: int) -> np.ndarray:
-    """One query as a (1, dim) float32 array; accepts shape (dim,) or (1, dim)."""
+    """One query as a (1, dim) float32 array (zero-padded like :func:`as_matrix`);
+    accepts shape (dim,) or (1, dim)."""
     arr = np.asarray(query) if not isinstance(query, np.ndarray) else query
     if arr.ndim == 1:
         arr = arr[None, :]

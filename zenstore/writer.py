@@ -274,11 +274,12 @@ class Writer:
 
     def _train(self, snap: Snapshot, x: np.ndarray) -> tuple[Codec, fmt.BaseRecord]:
         cfg = self.config
-        rotation = Rotation.random(cfg.dim, cfg.seed) if cfg.rotation == "hadamard" else Rotation.identity(cfg.dim)
+        width = cfg.coded_dim  # the rotation and the base live in the coded (padded) space
+        rotation = Rotation.random(width, cfg.seed) if cfg.rotation == "hadamard" else Rotation.identity(width)
         if x.shape[0] > cfg.train_sample:
             pick = np.random.default_rng(cfg.seed).choice(x.shape[0], cfg.train_sample, replace=False)
             x = x[np.sort(pick)]
-        probe = Codec(cfg, np.zeros((1, cfg.dim), dtype=np.float16), rotation)
+        probe = Codec(cfg, np.zeros((1, width), dtype=np.float16), rotation)
         xr = probe.prepare(x)
         n_base = effective_n_base(cfg.n_base, xr.shape[0], cfg.min_rows_per_base)
         log.info("training %d base rows on %d vectors", n_base, xr.shape[0])
