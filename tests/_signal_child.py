@@ -25,7 +25,24 @@ import tempfile
 from _crash_child import STORE_OPTIONS, apply, make_plan, op_payloads, op_vectors
 
 
-def _sigterm(signum, frame):
+_calm = False  # set while an ack is written and the plan steps on: signals wait
+_waiting: list[int] = []
+
+
+def _interrupt(signum, frame):
+    """SIGINT -> KeyboardInterrupt, SIGTERM -> SystemExit(143), as Python's default and a
+    service's handler do. Set for both with ``signal.signal``: blocking the signals with
+    ``pthread_sigmask`` holds only the main thread, and once numba's threads exist the
+    kernel hands the signal to one of them and Python still runs the handler here."""
+    if _calm:
+        _waiting.append(signum)
+        return
+    _raise(signum)
+
+
+def _raise(signum):
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     sys.exit(143)
 
 
@@ -69,7 +86,9 @@ def warm_up(root: str) -> None:
 def main(argv: list[str]) -> int:
     path, ack_path, seed, n_ops, start, mode = (argv[0], argv[1], int(argv[2]), int(argv[3]),
                                                 int(argv[4]), argv[5])
-    signal.signal(signal.SIGTERM, _sigterm)
+    global _calm
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     fault_spec = os.environ.pop("ZENSTORE_FAULT", "")  # armed after the warm-up
     from zenstore import Store, faults
 
@@ -81,7 +100,6 @@ def main(argv: list[str]) -> int:
     store = Store.open(path) if os.path.exists(path) else Store.create(path, **STORE_OPTIONS)
     os.write(fd, b"start\n")
     interrupts = 0
-    masked = {signal.SIGINT, signal.SIGTERM}
     i, retry = start, False
     while i < len(plan):
         try:
@@ -90,16 +108,22 @@ def main(argv: list[str]) -> int:
             else:
                 apply_idempotent(store, plan[i])
             # the ack and the step to the next op happen together: a signal waits here
-            signal.pthread_sigmask(signal.SIG_BLOCK, masked)
+            _calm = True
             os.write(fd, f"{plan[i]['i']}\n".encode())
             i, retry = i + 1, False
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, masked)
+            _calm = False
+            if _waiting:
+                _raise(_waiting.pop())
         except (KeyboardInterrupt, SystemExit):
+            _waiting.clear()
             if mode == "die":
                 raise
             interrupts += 1
             retry = True
-    signal.pthread_sigmask(signal.SIG_BLOCK, masked)  # the parent may still be signalling
+    # the parent may still be signalling: ignored from here, in every thread and through
+    # interpreter shutdown (which puts Python-set handlers back to SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     store.close()
     os.write(fd, f"done {interrupts}\n".encode())
     os.close(fd)

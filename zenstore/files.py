@@ -207,9 +207,16 @@ def _open_regular(path: str) -> int:
     return fd
 
 
-def open_framed_file(path: str, kind: int, *, verify: bool = True) -> MappedFile:
-    """Map and validate a framed file. ``verify`` also checks every section's crc32."""
-    fd = _open_regular(path)
+def open_data_file(path: str) -> int:
+    """A read-only descriptor of the regular file ``path``; ``FileMissing`` if it is gone."""
+    return _open_regular(path)
+
+
+def open_framed_file(path: str, kind: int, *, verify: bool = True, fd: int | None = None) -> MappedFile:
+    """Map and validate a framed file. ``verify`` also checks every section's crc32.
+    ``fd``: a descriptor of ``path`` opened earlier (by ``open_data_file``; it stays the
+    caller's), so a file unlinked since then is still the one read."""
+    fd = _open_regular(path) if fd is None else os.dup(fd)
     try:
         size = os.fstat(fd).st_size
         if size == 0:

@@ -124,9 +124,10 @@ class Segment:
 
 
 def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, codec: Codec,
-                 ids: np.ndarray, dead_rows: np.ndarray, *, verify: bool = True) -> Segment:
+                 ids: np.ndarray, dead_rows: np.ndarray, *, verify: bool = True,
+                 fd: int | None = None) -> Segment:
     path = os.path.join(root, record.file)
-    mapped = open_framed_file(path, fmt.FILE_KIND_SEGMENT, verify=verify)
+    mapped = open_framed_file(path, fmt.FILE_KIND_SEGMENT, verify=verify, fd=fd)
     meta = mapped.header.meta
     expect = {
         "segment_id": record.id,

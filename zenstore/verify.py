@@ -2,9 +2,10 @@
 catalog's consistency (id columns, tombstones, counts, payloads).
 
 ``verify_store`` reports problems, one line each, and never raises for corruption; it
-works on a store that cannot be opened. It reads one committed state; when a writer
-merges while it runs and a file of that state vanishes, it starts again on the newer
-state instead of reporting a healthy store as damaged.
+works on a store that cannot be opened. It reads one committed state: it opens every
+file that state lists before checking any (an open file stays readable when a merging
+writer unlinks it), and when a file vanished even before that, it starts again on the
+newer state instead of reporting a healthy store as damaged.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .basefile import load_base
 
 from .codec import Codec
 from .errors import CorruptStore, FileMissing, FormatVersionError, NotAStore, ReadOnlyStore, StoreIOError
+from .files import open_data_file
 from .segment import load_segment
 from .view import RETRIES
 
@@ -62,24 +64,28 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
     elif manifest.segments:
         problems.append("manifest lists segments but no base matrix")
     seen: dict = {}
-    for rec in manifest.segments:
-        try:
-            ids = records.read_id_column(txn, rec, manifest.id_type, path)
-            dead = records.read_tombstones(txn, rec, path)
-            if codec is not None:
-                load_segment(path, rec, config, codec, ids, dead, verify=True)
-        except FileMissing as exc:
-            vanished.append(str(exc))
-            continue
-        except (CorruptStore, FormatVersionError, StoreIOError) as exc:  # e.g. a file it may not read
-            problems.append(str(exc))
-            continue
-        alive = np.ones(len(ids), bool)
-        alive[dead] = False
-        for v in ids[alive].tolist():
-            if v in seen:
-                problems.append(f"id {v!r} is live in segments {seen[v]} and {rec.id}")
-            seen[v] = rec.id
+    fds = _open_all(path, manifest.segments, problems, vanished) if codec is not None else {}
+    try:
+        for rec in manifest.segments:
+            if codec is not None and rec.id not in fds:
+                continue  # missing or unopenable, already reported
+            try:
+                ids = records.read_id_column(txn, rec, manifest.id_type, path)
+                dead = records.read_tombstones(txn, rec, path)
+                if codec is not None:
+                    load_segment(path, rec, config, codec, ids, dead, verify=True, fd=fds[rec.id])
+            except (CorruptStore, FormatVersionError, StoreIOError) as exc:  # e.g. a file it may not read
+                problems.append(str(exc))
+                continue
+            alive = np.ones(len(ids), bool)
+            alive[dead] = False
+            for v in ids[alive].tolist():
+                if v in seen:
+                    problems.append(f"id {v!r} is live in segments {seen[v]} and {rec.id}")
+                seen[v] = rec.id
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     want = {records.segment_key(r.id) for r in manifest.segments}
     id_keys = records.id_column_keys(txn)
     if id_keys != want:
@@ -105,3 +111,17 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
     if not problems and not vanished and manifest.count != len(seen):
         problems.append(f"manifest counts {manifest.count} live rows, segments hold {len(seen)}")
     return problems, vanished
+
+
+def _open_all(path: str, segments, problems: list[str], vanished: list[str]) -> dict[int, int]:
+    """A descriptor per listed segment file, opened back to back: checking one file takes
+    long enough for a merge to remove the next, an open descriptor outlives the unlink."""
+    fds: dict[int, int] = {}
+    for rec in segments:
+        try:
+            fds[rec.id] = open_data_file(os.path.join(path, rec.file))
+        except FileMissing as exc:
+            vanished.append(str(exc))
+        except (CorruptStore, StoreIOError) as exc:
+            problems.append(str(exc))
+    return fds

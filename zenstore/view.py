@@ -13,6 +13,7 @@ missing for good and the error says which file.
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 
@@ -21,6 +22,7 @@ from .basefile import load_base
 from .catalog import Catalog
 from .codec import Codec
 from .errors import CorruptStore, FileMissing, StoreClosed
+from .files import open_data_file
 from .format import StoreConfig
 from .segment import load_segment
 from .snapshot import EMPTY, Snapshot
@@ -45,21 +47,30 @@ def build_snapshot(txn, prev: Snapshot, root: str, config: StoreConfig, verify: 
     elif prev.codec is None or prev.manifest.base != manifest.base:
         base, rotation = load_base(root, manifest.base, config)
         codec = Codec(config, base, rotation)
+    if manifest.segments and codec is None:
+        raise CorruptStore(f"{root}: manifest lists segments but no base matrix")
     old = {s.record.id: s for s in prev.segments}
-    segments = []
-    for rec in manifest.segments:
-        if codec is None:
-            raise CorruptStore(f"{root}: manifest lists segments but no base matrix")
-        seg = old.get(rec.id)
-        if seg is not None and seg.record == rec:
-            segments.append(seg)
-            continue
-        dead = records.read_tombstones(txn, rec, root)
-        if seg is not None and seg.record.rows == rec.rows:
-            segments.append(seg.with_tombstones(dead, rec))
-            continue
-        ids = records.read_id_column(txn, rec, manifest.id_type, root)
-        segments.append(load_segment(root, rec, config, codec, ids, dead, verify=verify))
+    new_files = [rec for rec in manifest.segments
+                 if rec.id not in old or old[rec.id].record.rows != rec.rows]
+    fds = {}
+    try:
+        for rec in new_files:  # all opened before any is read: a merge may unlink the next
+            fds[rec.id] = open_data_file(os.path.join(root, rec.file))
+        segments = []
+        for rec in manifest.segments:
+            seg = old.get(rec.id)
+            if seg is not None and seg.record == rec:
+                segments.append(seg)
+                continue
+            dead = records.read_tombstones(txn, rec, root)
+            if rec.id not in fds:
+                segments.append(seg.with_tombstones(dead, rec))
+                continue
+            ids = records.read_id_column(txn, rec, manifest.id_type, root)
+            segments.append(load_segment(root, rec, config, codec, ids, dead, verify=verify, fd=fds[rec.id]))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     return Snapshot(manifest, codec, tuple(segments))
 
 
