@@ -317,6 +317,7 @@ def run(args, argv) -> dict:
         "machine": _common.machine_info(),
         "params": {"n": args.n, "dim": args.dim, "batch_size": args.batch_size, "n_base": args.n_base,
                    "cold": args.cold, "seed": args.seed},
+        "zenstore_code": os.path.dirname(zenstore.__file__),  # which checkout ran (PYTHONPATH)
         "input_file": src,
         "input_bytes": os.path.getsize(src),
         "input_cached_fraction_at_start": cached,
