@@ -16,11 +16,12 @@ measures
   95% interval (1.96 standard errors of the per-query differences).
 
 Two approximate stores per dataset: ``assign-only`` (exact k-means, approximate
-assignment) and ``shipped`` (both), so the two effects are told apart. Where the shipped
-code does not use the approximation (fewer than 64 coordinates after the stride: the
-384-d and 768-d real collections) the shipped store is the exact one, so the ``forced``
-stores apply it anyway (every 16th coordinate: 24 or 48 of them) to show what it would
-do there.
+assignment: what zenstore does) and ``assign+kmeans`` (also k-means on the subset, which
+the writer did at 462a918 and no longer does: it lost recall, docs/benchmarks.md
+"Ingest"), so the two effects are told apart. Where the code does not use the
+approximation (fewer than 64 coordinates after the stride: the 384-d and 768-d real
+collections) the ``forced`` stores apply it anyway (every 16th coordinate: 24 or 48 of
+them) to show what it would do there.
 
     python benchmarks/assign_quality.py                    # two generated profiles + SciFact + Cranfield
     python benchmarks/assign_quality.py --n 20000 --only default,scifact
@@ -36,6 +37,7 @@ import _env  # noqa: E402,F401  first: the thread environment before numpy/numba
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -71,30 +73,35 @@ def load_dataset(name: str, n: int, nq: int, dim: int | None = None):
 
 
 MODES = {
-    # name: (k-means on the coordinate subset, NearestRow's ranking) -- "shipped": as shipped
+    # name: (k-means on the coordinate subset, NearestRow's ranking), each never / as the
+    # code decides ("shipped") / "forced" whatever the dimension. The writer trains in all
+    # dimensions; "assign+kmeans" makes it train with train_base(coarse=True), as it did at
+    # commit 462a918 (the JSON of that run calls this mode "shipped" / "forced").
     "exact": ("never", "never"),
     "assign-only": ("never", "shipped"),
-    "shipped": ("shipped", "shipped"),
+    "assign+kmeans": ("shipped", "shipped"),
     "forced-assign-only": ("never", "forced"),
-    "forced": ("forced", "forced"),
+    "forced-assign+kmeans": ("forced", "forced"),
 }
 
 
 @contextlib.contextmanager
 def coarse_mode(mode: str):
-    """Which of training and assignment use the coordinate subset: ``never``, as
-    ``shipped``, or ``forced`` wherever the base has enough rows, whatever the dimension."""
-    from zenstore import assign, train
+    """Which of training and assignment use the coordinate subset (see MODES)."""
+    from zenstore import assign, train, writer
 
-    original = assign.uses_coarse
+    original, original_train = assign.uses_coarse, writer.train_base
     choices = {"never": lambda dim, n_base: False, "shipped": original,
                "forced": lambda dim, n_base: n_base >= assign.MIN_BASE_ROWS}
     in_train, in_assign = MODES[mode]
     train.uses_coarse, assign.uses_coarse = choices[in_train], choices[in_assign]
+    if in_train != "never":
+        writer.train_base = functools.partial(train.train_base, coarse=True)
     try:
         yield
     finally:
         assign.uses_coarse = train.uses_coarse = original
+        writer.train_base = original_train
 
 
 def build(path: str, docs: np.ndarray, mode: str, batch: int) -> dict:
@@ -175,7 +182,8 @@ def run_one(name: str, args, tmp: str) -> dict:
     from zenstore.assign import COARSE_STRIDE, MIN_COARSE_DIMS
 
     shipped_uses = docs.shape[1] // COARSE_STRIDE >= MIN_COARSE_DIMS
-    approx = ["assign-only", "shipped"] if shipped_uses else ["forced-assign-only", "forced"]
+    approx = (["assign-only", "assign+kmeans"] if shipped_uses
+              else ["forced-assign-only", "forced-assign+kmeans"])
     found = {}
     res["stores"] = {}
     for mode in ["exact", *approx]:

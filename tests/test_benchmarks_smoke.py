@@ -237,8 +237,8 @@ def test_assign_quality_benchmark_compares_exact_and_approximate_stores(tmp_path
     r = bench.main(["--n", "1100", "--dim", "1024", "--queries", "20", "--nprobe", "4",
                     "--only", "default", "--tmp", str(tmp_path), "--out", str(out)])
     (d,) = r["datasets"]
-    assert d["shipped_uses_approximation"] and set(d["stores"]) == {"exact", "assign-only", "shipped"}
-    for mode in ("assign-only", "shipped"):
+    assert d["shipped_uses_approximation"] and set(d["stores"]) == {"exact", "assign-only", "assign+kmeans"}
+    for mode in ("assign-only", "assign+kmeans"):
         a = d["stores"][mode]["assignment"]
         assert a["coarse_used"] and a["rows"] == 1100 and 0 <= a["assign_differs"] <= 1
         assert set(d["stores"][mode]["recall_at_10"]) == {"all", "4"}

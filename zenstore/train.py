@@ -1,12 +1,12 @@
 """Learning the base matrix: k-means on a sample (faiss, imported lazily).
 
-For rotated vectors of many dimensions (``coarse=True``), Lloyd's iterations run on every
-16th coordinate (``assign.COARSE_STRIDE``: a random projection of the rotated space, so
-each iteration is a product 16x smaller), the clusters are lifted to full centroids (the
-means of their members), and ``REFINE`` full-dimension iterations follow, assigning with
-``assign.NearestRow`` (exact distances to each vector's best candidates). On the 24,576 x
-7680 sample of a default store that is ~8x less work than k-means in all 7680 dimensions,
-for the same recall (docs/benchmarks.md, "Ingest").
+The writer trains in all dimensions. ``coarse=True`` (not the default; kept for
+measurement) runs Lloyd's iterations on every 16th rotated coordinate
+(``assign.COARSE_STRIDE``), lifts the clusters to full centroids and refines ``REFINE``
+times with ``assign.NearestRow``: ~8x less work on the 24,576 x 7680 sample of a default
+store, but measured by ``benchmarks/assign_quality.py`` (docs/benchmarks.md, "Ingest")
+it loses recall@10 at small nprobe on the noisy generated profile (-0.023 at nprobe 4,
+-0.032 at 16, 40k docs, both intervals clear of zero), so it stays off.
 
 faiss runs k-means on its own GNU OpenMP, whose thread pool does not survive ``fork``: a
 child forked after the parent used it hangs forever in its first multi-threaded faiss
