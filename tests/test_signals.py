@@ -144,14 +144,7 @@ def test_signal_at_named_points_with_handle_kept_in_use(tmp_path, stats):
         assert int(tail.split()[1]) >= 1, f"{point}: no interrupt was delivered"
 
 
-KEPT_HANDLE_HANG = pytest.mark.xfail(
-    strict=False, raises=AssertionError,
-    reason="open finding (issue 9 follow-up): once in about six runs a writer that caught several "
-           "random interrupts and kept its Store hung on a later call; the child now prints every "
-           "thread's stack when it hangs (faulthandler), the cause is not found yet")
-
-
-@pytest.mark.parametrize("mode", ["die", pytest.param("keep", marks=KEPT_HANDLE_HANG)])
+@pytest.mark.parametrize("mode", ["die", "keep"])
 def test_signals_at_random_moments(tmp_path, stats, mode):
     """Real SIGINT / SIGTERM from another process at random times."""
     rnd = random.Random(17 if mode == "die" else 19)
