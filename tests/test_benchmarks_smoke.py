@@ -266,3 +266,20 @@ def test_refine_search_benchmark_compares_with_and_without(tmp_path, capsys):
     assert tier["refine_bytes_per_vector"] == 128 + 4 and tier["hot_bytes_per_vector"] == 128 // 8 + 4
     assert tier["cold_refine_files"]["p50_ms"] > 0
     assert json.loads((tmp_path / "r.json").read_text())["benchmark"] == "refine_search"
+
+
+def test_assign_quality_benchmark_compares_exact_and_approximate_stores(tmp_path, capsys):
+    bench = _load("benchmarks/assign_quality.py", "bench_assign_quality")
+    out = tmp_path / "aq.json"
+    # 1,100 rows -> 68 base rows; 1024 dims -> 64 coordinates: the approximation applies
+    r = bench.main(["--n", "1100", "--dim", "1024", "--queries", "20", "--nprobe", "4",
+                    "--only", "default", "--tmp", str(tmp_path), "--out", str(out)])
+    (d,) = r["datasets"]
+    assert d["shipped_uses_approximation"] and set(d["stores"]) == {"exact", "assign-only", "assign+kmeans"}
+    for mode in ("assign-only", "assign+kmeans"):
+        a = d["stores"][mode]["assignment"]
+        assert a["coarse_used"] and a["rows"] == 1100 and 0 <= a["assign_differs"] <= 1
+        assert set(d["stores"][mode]["recall_at_10"]) == {"all", "4"}
+    assert 0 < d["stores"]["exact"]["recall_at_10"]["all"] <= 1
+    assert "rows assigned differently" in capsys.readouterr().out
+    assert json.loads(out.read_text())["benchmark"] == "assign_quality"

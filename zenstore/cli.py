@@ -35,6 +35,8 @@ from .errors import IngestError, InvalidArgument, InvalidFilter, ZenstoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERMed process
+VECTOR_BATCH_SIZE = 8192  # --batch-size default for vector inputs
+TEXT_BATCH_SIZE = 1024  # and for texts (--embedder): an embedder is slower than a file read
 
 
 def _jsonable(value):
@@ -143,24 +145,38 @@ class StopSignals:
 
 
 def _cmd_ingest(args) -> int:
+    if args.shards is not None or args.ray is not None:
+        if args.embedder is not None:
+            raise InvalidArgument("--embedder is not supported with --shards/--ray yet: embed the texts "
+                                  "into a vector file first, or ingest into one store")
+        return _cmd_ingest_sharded(args)
     from .ingest import IngestOptions, infer_dim, ingest
 
+    if args.batch_size is None:  # texts: smaller batches, so progress and commits come often
+        args.batch_size = TEXT_BATCH_SIZE if args.embedder else VECTOR_BATCH_SIZE
     options = IngestOptions(
         batch_size=args.batch_size, on_error=args.on_error, report_path=args.report,
         format=args.format, ids_path=args.ids, id_field=args.id_field,
         vector_field=args.vector_field, embeddings=args.embeddings,
         train_sample=args.train_sample, restart=args.restart,
+        embedder=args.embedder, text_field=args.text_field,
     )
     if args.on_error == "skip" and options.report_path is None:
         options = dataclasses.replace(options, report_path=args.store.rstrip("/") + ".rejected.jsonl")
+    embedder = None
+    if args.embedder is not None:  # loaded before the store is made: its dim is the store's
+        from .ingest import load_embedder
+
+        embedder = load_embedder(args.embedder)
     created = not os.path.exists(args.store)
-    store = _open_or_create(args, options, infer_dim)
+    store = _open_or_create(args, options, infer_dim, embedder)
     bar = ProgressBar(sys.stderr, enabled=not args.quiet and sys.stderr.isatty())
     remove = False
     try:
         with store:
             try:
-                summary = ingest(store, args.inputs, options, progress=bar, commit_guard=args.hold)
+                summary = ingest(store, args.inputs, options, progress=bar, commit_guard=args.hold,
+                                 embedder=embedder)
             except BaseException:
                 remove = created and _holds_nothing(store)
                 raise
@@ -197,18 +213,25 @@ def _cmd_ingest(args) -> int:
     return EXIT_OK
 
 
-def _open_or_create(args, options, infer_dim):
-    """The store to ingest into: opened, or created with ``--dim`` or the dimension of the
-    first input (so a first run without ``--dim`` cannot create a store of the wrong one)."""
+def _open_or_create(args, options, infer_dim, embedder=None):
+    """The store to ingest into: opened, or created with ``--dim``, the embedder's dimension
+    or the dimension of the first input (so a first run without ``--dim`` cannot create a
+    store of the wrong one)."""
     from .store import Store
 
+    if embedder is not None and args.dim is not None and args.dim != embedder.dim:
+        raise IngestError(f"embedder {args.embedder!r} gives vectors of dimension {embedder.dim}, "
+                          f"--dim says {args.dim}")
     if os.path.exists(args.store):
         store = Store.open(args.store)
         if args.dim is not None and args.dim != store.dim:
             store.close()
             raise IngestError(f"{args.store}: the store has dimension {store.dim}, --dim says {args.dim}")
         return store
-    dim, source = (args.dim, None) if args.dim is not None else infer_dim(args.inputs, options)
+    if embedder is not None:
+        dim, source = embedder.dim, f"embedder {args.embedder!r}"
+    else:
+        dim, source = (args.dim, None) if args.dim is not None else infer_dim(args.inputs, options)
     create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed), ("refine", args.refine))
               if v is not None}
     try:
@@ -235,6 +258,76 @@ def _remove_store(path: str) -> None:
     except OSError:
         return
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+# --- zenstore ingest --shards N --ray [ADDRESS]: a sharded store on Ray (zenstore.cluster) ----
+
+
+def _ray_address(value: str) -> bool:
+    return value in ("local", "auto") or ":" in value
+
+
+def _cmd_ingest_sharded(args) -> int:
+    from .cluster import ShardedStore
+    from .cluster.actor import ensure_ray
+    from .cluster.ingest import DatasetIngestOptions, ingest_files
+
+    address = args.ray or "local"
+    if not _ray_address(address):  # "--ray STORE INPUT...": argparse took STORE for the address
+        args.inputs, args.store, address = [args.store, *args.inputs], address, "local"
+    if args.ids is not None or args.format in ("fvecs", "beir"):
+        raise InvalidArgument("with --ray, inputs are .npy (ids = row numbers), .parquet or .jsonl")
+    ensure_ray(None if address == "local" else address)
+    if os.path.exists(args.store):
+        store = ShardedStore.open(args.store)
+        if args.shards is not None and args.shards != store.shards:
+            store.close()
+            raise InvalidArgument(f"{args.store} has {store.shards} shards, not {args.shards}")
+        if args.dim is not None and args.dim != store.dim:
+            store.close()
+            raise IngestError(f"{args.store}: the store has dimension {store.dim}, --dim says {args.dim}")
+    else:
+        if args.shards is None:
+            raise InvalidArgument("--shards N is needed to create a sharded store")
+        from .ingest import IngestOptions, infer_dim
+
+        dim = args.dim
+        if dim is None:  # as for one store: the first input's vector length
+            dim, _ = infer_dim(args.inputs, IngestOptions(format=args.format, id_field=args.id_field,
+                                                          vector_field=args.vector_field))
+        create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
+        store = ShardedStore.create(args.store, dim=dim, shards=args.shards, metric=args.metric, **create)
+    report = args.report or (args.store.rstrip("/") + ".rejected.jsonl" if args.on_error == "skip" else None)
+    options = DatasetIngestOptions(batch_size=args.batch_size, id_column=args.id_field,
+                                   vector_column=args.vector_field, on_error=args.on_error, report_path=report,
+                                   train_sample=args.train_sample)
+    show = not args.quiet and sys.stderr.isatty()
+
+    def progress(p):
+        if show:
+            rate = p.rows_added / p.elapsed if p.elapsed > 0 else 0.0
+            sys.stderr.write(f"\r{p.rows_done:,} rows {rate:,.0f} rows/s ({p.rows_skipped:,} skipped)    ")
+            sys.stderr.flush()
+
+    with store:
+        try:
+            summary = ingest_files(store, args.inputs, options, progress, format=args.format)
+        finally:
+            if show:
+                sys.stderr.write("\n")
+        count = len(store)
+    line = {"rows_added": summary.rows_added, "rows_skipped": summary.rows_skipped,
+            "rows_resumed": summary.rows_resumed, "shards": list(summary.per_shard_added),
+            "seconds": round(summary.seconds, 2),
+            "rows_per_second": round(summary.rows_added / summary.seconds, 1) if summary.seconds else None,
+            "store_count": count}
+    if args.json:
+        print(json.dumps(line))
+    elif not args.quiet:
+        print(f"ingested {summary.rows_added:,} rows into {len(summary.per_shard_added)} shards "
+              f"({summary.rows_skipped:,} skipped, {summary.rows_resumed:,} already loaded by an earlier run) in "
+              f"{summary.seconds:.1f} s; store holds {count:,} vectors")
+    return EXIT_OK
 
 
 def _cmd_stats(args) -> int:
@@ -493,6 +586,9 @@ EXAMPLES = {
   zenstore ingest docs.zen corpus.jsonl.zst --id-field doc_id --vector-field emb --on-error skip
   zenstore ingest docs.zen vectors.fvecs --dim 128 --metric l2
   zenstore ingest docs.zen shared/data/scifact --embeddings emb-minilm-l6-v2 --dim 384
+  zenstore ingest docs.zens part-*.parquet --shards 4 --ray      # sharded store, Ray Data, local Ray
+  zenstore ingest docs.zen texts.jsonl --embedder openai:http://127.0.0.1:8080#bge-m3 --id-field doc_id
+  zenstore ingest docs.zen shared/data/scifact --embedder sentence-transformers:/models/all-MiniLM-L6-v2
 Interrupted (Ctrl-C: exit 130, kill: exit 143, kill -9)? Run the same command again: it
 resumes after the last committed batch, without duplicating or losing rows. A failed or
 interrupted first run that committed nothing removes the store it created.""",
@@ -554,7 +650,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--id-field", default="id", help="JSONL/Parquet id field (default 'id')")
     g.add_argument("--vector-field", default="vector", help="JSONL/Parquet vector field (default 'vector')")
     g.add_argument("--embeddings", default=None, help="BEIR: embeddings subdirectory (e.g. emb-minilm-l6-v2)")
-    g.add_argument("--batch-size", type=int, default=8192, help="rows per committed batch (default 8192)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help=f"rows per committed batch (default {VECTOR_BATCH_SIZE}; with --embedder {TEXT_BATCH_SIZE})")
+    g = p.add_argument_group("text inputs (embedded while loading)")
+    g.add_argument("--embedder", default=None, metavar="SPEC",
+                   help="embed text inputs (JSONL with a text field, or a BEIR corpus) with this embedder: "
+                        "openai:URL[#MODEL], sentence-transformers:PATH or python:MODULE:ATTR; "
+                        "the store gets its dimension")
+    g.add_argument("--text-field", default="text", metavar="NAME",
+                   help="JSONL field holding the text to embed (default 'text'); it stays in the payload")
     g = p.add_argument_group("bad rows and resuming")
     g.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="fail: stop at the first bad row (its batch is not committed); skip: skip bad rows and list them")
@@ -562,6 +666,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--restart", action="store_true", help="ignore the progress of an earlier interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g = p.add_argument_group("a sharded store on Ray (pip install 'zenstore[ray]')")
+    g.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="load into a sharded store of N shards (created if absent), with Ray Data")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray: a local cluster, or ADDRESS (auto, HOST:PORT, ray://HOST:PORT); "
+                        "write it as --ray=ADDRESS or after the inputs")
 
     p = command("stats", "counts, bytes per part and compression ratio of a store", _cmd_stats)
     p.add_argument("store")
