@@ -14,6 +14,9 @@ Methods (``--methods``; all by default):
   rabitq       faiss IndexRaBitQ (1-bit codes, qb=4), flat; plain and centered query
   ivfrabitq    faiss IndexIVFRaBitQ, nlist 1024, qb=4, nprobe sweep
   usearch      usearch HNSW over 1-bit codes (Hamming), expansion_search sweep
+  zenstore-refine, ivfrabitq-refine, hnsw
+               the refine tiers (issue 12) beside faiss IVF-RaBitQ + IndexRefineFlat /
+               Refine(SQ8) and IndexHNSWFlat: see benchmarks/_search_refine.py
 
 Every method is built from the same streamed documents (chunked adds; nothing holds the
 float corpus except ``flat`` and the in-memory rerank originals below ``--flat-max-n``).
@@ -46,9 +49,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
+import _search_refine  # noqa: E402
 from _common import gendata  # noqa: E402
 
-ALL_METHODS = ("zenstore", "flat", "binary", "rabitq", "ivfrabitq", "usearch")
+ALL_METHODS = ("zenstore", "flat", "binary", "rabitq", "ivfrabitq", "usearch") + _search_refine.METHODS
 K = 10
 NOISY = 0.10  # flag timings during which other processes used more than this share of the CPUs
 _threads_now = [1]
@@ -522,6 +526,7 @@ def report(res: dict) -> str:
                 z = f"{pr['zenstore_qps']:,.1f}" if pr["zenstore_qps"] else "-"
                 lines.append(f"    {pr['faiss']:<48} recall {pr['recall@10']:.4f}: faiss {pr['faiss_qps']:,.1f} QPS, "
                              f"zenstore {z} QPS -> ratio {pr['ratio']:.2f} ({pr['how']})")
+    lines += _search_refine.report_lines(res)
     lines += ["", f"rerun: {res['command']}"]
     return "\n".join(lines)
 
@@ -617,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON path (default docs/benchmarks/search-n<N>-d<D>.json; "
                                                 "the plot goes next to it as .png)")
     p.add_argument("--no-plot", action="store_true")
+    _search_refine.add_arguments(p)
     return p
 
 
@@ -653,10 +659,18 @@ def main(argv=None) -> dict:
             rows += bench_zenstore(args, spec, src, Q, gt)
             gc.collect()
             _common.write_json(out, {**res, "partial": True})
-        peers = [m for m in args.methods if m != "zenstore"]
+        if "zenstore-refine" in args.methods:
+            rows += _search_refine.bench_zenstore_refine(args, spec, src, Q, gt, measure)
+            gc.collect()
+            _common.write_json(out, {**res, "partial": True})
+        peers = [m for m in args.methods if m not in ("zenstore", "zenstore-refine")]
         if peers:
             built = build_peers(args, src)
             bench_peers(args, built, Q, gt, rows)
+            if {"ivfrabitq-refine", "hnsw"} & set(args.methods):
+                refined = _search_refine.build_refine_peers(args, src, built, sample_rows)
+                _search_refine.bench_refine_peers(args, refined, Q, gt, measure, rows)
+                del refined
             del built
             gc.collect()
     except BaseException as exc:  # keep what was measured (a long run should not lose it all)
@@ -664,6 +678,7 @@ def main(argv=None) -> dict:
         log(f"stopped by {exc!r}; the rows measured so far are in {out}")
         raise
     res["targets"] = targets(rows, args.threads)
+    res["refine_targets"] = _search_refine.refine_targets(rows, args.threads, qps_at_recall)
     if not args.no_plot:
         res["plot"] = plot(res, os.path.splitext(out)[0] + ".png") if rows else None
     _common.write_json(out, res)
