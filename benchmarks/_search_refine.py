@@ -249,9 +249,10 @@ def bench_zenstore_refine(args, spec, src, Q, gt, measure) -> list[dict]:
 
 
 def build_refine_peers(args, src: str, built: dict, sample_rows) -> dict:
-    """faiss IVF-RaBitQ with an exact float refine and with an SQ8 refine, and
-    IndexHNSWFlat, fed by one streaming pass. Reuses search.py's IndexFlatIP and
-    IndexIVFRaBitQ from ``built`` when they were built (else builds its own)."""
+    """faiss IVF-RaBitQ with an exact float refine and with an SQ8 refine, fed by one
+    streaming pass. Reuses search.py's IndexFlatIP and IndexIVFRaBitQ from ``built`` when
+    they were built (else builds its own). IndexHNSWFlat is :func:`bench_hnsw`, run after
+    these are freed (it holds a second float copy)."""
     import faiss
 
     want = set(args.methods)
@@ -289,11 +290,7 @@ def build_refine_peers(args, src: str, built: dict, sample_rows) -> dict:
         out["sq8_factory"] = factory
     del sample
     gc.collect()
-    if "hnsw" in want:
-        h = faiss.IndexHNSWFlat(d, args.hnsw_flat_m, faiss.METRIC_INNER_PRODUCT)
-        h.hnsw.efConstruction = args.hnsw_flat_ef_construction
-        out["hnsw"] = h
-    names = [k for k in ("own_base", "own_flat", "sq8", "hnsw") if k in out]
+    names = [k for k in ("own_base", "own_flat", "sq8") if k in out]
     if not names:
         return out
     log(f"refine peers: streaming {n:,} docs into {', '.join(names)}")
@@ -306,10 +303,40 @@ def build_refine_peers(args, src: str, built: dict, sample_rows) -> dict:
             out["seconds"][key] = out["seconds"].get(key, 0.0) + time.perf_counter() - t0
     if "flat" in out:
         out["flat_refine"] = faiss.IndexRefine(out["flat_base"], out["flat"])
-    if "hnsw" in out:
-        log(f"faiss IndexHNSWFlat M={args.hnsw_flat_m} efConstruction={args.hnsw_flat_ef_construction}: "
-            f"built in {out['seconds']['hnsw add']:.0f} s")
     return out
+
+
+def bench_hnsw(args, src: str, Q, gt, measure, rows: list) -> list[dict]:
+    """faiss IndexHNSWFlat built from the streamed docs (build time recorded), efSearch sweep."""
+    import faiss
+
+    d, n = args.dim, args.n
+    h = faiss.IndexHNSWFlat(d, args.hnsw_flat_m, faiss.METRIC_INNER_PRODUCT)
+    h.hnsw.efConstruction = args.hnsw_flat_ef_construction
+    _common.set_threads(max(args.threads))
+    log(f"faiss IndexHNSWFlat M={args.hnsw_flat_m} efConstruction={args.hnsw_flat_ef_construction}: "
+        f"adding {n:,} docs ({max(args.threads)} threads)")
+    build = 0.0
+    with _common.CpuWatch() as watch:
+        for _, block in gendata.iter_npy(src, args.chunk):
+            t0 = time.perf_counter()
+            h.add(block)
+            build += time.perf_counter() - t0
+    log(f"faiss IndexHNSWFlat: built in {build:.0f} s")
+    graph = (len(faiss.serialize_index(h)) / n) if n <= 200_000 else None
+    for ef in args.hnsw_flat_ef_search:
+        p = faiss.SearchParametersHNSW()
+        p.efSearch = ef
+        label = f"M={args.hnsw_flat_m} efConstruction={args.hnsw_flat_ef_construction} efSearch={ef}"
+        m = measure(f"{HNSW_METHOD} {label}", lambda q, p=p: h.search(q, K, params=p)[1],
+                    lambda q, p=p: h.search(q[None], K, params=p)[1][0], Q, gt, args)
+        rows.append({"method": HNSW_METHOD, "config": label, "ef_search": ef, "bytes_per_vector": 4 * d,
+                     "bytes_all_in": graph, "bytes_note": "float32 originals + graph, all in RAM",
+                     "build": {"add_seconds": build, "threads": max(args.threads),
+                               "others_cpu_fraction": watch.others}, **m})
+    del h
+    gc.collect()
+    return rows
 
 
 def bench_refine_peers(args, peers: dict, Q, gt, measure, rows: list) -> list[dict]:
@@ -347,18 +374,6 @@ def bench_refine_peers(args, peers: dict, Q, gt, measure, rows: list) -> list[di
                              "factory": peers.get("sq8_factory") if key == "sq8" else
                              "IndexRefine(IndexIVFRaBitQ, IndexFlatIP) = IndexRefineFlat",
                              "build": {k: v for k, v in peers["seconds"].items() if "hnsw" not in k}, **m})
-    if "hnsw" in peers:
-        idx = peers["hnsw"]
-        graph = (len(faiss.serialize_index(idx)) / n) if n <= 200_000 else None
-        for ef in args.hnsw_flat_ef_search:
-            p = faiss.SearchParametersHNSW()
-            p.efSearch = ef
-            label = f"M={args.hnsw_flat_m} efConstruction={args.hnsw_flat_ef_construction} efSearch={ef}"
-            m = measure(f"{HNSW_METHOD} {label}", lambda q, p=p: idx.search(q, K, params=p)[1],
-                        lambda q, p=p: idx.search(q[None], K, params=p)[1][0], Q, gt, args)
-            rows.append({"method": HNSW_METHOD, "config": label, "ef_search": ef, "bytes_per_vector": 4 * d,
-                         "bytes_all_in": graph, "bytes_note": "float32 originals + graph, all in RAM",
-                         "build": {"add_seconds": peers["seconds"].get("hnsw add")}, **m})
     return rows
 
 

@@ -21,8 +21,14 @@ when needed so the requested rows are trained), each over ``--seeds``
 plain and centered); plain sign bits (Hamming on both sides, faiss IndexBinaryFlat).
 Retention = method NDCG@10 / float NDCG@10.
 
+With ``--refine-tiers`` (issue 12): stores with those refine tiers, in full retrieval and
+in the rerank use (``store.rerank`` of a first stage's top-100: BM25 or another
+embedding's float top-100), refined and ``refine=False``; see benchmarks/_beir_refine.py.
+
     python benchmarks/beir.py /work/shared/data/scifact                      # MiniLM, 300 test queries
     python benchmarks/beir.py /work/shared/data/cranfield --keep-identical-ids   # MiniLM and MPNet
+    python benchmarks/beir.py /work/shared/data/scifact --n-base default --seeds 0 --no-faiss \
+        --refine-tiers int8 magnitude4 --out docs/benchmarks/beir-refine-scifact.json
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+import _beir_refine  # noqa: E402
 import _common  # noqa: E402
 
 TARGET_RETENTION = 0.98
@@ -224,7 +231,9 @@ def run_embedding(args, emb: str) -> dict:
     for r in rows:
         r.pop("_per_query")
     default = next((s for s in summary if s["n_base_requested"] is None), summary[0] if summary else None)
-    return {"embeddings": emb, "dim": dim, "n_docs": n_docs, "n_queries": len(use), "seconds": time.perf_counter() - t0,
+    refine = None if not args.refine_tiers else _beir_refine.run_refine(
+        args, data, use, Qu, extra, emb, evaluate, qrels, float_row, load_embeddings)
+    return {"refine": refine, "embeddings": emb, "dim": dim, "n_docs": n_docs, "n_queries": len(use), "seconds": time.perf_counter() - t0,
             "float": {"ndcg@10": fn, "recall@100": fr}, "rows": rows, "zenstore_summary": summary,
             "target": None if default is None else {
                 "retention_target": TARGET_RETENTION, "zenstore_default_retention": default["retention"],
@@ -258,6 +267,7 @@ def report(res: dict) -> str:
             lines.append(f"target: zenstore (default options) NDCG@10 retention >= {t['retention_target']:.0%}"
                          f"{' [the SciFact/MiniLM target]' if t['official'] else ' [reported; the target is set on SciFact/MiniLM]'}: "
                          f"{t['zenstore_default_retention']:.2%} -> {'MET' if t['met'] else 'MISSED'}")
+        lines += _beir_refine.report_lines(e)
     lines += ["", f"rerun: {res['command']}"]
     return "\n".join(lines)
 
@@ -282,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-faiss", action="store_true", help="skip the faiss rows")
     p.add_argument("--work-dir", default=None, help="where temporary stores go (default: system temp)")
     p.add_argument("--out", default=None, help="JSON path (default docs/benchmarks/beir-<collection>.json)")
+    _beir_refine.add_arguments(p)
     return p
 
 

@@ -2,7 +2,7 @@
 """Search benchmark: recall@10 vs exact float search, batch QPS and single-query latency
 of zenstore and its peers on generated 7680-d data (``zenstore.synth``).
 
-Methods (``--methods``; all by default):
+Methods (``--methods``; all but the refine tiers by default):
 
   zenstore     built with ``zenstore ingest`` from the streamed .npy, n_base 1024; swept
                over ``--shortlists`` x ``--nprobes``
@@ -16,7 +16,7 @@ Methods (``--methods``; all by default):
   usearch      usearch HNSW over 1-bit codes (Hamming), expansion_search sweep
   zenstore-refine, ivfrabitq-refine, hnsw
                the refine tiers (issue 12) beside faiss IVF-RaBitQ + IndexRefineFlat /
-               Refine(SQ8) and IndexHNSWFlat: see benchmarks/_search_refine.py
+               Refine(SQ8) and IndexHNSWFlat: see benchmarks/_search_refine.py (opt-in)
 
 Every method is built from the same streamed documents (chunked adds; nothing holds the
 float corpus except ``flat`` and the in-memory rerank originals below ``--flat-max-n``).
@@ -27,6 +27,9 @@ set before anything loads OpenMP (benchmarks/_env.py).
     python benchmarks/search.py --n 100000                # ~30 min; 3 GB input + 3 GB in RAM
     python benchmarks/search.py --n 1000000               # ~1-2 h; 30 GB input, streamed
     python benchmarks/search.py --n 2000 --dim 256 --nq 20 --data-dir /tmp/zb --out /tmp/zb/s.json
+    python benchmarks/search.py --n 100000 --methods zenstore flat ivfrabitq zenstore-refine ivfrabitq-refine \
+        hnsw --shortlists 100 --nprobes none 32 --rabitq-nprobes 16 64 --refine-ks 30 100 \
+        --out docs/benchmarks/search-refine-n100000-d7680.json           # the refine tiers (issue 12)
 
 Writes docs/benchmarks/search-n<N>-d<D>.json and .png (recall vs QPS).
 """
@@ -52,7 +55,8 @@ import _common  # noqa: E402
 import _search_refine  # noqa: E402
 from _common import gendata  # noqa: E402
 
-ALL_METHODS = ("zenstore", "flat", "binary", "rabitq", "ivfrabitq", "usearch") + _search_refine.METHODS
+ALL_METHODS = ("zenstore", "flat", "binary", "rabitq", "ivfrabitq", "usearch")
+REFINE_METHODS = _search_refine.METHODS  # opt-in: --methods ... zenstore-refine ivfrabitq-refine hnsw
 K = 10
 NOISY = 0.10  # flag timings during which other processes used more than this share of the CPUs
 _threads_now = [1]
@@ -590,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=7680)
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--nq", type=int, default=1000, help="queries (default 1000)")
-    p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(ALL_METHODS))
+    p.add_argument("--methods", nargs="+", choices=ALL_METHODS + REFINE_METHODS, default=list(ALL_METHODS),
+                   help="default: all but the refine-tier methods (zenstore-refine, ivfrabitq-refine, hnsw)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--shortlists", nargs="+", type=int, default=[100, 200, 1000], help="zenstore shortlists")
     p.add_argument("--nprobes", nargs="+", type=_opt_int, default=[None, 64, 32, 16, 8, 4, 2],
@@ -667,12 +672,14 @@ def main(argv=None) -> dict:
         if peers:
             built = build_peers(args, src)
             bench_peers(args, built, Q, gt, rows)
-            if {"ivfrabitq-refine", "hnsw"} & set(args.methods):
+            if "ivfrabitq-refine" in args.methods:
                 refined = _search_refine.build_refine_peers(args, src, built, sample_rows)
                 _search_refine.bench_refine_peers(args, refined, Q, gt, measure, rows)
                 del refined
             del built
             gc.collect()
+            if "hnsw" in args.methods:  # after the others are freed: a second float copy
+                _search_refine.bench_hnsw(args, src, Q, gt, measure, rows)
     except BaseException as exc:  # keep what was measured (a long run should not lose it all)
         _common.write_json(out, {**res, "partial": True, "error": repr(exc)})
         log(f"stopped by {exc!r}; the rows measured so far are in {out}")

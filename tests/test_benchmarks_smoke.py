@@ -283,3 +283,69 @@ def test_assign_quality_benchmark_compares_exact_and_approximate_stores(tmp_path
     assert 0 < d["stores"]["exact"]["recall_at_10"]["all"] <= 1
     assert "rows assigned differently" in capsys.readouterr().out
     assert json.loads(out.read_text())["benchmark"] == "assign_quality"
+
+
+def test_beir_benchmark_refine_tiers_full_and_rerank(tmp_path, capsys):
+    beir = _load("benchmarks/beir.py", "bench_beir_refine")
+    coll = tmp_path / "tinycoll"
+    _tiny_beir(coll)
+    # texts BM25 can match: a doc carries the ids of the queries it is relevant to
+    rel: dict = {}
+    for line in (coll / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        q, d, _ = line.split("\t")
+        rel.setdefault(d, []).append(q)
+    docs = [json.loads(x) for x in (coll / "corpus.jsonl").read_text().splitlines()]
+    with open(coll / "corpus.jsonl", "w") as f:
+        for d in docs:
+            f.write(json.dumps({**d, "text": " ".join([d["_id"], *rel.get(d["_id"], [])])}) + "\n")
+    r = beir.main([str(coll), "--seeds", "0", "--n-base", "default", "--no-faiss", "--refine-tiers", "int8",
+                   "magnitude4", "--refine-seeds", "0", "--out", str(tmp_path / "b.json"), "--work-dir", str(tmp_path)])
+    (e,) = r["results"]
+    ref = e["refine"]
+    assert set(ref["float"]) == {"full retrieval", "rerank of BM25 top-100"}
+    assert ref["float"]["full retrieval"] == pytest.approx(1.0)
+    uses = {(s["tier"], s["use"]) for s in ref["summary"]}
+    assert ("int8", "full retrieval") in uses and ("magnitude4", "rerank of BM25 top-100") in uses
+    assert ("hot (refine=False, int8 store)", "full retrieval") in uses
+    by = {(s["tier"], s["use"]): s for s in ref["summary"]}
+    int8 = by[("int8", "full retrieval")]
+    assert int8["refine_bytes_per_vector"] == 64 + 4 and int8["hot_bytes_per_vector"] == 64 // 8 + 4
+    assert 0 < int8["rows_refined_mean"] <= 100
+    # int8 refinement is within rounding of float32 here; the hot code alone is not better
+    assert int8["retention"] >= by[("hot (refine=False, int8 store)", "full retrieval")]["retention"] - 1e-9
+    assert int8["retention"] > 0.97 and ref["target_int8"]["min_mean_retention"] > 0.9
+    text = capsys.readouterr().out
+    assert "refine tiers" in text and "target: int8 NDCG@10 retention" in text
+
+
+def test_search_benchmark_refine_tiers_beside_faiss_refine_and_hnsw(tmp_path, capsys):
+    search = _load("benchmarks/search.py", "bench_search_refine")
+    out = tmp_path / "sr.json"
+    r = search.main(["--n", "2000", "--dim", "256", "--nq", "20", "--data-dir", str(tmp_path), "--out", str(out),
+                     "--methods", "zenstore-refine", "ivfrabitq-refine", "hnsw", "--threads", "1", "2",
+                     "--refine-tiers", "int8", "--refine-nprobes", "none", "--refine-ks", "100",
+                     "--refine-faiss-nprobes", "16", "--refine-k-factors", "2", "8", "--hnsw-flat-ef-search", "64",
+                     "--latency-queries", "3", "--cold-queries", "3", "--min-time", "0", "--max-runs", "1",
+                     "--faiss-train-sample", "2000", "--no-plot"])
+    rows = {row["method"]: row for row in r["rows"]}
+    assert set(rows) == {"zenstore refine=int8", "faiss IVF-RaBitQ + IndexRefineFlat",
+                         "faiss IVF-RaBitQ + Refine(SQ8)", "faiss IndexHNSWFlat"}
+    z = rows["zenstore refine=int8"]
+    assert z["hot_bytes_per_vector"] == 256 // 8 + 4 and z["refine_bytes_per_vector"] == 256 + 4
+    assert 10 <= z["rows_refined_mean"] <= 100 and z["recall@10"] > 0.9
+    cold = z["cold_refine_files"]
+    assert cold["queries"] == 3 and cold["p50_ms"] > 0
+    frac = cold["resident_fraction_after_eviction_max"]
+    assert frac is None or 0.0 <= frac <= 1.0  # tmpfs keeps pages: only a disk file drops them
+    sq8 = [row for row in r["rows"] if row["method"] == "faiss IVF-RaBitQ + Refine(SQ8)"]
+    assert [row["k_factor"] for row in sq8] == [2, 8] and all(row["refine_bytes_per_vector"] == 256 for row in sq8)
+    assert sq8[1]["recall@10"] >= sq8[0]["recall@10"]  # more candidates refined: never worse here
+    assert rows["faiss IndexHNSWFlat"]["build"]["add_seconds"] > 0
+    for row in r["rows"]:
+        assert all(row["threads"][t]["qps"] > 0 for t in ("1", "2"))
+    tg = r["refine_targets"]["tiers"]["int8"]
+    assert set(tg["vs"]) == {"faiss IVF-RaBitQ + Refine(SQ8)", "faiss IVF-RaBitQ + IndexRefineFlat",
+                             "faiss IndexHNSWFlat"}
+    text = capsys.readouterr().out
+    assert "refine tiers (issue 12)" in text and "QPS at recall@10 0.99" in text
+    assert json.loads(out.read_text())["refine_targets"]["recall_target"] == 0.99
