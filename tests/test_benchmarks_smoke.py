@@ -349,3 +349,10 @@ def test_search_benchmark_refine_tiers_beside_faiss_refine_and_hnsw(tmp_path, ca
     text = capsys.readouterr().out
     assert "refine tiers (issue 12)" in text and "QPS at recall@10 0.99" in text
     assert json.loads(out.read_text())["refine_targets"]["recall_target"] == 0.99
+    # the recall-vs-bytes table reads that JSON back
+    curve = _load("benchmarks/refine_curve.py", "bench_refine_curve")
+    (cs,) = curve.main([str(out), "--out", str(tmp_path / "curve.json")])["sets"]
+    pts = {p["what"]: p for p in cs["points"]}
+    assert pts["zenstore + int8"]["total"] == 256 // 8 + 4 + 256 + 4
+    assert pts["zenstore + int8"]["recall@10"] == z["recall@10"]
+    assert [p["total"] for p in cs["points"]] == sorted(p["total"] for p in cs["points"])
