@@ -26,10 +26,12 @@ Vector data per row: dim/8 + 2 * blocks + 2 bytes (964 at 7680 dims with one blo
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import coarse
 from .errors import InvalidVector
 from .format import StoreConfig
 import numba
@@ -80,10 +82,28 @@ class Codec:
         self.base = base.astype(np.float32)  # rotated space
         self.base_sqnorm = np.einsum("ij,ij->i", self.base, self.base, dtype=np.float64)
         self.block_dims = width // config.scale_blocks
+        self._projection: coarse.BaseProjection | None = None
+        self._projection_lock = threading.Lock()
 
     @property
     def n_base(self) -> int:
         return self.base.shape[0]
+
+    def projection(self) -> coarse.BaseProjection:
+        """The base's low-rank projection for the coarse step (``coarse.py``), derived
+        from the base on first use and kept for the codec's life."""
+        if self._projection is None:
+            with self._projection_lock:
+                if self._projection is None:
+                    self._projection = coarse.derive_projection(
+                        self.base, coarse.projection_rank(self.n_base, self.base.shape[1]))
+        return self._projection
+
+    def probe(self, xr: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """(qoff, mask) of rotated queries: exact ``q . c`` on each query's candidate base
+        rows (NaN elsewhere) and its ``nprobe`` nearest base rows (``coarse.probe_rows``)."""
+        return coarse.probe_rows(self.projection(), self.base16, self.base_sqnorm, xr, nprobe,
+                                 self.config.metric == "l2")
 
     # --- vectors in, rotated space -------------------------------------------------------
 

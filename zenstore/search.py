@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import coarse
 from .codec import Codec
 from .errors import IdTypeMismatch
 from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range,
@@ -57,13 +58,21 @@ class PreparedQueries:
     qoff: np.ndarray  # (nq, n_base) float32 q . base[g]
     qsq: np.ndarray  # (nq,) float32 ||q||^2
     qsums: np.ndarray  # (nq, blocks) float32 sum of q over each block
+    probe: np.ndarray | None = None  # (nq, n_base) bool when chosen at preparation (coarse.py)
+    nprobe: int | None = None  # ... for this nprobe; qoff is then exact only on candidates
 
     def __len__(self) -> int:
         return self.q.shape[0]
 
 
-def prepare_queries(codec: Codec, queries: np.ndarray) -> PreparedQueries:
-    """Queries must already be validated (2-d, right dim, finite, nonzero for cosine)."""
+def prepare_queries(codec: Codec, queries: np.ndarray, nprobe: int | None = None,
+                    projected: bool | None = None) -> PreparedQueries:
+    """Queries must already be validated (2-d, right dim, finite, nonzero for cosine).
+
+    With ``nprobe``, the probed base rows are chosen here by the projected coarse step
+    (``coarse.py``) where it is cheaper (``projected`` None) or always (True): ``q . c``
+    is then exact only on each query's candidates. Otherwise (False, or no ``nprobe``)
+    it is exact on every base row and ``probe_mask`` chooses."""
     x = np.ascontiguousarray(queries, dtype=np.float32)
     nq, d = x.shape
     nb = codec.config.scale_blocks
@@ -79,12 +88,21 @@ def prepare_queries(codec: Codec, queries: np.ndarray) -> PreparedQueries:
         prepare_range(*args, 0, nq)
     else:
         prepare_rows(*args, 4 * numba.get_num_threads())
+    if projected is None:
+        projected = nprobe is not None and coarse.worthwhile(codec.n_base, d, nprobe)
+    if projected and nprobe is not None and nprobe < codec.n_base:
+        qoff, probe = codec.probe(q, nprobe)
+        return PreparedQueries(q, codes, alpha, qoff, qsq, qsums, probe, nprobe)
     qoff = codec.base_dots(q).astype(np.float32, copy=False)
     return PreparedQueries(q, codes, alpha, qoff, qsq, qsums)
 
 
 def probe_mask(prep: PreparedQueries, codec: Codec, nprobe: int | None) -> np.ndarray:
     """(nq, n_base) bool: the base rows each query scans."""
+    if prep.probe is not None:
+        if nprobe != prep.nprobe:
+            raise ValueError(f"queries prepared for nprobe={prep.nprobe} cannot probe {nprobe}")
+        return prep.probe
     nq, g = prep.qoff.shape
     if nprobe is None or nprobe >= g:
         return np.ones((nq, g), dtype=np.bool_)
@@ -296,9 +314,9 @@ def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries
 # --- entry points over a snapshot -----------------------------------------------------------
 
 
-def prepare(snap: Snapshot, queries: np.ndarray) -> PreparedQueries:
+def prepare(snap: Snapshot, queries: np.ndarray, nprobe: int | None = None) -> PreparedQueries:
     """Validated (nq, dim) float32 queries -> prepared queries (metric checks included)."""
-    return prepare_queries(snap.codec, for_metric(queries, snap.codec.config.metric, "query"))
+    return prepare_queries(snap.codec, for_metric(queries, snap.codec.config.metric, "query"), nprobe)
 
 
 def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
@@ -332,7 +350,7 @@ def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, me
     shortlist = min(opts.effective_shortlist, rows)
     chunk = max(1, WORK_BYTES // (48 * max(shortlist, k)))
     for a in range(0, nq, chunk):
-        prep = prepare(snap, queries[a : a + chunk])
+        prep = prepare(snap, queries[a : a + chunk], opts.nprobe)
         tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe)
         out_tags[a : a + chunk, :k] = tags
         out_scores[a : a + chunk, :k] = scores

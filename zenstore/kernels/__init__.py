@@ -3,6 +3,7 @@
 
 from . import _threads  # noqa: F401  (must precede the first parallel launch)
 from .bits import pack_signs, unpack_signs
+from .candidates import dot_listed_f16
 from .rescore import build_nibble_lut, build_nibble_luts, dot_rows_f16, rescore, rescore_by_query, rescore_range
 from .scan import (hamming_distances, scan_batch_by_group, scan_batch_by_query_block, scan_query_parallel,
                    scan_query_serial)
@@ -21,6 +22,7 @@ __all__ = [
     "scan_query_parallel",
     "scan_query_serial",
     "dot_rows_f16",
+    "dot_listed_f16",
     "hamming_distances",
     "heap_push",
     "heap_sorted",

@@ -54,3 +54,9 @@ def topk_ref(values: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest values, ties broken by smaller index."""
     order = np.lexsort((np.arange(len(values)), -np.asarray(values)))
     return order[:k]
+
+
+def dot_listed_ref(a: np.ndarray, base: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """a[i] . base[idx[i, j]] in float64 (kernels/candidates.py)."""
+    b = np.asarray(base, dtype=np.float64)
+    return np.einsum("id,ijd->ij", np.asarray(a, dtype=np.float64), b[idx])
