@@ -84,6 +84,7 @@ class Codec:
         self.block_dims = width // config.scale_blocks
         self._projection: coarse.BaseProjection | None = None
         self._projection_lock = threading.Lock()
+        self.calibration = None  # calibration.Calibration: the search default learnt for this base
 
     @property
     def n_base(self) -> int:

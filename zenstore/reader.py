@@ -18,10 +18,23 @@ from .validation import as_matrix, as_query, normalize_ids, positive_int, unique
 from .view import StoreView
 
 
-def search_options(k, shortlist, nprobe) -> SearchOptions:
-    return SearchOptions(k=positive_int(k, "k", maximum=MAX_K),
-                         shortlist=positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K),
-                         nprobe=positive_int(nprobe, "nprobe", allow_none=True))
+def search_options(k, shortlist, nprobe, snap: Snapshot | None = None) -> SearchOptions:
+    """Validated options. ``nprobe="all"`` scans everything; an omitted ``nprobe`` or
+    ``shortlist`` takes the calibrated value of ``snap``'s store (``calibration.py``; no
+    snapshot, as for filtered searches, or none recorded: a full scan and
+    ``SearchOptions``' default shortlist)."""
+    k = positive_int(k, "k", maximum=MAX_K)
+    shortlist = positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K)
+    if isinstance(nprobe, str) and nprobe == "all":
+        return SearchOptions(k=k, shortlist=shortlist, nprobe=None)
+    nprobe = positive_int(nprobe, "nprobe", allow_none=True)
+    cal = None if snap is None or snap.codec is None else snap.codec.calibration
+    if cal is not None:
+        if nprobe is None:
+            nprobe = cal.nprobe
+        if shortlist is None:
+            shortlist = max(cal.shortlist, 10 * k)
+    return SearchOptions(k=k, shortlist=shortlist, nprobe=nprobe)
 
 
 class Reader:
@@ -79,18 +92,20 @@ class Reader:
 
     def search(self, query, k=10, *, shortlist=None, nprobe=None, filter_ids=None,
                with_payload=True) -> list[Hit]:
-        opts = search_options(k, shortlist, nprobe)
+        search_options(k, shortlist, nprobe)  # bad arguments fail before anything is read
         q = as_query(query, self.dim)
         with self.view.reading() as (snap, txn):
+            opts = search_options(k, shortlist, nprobe, None if filter_ids is not None else snap)
             tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
             found = tags[0] >= 0
             return self._hits(snap, tags[0][found], scores[0][found], with_payload, txn)
 
     def search_batch(self, queries, k=10, *, shortlist=None, nprobe=None,
                      filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        opts = search_options(k, shortlist, nprobe)
+        search_options(k, shortlist, nprobe)
         q = as_matrix(queries, self.dim, "queries")
         snap = self.view.current()
+        opts = search_options(k, shortlist, nprobe, None if filter_ids is not None else snap)
         tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
         str_ids = snap.id_type == "str"
         out_ids = np.full(tags.shape, None, dtype=object) if str_ids else np.full(tags.shape, -1, np.int64)
