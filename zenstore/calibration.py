@@ -89,17 +89,17 @@ def choose(recall_of: Callable[[int | None, int], float], n_base: int, rows: int
     ``recall_of(nprobe, shortlist)`` measures one (nprobe None: everything)."""
     full = recall_of(None, FULL_SHORTLIST)
     goal = TARGET * full
-    found = []
+    best = (cost(None, FULL_SHORTLIST, n_base, rows), None, FULL_SHORTLIST, full)
     for shortlist in SHORTLISTS:
         nprobe = 1
-        while nprobe < n_base:
+        # cost grows with nprobe: stop once it reaches the best setting found so far
+        while nprobe < n_base and cost(nprobe, shortlist, n_base, rows) < best[0]:
             r = recall_of(nprobe, shortlist)
             if r >= goal:
-                found.append((cost(nprobe, shortlist, n_base, rows), nprobe, shortlist, r))
+                best = (cost(nprobe, shortlist, n_base, rows), nprobe, shortlist, r)
                 break
             nprobe *= 2
-    found.append((cost(None, FULL_SHORTLIST, n_base, rows), None, FULL_SHORTLIST, full))
-    _, nprobe, shortlist, r = min(found, key=lambda t: t[0])
+    _, nprobe, shortlist, r = best
     return Calibration(nprobe, shortlist, float(r), float(full), rows, queries)
 
 

@@ -37,6 +37,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERMed process
 
 
+
+def _nprobe(text: str):
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"nprobe must be a positive int or 'all', got {text!r}") from None
+
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -434,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", required=True, metavar="FILE.npy", help="(dim,) or (nq, dim) float array")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--shortlist", type=int, default=None)
-    p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--nprobe", type=_nprobe, default=None, help="base rows to probe, or 'all' (default: calibrated)")
     p.add_argument("--json", action="store_true", help="one JSON object per query")
     p.add_argument("--output", default=None, help="write here instead of stdout")
 
