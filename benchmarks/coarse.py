@@ -9,6 +9,8 @@ Three measurements, each side by side in the same run:
   coarse step's microseconds per query (batch and single query) both ways.
 - ``beir``: the same on a real collection's embeddings (a store built in a temporary
   directory; ground truth = exact float top-10 over the corpus).
+- ``store`` / ``beir`` also time the calibrated default ``search()`` against the full
+  scan (recall@10 and QPS, alternating runs; ``--default-only`` for just that).
 - ``scaling``: per-query coarse cost at n_base 1k/4k/16k (synthetic 7680-d rows from
   ``zenstore.synth``; timing only, plus the projection's one-off derivation cost).
 
@@ -51,29 +53,30 @@ def exact_probe(codec: Codec, q: np.ndarray, nprobe: int) -> np.ndarray:
     return mask
 
 
-def best_time(fn, repeats: int) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def coarse_times(codec: Codec, q: np.ndarray, nprobe: int, repeats: int, singles: int) -> dict:
     """Microseconds per query of both coarse steps: the whole batch (best of ``repeats``)
-    and single queries (median of ``singles``)."""
-    out = {}
-    for name, fn in (("exact", lambda x: exact_probe(codec, x, nprobe)),
-                     ("projected", lambda x: codec.probe(x, nprobe))):
+    and single queries (median of ``singles``). The two are timed alternately (batch by
+    batch, query by query), so load from other processes falls on both alike."""
+    steps = {"exact": lambda x: exact_probe(codec, x, nprobe), "projected": lambda x: codec.probe(x, nprobe)}
+    batch = {name: [] for name in steps}
+    single = {name: [] for name in steps}
+    for fn in steps.values():
         fn(q[:4])  # JIT, derivation, page faults
-        out[f"{name} batch us"] = 1e6 * best_time(lambda: fn(q), repeats) / len(q)
-        per = []
-        for i in range(min(singles, len(q))):
+        fn(q[:1])
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn(q)
+            batch[name].append(time.perf_counter() - t0)
+    for i in range(min(singles, len(q))):
+        for name, fn in steps.items():
             t0 = time.perf_counter()
             fn(q[i : i + 1])
-            per.append(time.perf_counter() - t0)
-        out[f"{name} single us"] = 1e6 * float(np.median(per))
+            single[name].append(time.perf_counter() - t0)
+    out = {}
+    for name in steps:
+        out[f"{name} batch us"] = 1e6 * min(batch[name]) / len(q)
+        out[f"{name} single us"] = 1e6 * float(np.median(single[name]))
     return out
 
 
@@ -120,10 +123,33 @@ def compare(store: Store, queries: np.ndarray, truth: np.ndarray, args) -> list[
     return rows
 
 
+def default_vs_full(store: Store, queries: np.ndarray, truth: np.ndarray, rounds: int) -> dict:
+    """The default ``search_batch`` (calibrated) against the full scan (``nprobe="all"``):
+    recall@10 and QPS, the two timed alternately ``rounds`` times (median), so load on
+    the machine hits both alike."""
+    runs = {"default": lambda: store.search_batch(queries, k=K)[0],
+            "full scan": lambda: store.search_batch(queries, k=K, nprobe="all")[0]}
+    out = {"calibration": (lambda c: None if c is None else c.to_dict())(store.snapshot().codec.calibration)}
+    times = {name: [] for name in runs}
+    for name, fn in runs.items():
+        out[f"recall {name}"] = _common.recall_at(fn(), truth, K)  # also the warm-up
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    for name in runs:
+        out[f"QPS {name}"] = len(queries) / float(np.median(times[name]))
+    print(out, flush=True)
+    return out
+
+
 def run_store(args) -> dict:
     queries = np.ascontiguousarray(np.load(args.queries), dtype=np.float32)[: args.nq]
     truth = np.load(args.gt)["ids"][: len(queries)]
     with Store.open(args.store, readonly=True) as store:
+        if args.default_only:
+            return {"store": args.store, "default": default_vs_full(store, queries, truth, args.rounds)}
         rows = compare(store, queries, truth, args)
     return {"store": args.store, "rows": rows}
 
@@ -134,14 +160,15 @@ def run_beir(args) -> dict:
     queries = np.load(os.path.join(emb, "queries.npy")).astype(np.float32)
     truth = np.argsort(-(queries @ docs.T), axis=1)[:, :K]  # exact float top-10 (rows = ids)
     if args.force:
-        coarse.WORTHWHILE = float("inf")  # measure the projected probe at every nprobe
+        coarse.WORTHWHILE, coarse.MIN_EXACT_WORK = float("inf"), 0  # the projected probe at every nprobe
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         with Store.create(os.path.join(tmp, "s.zen"), dim=docs.shape[1], metric="cosine", n_base=args.n_base,
                           min_rows_per_base=max(1, min(24, len(docs) // args.n_base))) as store:
-            store.add(np.arange(len(docs)), docs)
-            rows = compare(store, queries, truth, args)
+            store.add(np.arange(len(docs)), docs)  # trains, then calibrates (>= 2,000 rows)
+            default = default_vs_full(store, queries, truth, args.rounds)
+            rows = [] if args.default_only else compare(store, queries, truth, args)
     return {"collection": args.collection, "embeddings": args.embeddings, "docs": len(docs),
-            "queries": len(queries), "rows": rows}
+            "queries": len(queries), "default": default, "rows": rows}
 
 
 def run_scaling(args) -> dict:
@@ -196,6 +223,8 @@ def main(argv=None) -> dict:
         sp.add_argument("--repeats", type=int, default=3)
         sp.add_argument("--singles", type=int, default=100)
         sp.add_argument("--out", default=None)
+        sp.add_argument("--rounds", type=int, default=5, help="alternating timed runs of default vs full scan")
+        sp.add_argument("--default-only", action="store_true", help="only the default vs full-scan comparison")
     args = p.parse_args(argv)
     result = {"run_store": run_store, "run_beir": run_beir, "run_scaling": run_scaling}[f"run_{args.mode}"](args)
     result.update({"benchmark": f"coarse {args.mode}", "command": _common.rerun_command("benchmarks/coarse.py", argv),
