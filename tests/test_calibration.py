@@ -68,6 +68,8 @@ def test_store_learns_records_and_uses_its_default(tmp_path):
         q = docs[:30] + 0.1
         default, _ = store.search_batch(q, k=10)
         want, _ = store.search_batch(q, k=10, nprobe=cal.nprobe or "all", shortlist=max(cal.shortlist, 100))
+        only_shortlist, _ = store.search_batch(q, k=10, shortlist=200)  # one knob given: no calibration
+        np.testing.assert_array_equal(only_shortlist, store.search_batch(q, k=10, nprobe="all")[0])
         np.testing.assert_array_equal(default, want)
         full, _ = store.search_batch(q, k=10, nprobe="all")
         plain, _ = store.search_batch(q, k=10, nprobe="all", shortlist=200)

@@ -19,21 +19,18 @@ from .view import StoreView
 
 
 def search_options(k, shortlist, nprobe, snap: Snapshot | None = None) -> SearchOptions:
-    """Validated options. ``nprobe="all"`` scans everything; an omitted ``nprobe`` or
-    ``shortlist`` takes the calibrated value of ``snap``'s store (``calibration.py``; no
-    snapshot, as for filtered searches, or none recorded: a full scan and
-    ``SearchOptions``' default shortlist)."""
+    """Validated options. ``nprobe="all"`` scans everything; a search that gives neither
+    ``nprobe`` nor ``shortlist`` takes the calibrated setting of ``snap``'s store
+    (``calibration.py``; no snapshot, as for filtered searches, or none recorded: a full
+    scan with ``SearchOptions``' default shortlist, as does a search giving only one)."""
     k = positive_int(k, "k", maximum=MAX_K)
     shortlist = positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K)
     if isinstance(nprobe, str) and nprobe == "all":
         return SearchOptions(k=k, shortlist=shortlist, nprobe=None)
     nprobe = positive_int(nprobe, "nprobe", allow_none=True)
     cal = None if snap is None or snap.codec is None else snap.codec.calibration
-    if cal is not None:
-        if nprobe is None:
-            nprobe = cal.nprobe
-        if shortlist is None:
-            shortlist = max(cal.shortlist, 10 * k)
+    if cal is not None and nprobe is None and shortlist is None:
+        nprobe, shortlist = cal.nprobe, max(cal.shortlist, 10 * k)
     return SearchOptions(k=k, shortlist=shortlist, nprobe=nprobe)
 
 
