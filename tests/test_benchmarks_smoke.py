@@ -93,7 +93,9 @@ def test_search_benchmark_all_methods(tmp_path, capsys):
     flat = next(row for row in r["rows"] if row["method"] == "faiss IndexFlatIP")
     assert flat["recall@10"] == pytest.approx(1.0)  # exact search reproduces the streamed ground truth
     zs = [row for row in r["rows"] if row["method"] == "zenstore"]
-    assert len(zs) == 4 and all(row["bytes_per_vector"] == 256 // 8 + 4 for row in zs)
+    assert len(zs) == 5 and all(row["bytes_per_vector"] == 256 // 8 + 4 for row in zs)
+    default = [row for row in zs if row.get("default")]  # the calibrated default search, its own row
+    assert len(default) == 1 and default[0]["calibration"]["version"] == 1
     assert max(row["recall@10"] for row in zs) > 0.5
     assert "recall_at_equal_bytes" in r["targets"]
     # the plot needs matplotlib (the `bench` extra); CI installs only `dev`
