@@ -17,10 +17,10 @@ a 281 us query at 1M docs, 1,024 base rows) and grows with the base. Here:
    the smaller base row, as ``top_mask``) are probed.
 
 The probe equals the exact probe whenever the exact top ``nprobe`` are among the
-candidates (measured: docs/benchmarks.md "Coarse step"). ``q . c`` of the rows that are
-not candidates is left NaN: nothing may read it (the scan and rescoring read only probed
-rows). Used only where it is cheaper by at least half (``worthwhile``); a full scan and
-small bases keep the exact product.
+candidates (measured: docs/benchmarks.md, "Coarse step and default search"). ``q . c``
+of the rows that are not candidates is left NaN: nothing may read it (the scan and
+rescoring read only probed rows). Used only where it is cheaper by at least half
+(``worthwhile``); a full scan, filtered searches and small bases keep the exact product.
 
 The projection is derived from the base when a store's codec first probes (not stored:
 no format change); its cost is measured in docs/benchmarks.md.
