@@ -26,7 +26,6 @@ Vector data per row: dim/8 + 2 * blocks + 2 bytes (964 at 7680 dims with one blo
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +82,6 @@ class Codec:
         self.base_sqnorm = np.einsum("ij,ij->i", self.base, self.base, dtype=np.float64)
         self.block_dims = width // config.scale_blocks
         self._projection: coarse.BaseProjection | None = None
-        self._projection_lock = threading.Lock()
         self.calibration = None  # calibration.Calibration: the search default learnt for this base
 
     @property
@@ -92,13 +90,14 @@ class Codec:
 
     def projection(self) -> coarse.BaseProjection:
         """The base's low-rank projection for the coarse step (``coarse.py``), derived
-        from the base on first use and kept for the codec's life."""
-        if self._projection is None:
-            with self._projection_lock:
-                if self._projection is None:
-                    self._projection = coarse.derive_projection(
-                        self.base, coarse.projection_rank(self.n_base, self.base.shape[1]))
-        return self._projection
+        from the base on first use and kept for the codec's life. No lock: two threads
+        that both find it missing derive the same (deterministic) projection, and a child
+        forked mid-derivation cannot inherit a held lock."""
+        proj = self._projection
+        if proj is None:
+            proj = coarse.derive_projection(self.base, coarse.projection_rank(self.n_base, self.base.shape[1]))
+            self._projection = proj
+        return proj
 
     def probe(self, xr: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """(qoff, mask) of rotated queries: exact ``q . c`` on each query's candidate base
