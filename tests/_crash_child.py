@@ -1,7 +1,9 @@
 """Writer process for the crash harness (tests/test_crash.py); also the shared plan.
 
-Run as ``python tests/_crash_child.py STORE ACKFILE SEED N_OPS START``: creates STORE if it
-does not exist, then applies operations START..N_OPS-1 of the deterministic plan for SEED
+Run as ``python tests/_crash_child.py STORE ACKFILE SEED N_OPS START [indexes]``: creates
+STORE if it does not exist (with ``indexes``: then makes sure the payload indexes of
+``INDEXES`` exist -- a no-op once they do), then applies operations START..N_OPS-1 of the
+deterministic plan for SEED
 and appends ``"<op index>\\n"`` to ACKFILE (one ``os.write`` on an O_APPEND descriptor)
 after each call *returns*. The parent kills it with SIGKILL (at a random moment, or the
 process kills itself at a named point through ``ZENSTORE_FAULT``) and then checks that
@@ -23,10 +25,13 @@ import numpy as np
 DIM = 64
 STORE_OPTIONS = {"dim": DIM, "metric": "cosine", "n_base": 4, "min_rows_per_base": 4,
                  "segment_fanout": 3}
+INDEXES = {"lang": "keyword", "op": "int", "id": "float"}  # payload indexes of the index plans
+LANGS = ("en", "de", "fr")
 
 
-def make_plan(seed: int, n_ops: int) -> list[dict]:
-    """A random but valid sequence of writes (every op succeeds when applied in order)."""
+def make_plan(seed: int, n_ops: int, indexes: bool = False) -> list[dict]:
+    """A random but valid sequence of writes (every op succeeds when applied in order);
+    with ``indexes``, some ops drop and re-create the index of "op" (two commits)."""
     rng = random.Random(seed)
     live: list[int] = []
     next_id = 0
@@ -36,6 +41,8 @@ def make_plan(seed: int, n_ops: int) -> list[dict]:
         op = {"i": i, "vseed": seed * 100_003 + i}
         if i == 0 and seed % 2:
             op.update(kind="train", ids=[], n=48)  # explicit training before the first add
+        elif indexes and i > 1 and rng.random() < 0.06:
+            op.update(kind="reindex", ids=[])
         elif i <= 1 or len(live) < 5 or r < 0.40:
             n = rng.randint(24, 48) if not live else rng.randint(1, 30)
             ids = list(range(next_id, next_id + n))
@@ -69,7 +76,8 @@ def op_vectors(op: dict) -> np.ndarray:
 
 
 def op_payloads(op: dict) -> list:
-    return [None if skip else {"op": op["i"], "id": x} for x, skip in zip(op["ids"], op["no_payload"])]
+    return [None if skip else {"op": op["i"], "id": x, "lang": LANGS[x % 3]}
+            for x, skip in zip(op["ids"], op["no_payload"])]
 
 
 def model_states(plan: list[dict]) -> list[dict]:
@@ -97,6 +105,9 @@ def apply(store, op: dict) -> None:
         store.delete(op["ids"])
     elif kind == "train":
         store.train(op_vectors(op))
+    elif kind == "reindex":
+        store.drop_payload_index("op")
+        store.create_payload_index("op", INDEXES["op"])
     else:
         store.compact()
 
@@ -105,9 +116,13 @@ def main(argv: list[str]) -> int:
     path, ack_path, seed, n_ops, start = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4])
     from zenstore import Store
 
-    plan = make_plan(seed, n_ops)
+    indexes = argv[5:6] == ["indexes"]
+    plan = make_plan(seed, n_ops, indexes)
     fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     store = Store.open(path) if os.path.exists(path) else Store.create(path, **STORE_OPTIONS)
+    if indexes:  # the first run creates them; a kill inside a re-creation leaves one to redo
+        for field, kind in INDEXES.items():
+            store.create_payload_index(field, kind)
     os.write(fd, b"start\n")
     for op in plan[start:]:
         apply(store, op)

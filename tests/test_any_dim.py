@@ -122,6 +122,7 @@ def test_format_versions(tmp_path, monkeypatch):
         assert again.get(3).vector.shape == (6,)
     # a reader of version 1 refuses the store by its version, not as a corrupt store
     monkeypatch.setattr(fmt, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(fmt, "FILE_FORMAT_VERSION", 1)  # version 1 had one number for both
     with pytest.raises(zenstore.FormatVersionError, match="format version 2.*up to version 1"):
         Store.open(tmp_path / "v2", readonly=True)
     with pytest.raises(zenstore.FormatVersionError, match="version 2"):

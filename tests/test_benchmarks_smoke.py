@@ -218,6 +218,29 @@ def test_probe_candidates_study_reports_coverage(tmp_path, capsys, monkeypatch):
     assert known == {("same", 2): 1.0, ("same", 8): 1.0, ("negated", 2): 0.0, ("negated", 8): 0.0}
 
 
+def test_filtered_benchmark_runs_every_method_and_checks_targets(tmp_path, capsys):
+    filtered = _load("benchmarks/filtered.py", "bench_filtered")
+    out = tmp_path / "f.json"
+    r = filtered.main(["--n", "2000", "--dim", "128", "--nq", "6", "--threads", "1", "--zen-configs", "50:all", "20:2",
+                       "--n-base", "16", "--nlist", "16", "--ivf-nprobes", "2", "--faiss-train-sample", "2000",
+                       "--latency-queries", "2", "--noindex-latency-queries", "1", "--exhaustive-queries", "4",
+                       "--min-time", "0", "--max-runs", "1", "--data-dir", str(tmp_path), "--out", str(out),
+                       "--no-plot"])
+    saved = json.loads(out.read_text())
+    assert saved["benchmark"] == "filtered" and len(saved["params"]["filters"]) == 12
+    methods = {(row["method"], row["index"]) for row in r["rows"]}
+    assert {("zenstore", True), ("zenstore", False), ("zenstore", None), ("faiss IndexIVFRaBitQ", "IDSelectorBatch"),
+            ("faiss IndexRaBitQ", "IDSelectorBatch")} <= methods
+    for row in r["rows"]:
+        if row["method"] == "zenstore" and row.get("matching"):
+            assert row["hits_per_query"] == min(10, row["matching"])  # never starved, nprobe or not
+            assert 0 <= row["recall@10"] <= 1
+    with_index = {(x["config"], x["filter"]): x["recall@10"] for x in r["rows"] if x["index"] is True}
+    without = {(x["config"], x["filter"]): x["recall@10"] for x in r["rows"] if x["index"] is False}
+    assert with_index == without  # the same rows either way, so the same answers
+    assert len(r["targets"]) == 24 and "rerun: OMP_WAIT_POLICY=passive python benchmarks/filtered.py" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_jit_benchmark_times_cold_and_warm_first_searches(tmp_path):
     """Compiles every kernel twice from an empty numba cache (minutes): slow only."""

@@ -63,12 +63,15 @@ def store_files(path: Path) -> set[str]:
 class Chain:
     """One store and one plan, carried across any number of killed writers."""
 
+    child_args: list = []  # extra arguments of every writer process (tests/_crash_child.py)
+    indexes = False
+
     def __init__(self, root: Path, seed: int, stats: dict) -> None:
         self.dir = root / f"chain-{seed}"
         self.dir.mkdir()
         self.path = self.dir / "store.zen"
         self.seed = seed
-        self.plan = make_plan(seed, N_OPS)
+        self.plan = make_plan(seed, N_OPS, self.indexes)
         self.states = model_states(self.plan)
         self.vectors = {}
         self.applied = 0  # operations known to be in the store
@@ -122,7 +125,7 @@ class Chain:
             time.sleep(kill_after)
             proc.send_signal(signal.SIGKILL)
 
-        rc, stderr, text = self.spawn(CHILD, [], fault, kill if kill_after is not None else None)
+        rc, stderr, text = self.spawn(CHILD, self.child_args, fault, kill if kill_after is not None else None)
         lines = text.split()
         acked = [int(x) for x in lines if x.isdigit()]
         assert acked == list(range(self.applied, self.applied + len(acked))), lines

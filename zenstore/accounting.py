@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from . import format as fmt
 from . import records
 from .view import StoreView
 
@@ -30,6 +31,7 @@ def store_stats(view: StoreView) -> dict:
         "ids": catalog.db_bytes(records.IDS),
         "payloads": catalog.db_bytes(records.PAYLOADS),
         "tombstones": catalog.db_bytes(records.TOMBSTONES),
+        "payload_indexes": catalog.db_bytes(records.PINDEX),
         "catalog_file": catalog_file,
     }
     total = seg_bytes + base + catalog_file
@@ -46,8 +48,24 @@ def store_stats(view: StoreView) -> dict:
         "compression_ratio": cfg.dim * 4 / cfg.bytes_per_vector,
         "bytes_on_disk": {**parts, "total": total},
         "bytes_per_vector_all_in": total / snap.count if snap.count else None,
-        "format_version": cfg.format_version,
+        "format_version": fmt.store_format_version(cfg, snap.manifest),
+        "payload_indexes": payload_index_sizes(view, snap),
         "generation": snap.generation,
         "catalog_map_bytes": catalog.map_size(),  # address space the catalog's map takes here
         "config": cfg.to_dict(),
     }
+
+
+def payload_index_sizes(view: StoreView, snap) -> dict:
+    """``{field: {"kind", "record_bytes", "keys"}}`` of every payload index: the compressed
+    bytes of its records in the catalog, and the distinct keys of its loaded segments."""
+    specs = snap.manifest.payload_indexes
+    if not specs:
+        return {}
+    out = {p.field: {"kind": p.kind, "record_bytes": 0} for p in specs}
+    view.catalog.open_optional(records.PINDEX)
+    with view.catalog.read() as txn:
+        for _seg, name, size in records.iter_payload_index_records(txn):
+            if name in out:
+                out[name]["record_bytes"] += size
+    return out

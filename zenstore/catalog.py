@@ -7,6 +7,12 @@ transactions and lets any number of reader processes see consistent snapshots wh
 writer commits. Values read from LMDB are copied (``bytes(...)``) before the read
 transaction ends. The environment itself -- sharing per process, map sizing and growth,
 reader slots, permissions, OS errors -- is ``lmdb_env.py``'s.
+
+**Optional sub-databases** exist only once a writer created them: a store without them
+is byte for byte what older zenstore wrote. They are opened when the environment opens
+if present; a process that opened the environment earlier opens them later
+(``open_optional``), and a write transaction creates one (``Txn.ensure_db``). LMDB
+forbids two concurrent ``mdb_dbi_open`` calls in a process: one lock guards them.
 """
 
 
@@ -49,14 +55,15 @@ def _check_catalog_file(root: str, path: str) -> None:
 class Catalog:
     """The catalog of one store: read and write transactions over its LMDB environment."""
 
-    def __init__(self, root: str, databases: tuple[str, ...], *, readonly: bool, create: bool = False) -> None:
+    def __init__(self, root: str, databases: tuple[str, ...], *, optional: tuple[str, ...] = (),
+                 readonly: bool, create: bool = False) -> None:
         path = os.path.join(root, CATALOG_FILE)
         if not create:
             _check_catalog_file(root, path)
         self.path = path
         self.readonly = readonly
         self._closed = True
-        self._shared = acquire(path, create, tuple(databases))
+        self._shared = acquire(path, create, tuple(databases), tuple(optional))
         if not readonly and not self._shared.writable:
             release(self._shared)
             raise ReadOnlyStore(f"{path}: catalog is not writable")
@@ -85,11 +92,24 @@ class Catalog:
             return StoreClosed(f"{os.path.dirname(self.path)}: store is closed")
         return translate(exc, self.path, "writing the catalog" if write else "reading the catalog", pending)
 
+    def open_optional(self, name: str) -> bool:
+        """Whether optional sub-database ``name`` exists (its handle is then open for
+        transactions begun from now on)."""
+        if self._closed:
+            raise StoreClosed(f"{os.path.dirname(self.path)}: store is closed")
+        try:
+            return self._shared.open_optional(name)
+        except lmdb.Error as exc:
+            raise self._error(exc, False) from exc
+
     def size_bytes(self) -> int:
         """Bytes of the catalog file in use (LMDB pages up to the last one written)."""
         return self._shared.used()
 
     def db_bytes(self, name: str) -> int:
+        """Bytes of the pages of sub-database ``name`` (0 for an absent optional one)."""
+        if name not in self.dbs:
+            return 0
         with self.read() as txn:
             st = txn.txn.stat(self.dbs[name])
         return (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
@@ -163,7 +183,19 @@ class Txn:
         self._ident: int | None = None
         self._ident, self.txn = shared.begin(write)
         self.dbs = shared.dbs
+        self._created: dict = {}  # optional sub-databases this transaction created
         self._committed = False
+
+    def has(self, db: str) -> bool:
+        """Whether sub-database ``db`` can be used in this transaction (optional ones
+        may be absent)."""
+        return db in self.dbs
+
+    def ensure_db(self, name: str) -> None:
+        """Create optional sub-database ``name`` in this write transaction if it is absent
+        (it exists for others once this transaction commits)."""
+        if name not in self.dbs:
+            self._write(("open_db", name, b"", None))
 
     def get(self, db: str, key: bytes) -> bytes | None:
         value = self.txn.get(key, db=self.dbs[db])
@@ -193,6 +225,12 @@ class Txn:
         kind, db, key, value = op
         if kind == "put":
             return self.txn.put(key, value, db=self.dbs[db])
+        if kind == "open_db":
+            with self._shared.dbi_lock:
+                handle = self._shared.env.open_db(db.encode(), txn=self.txn, create=True)
+            self.dbs = {**self.dbs, db: handle}  # shared once committed (commit())
+            self._created[db] = handle
+            return None
         return self.txn.delete(key, db=self.dbs[db])
 
     def _write(self, op):
@@ -212,6 +250,7 @@ class Txn:
             self._drop()
             self._shared.grow(self.pending)
             self._ident, self.txn = self._shared.begin(True)
+            self.dbs, self._created = self._shared.dbs, {}  # handles of the dropped one are gone
             try:
                 for op in self._log[:upto]:
                     self._apply(op)
@@ -224,6 +263,7 @@ class Txn:
             try:
                 self.txn.commit()
                 self._committed = True
+                self._shared.dbs.update(self._created)
                 return
             except lmdb.MapFullError:
                 self._restart(len(self._log))

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .errors import IngestError, InvalidArgument, ZenstoreError
+from .errors import IngestError, InvalidArgument, InvalidFilter, ZenstoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERMed process
@@ -265,6 +265,40 @@ def _cmd_stats(args) -> int:
     print("bytes on disk:")
     for part, value in disk.items():
         print(f"  {part:<17}{value:>16,}")
+    if stats["payload_indexes"]:
+        print("payload indexes:")
+        for field, info in stats["payload_indexes"].items():
+            print(f"  {field:<24} {info['kind']:<8} {info['record_bytes']:>14,} bytes")
+    return EXIT_OK
+
+
+def _cmd_index(args) -> int:
+    from .store import Store
+
+    if args.action == "list":
+        with Store.open(args.store, readonly=True) as store:
+            indexes = store.stats()["payload_indexes"]
+        if args.json:
+            print(json.dumps(indexes))
+        elif not indexes:
+            print(f"{args.store}: no payload indexes")
+        for field, info in ({} if args.json else indexes).items():
+            print(f"{field}\t{info['kind']}\t{info['record_bytes']}")
+        return EXIT_OK
+    if args.field is None:
+        raise InvalidArgument(f"zenstore index {args.action} needs a FIELD")
+    with Store.open(args.store) as store:
+        if args.action == "create":
+            if args.kind is None:
+                raise InvalidArgument("zenstore index create needs --kind keyword|int|float")
+            t0 = time.perf_counter()
+            made = store.create_payload_index(args.field, args.kind)
+            took = time.perf_counter() - t0
+            print(f"indexed {args.field!r} as {args.kind} over {len(store):,} rows in {took:.1f} s" if made
+                  else f"{args.field!r} already has a {args.kind} index")
+        else:
+            store.drop_payload_index(args.field)
+            print(f"dropped the index of {args.field!r}")
     return EXIT_OK
 
 
@@ -279,12 +313,27 @@ def _load_queries(path: str) -> np.ndarray:
     return q[None, :] if q.ndim == 1 else q
 
 
+def _parse_where(text: str | None):
+    """``--where``: a filter as JSON (the same dict as ``filter=`` in Python)."""
+    if text is None:
+        return None
+    from .filters import compile_filter
+
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise InvalidFilter(f"--where is not valid JSON ({exc}): {text[:80]!r}") from None
+    return compile_filter(spec)
+
+
 def _cmd_search(args) -> int:
     from .store import Store
 
+    where = _parse_where(args.where)
     queries = _load_queries(args.query)
     with Store.open(args.store, readonly=True) as store:
-        ids, scores = store.search_batch(queries, k=args.k, shortlist=args.shortlist, nprobe=args.nprobe)
+        ids, scores = store.search_batch(queries, k=args.k, shortlist=args.shortlist, nprobe=args.nprobe,
+                                         filter=where)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for qi in range(len(queries)):
@@ -382,7 +431,10 @@ Interrupted (Ctrl-C: exit 130, kill: exit 143, kill -9)? Run the same command ag
 resumes after the last committed batch, without duplicating or losing rows. A failed or
 interrupted first run that committed nothing removes the store it created.""",
     "stats": "example:\n  zenstore stats docs.zen --json",
-    "search": "examples:\n  zenstore search docs.zen --query q.npy -k 10\n  zenstore search docs.zen --query q.npy -k 100 --json --output hits.jsonl",
+    "search": "examples:\n  zenstore search docs.zen --query q.npy -k 10\n  zenstore search docs.zen --query q.npy -k 100 --json --output hits.jsonl\n"
+              "  zenstore search docs.zen --query q.npy --where '{\"lang\": \"en\", \"year\": {\"$gte\": 2023}}'",
+    "index": "examples:\n  zenstore index create docs.zen lang --kind keyword\n  zenstore index create docs.zen year --kind int\n"
+             "  zenstore index list docs.zen\n  zenstore index drop docs.zen lang",
     "verify": "example:\n  zenstore verify docs.zen && echo healthy",
     "compact": "example:\n  zenstore compact docs.zen",
     "export": "examples:\n  zenstore export docs.zen out.npy          # out.npy, out.ids.npy, out.payloads.jsonl\n  zenstore export docs.zen out.jsonl --format jsonl",
@@ -444,8 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--shortlist", type=int, default=None)
     p.add_argument("--nprobe", type=_nprobe, default=None, help="base rows to probe, or 'all' (default: calibrated)")
+    p.add_argument("--where", default=None, metavar="JSON",
+                   help='only rows whose payload matches this filter, e.g. \'{"lang": "en"}\' (docs/api.md, "Filters")')
     p.add_argument("--json", action="store_true", help="one JSON object per query")
     p.add_argument("--output", default=None, help="write here instead of stdout")
+
+    p = command("index", "create, drop or list payload indexes (they speed up --where filters)", _cmd_index)
+    p.add_argument("action", choices=("create", "drop", "list"))
+    p.add_argument("store")
+    p.add_argument("field", nargs="?", default=None, help="payload field (a dotted path, e.g. meta.lang)")
+    p.add_argument("--kind", choices=("keyword", "int", "float"), default=None,
+                   help="create: keyword (str/bool equality, $in), int or float (numbers, ranges)")
+    p.add_argument("--json", action="store_true", help="list: as JSON")
 
     p = command("verify", "check every checksum and the catalog's consistency", _cmd_verify)
     p.add_argument("store")

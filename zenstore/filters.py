@@ -28,7 +28,7 @@ from .errors import InvalidArgument, InvalidFilter
 from .payload_keys import INT64_MAX, INT64_MIN, float_key, int_key, keyword_key
 
 __all__ = ["compile_filter", "Filter", "Eq", "In", "Interval", "Exists", "Not", "And", "Or",
-           "index_entry", "IndexEntry", "IndexPlan", "Terms", "Range", "Union", "Intersection",
+           "index_entry", "index_keys", "IndexEntry", "IndexPlan", "Terms", "Range", "Union", "Intersection",
            "KEYWORD", "INT", "FLOAT", "INDEX_KINDS", "MAX_DEPTH"]
 
 Scalar = _TypeUnion[str, int, float, bool, None]
@@ -807,16 +807,44 @@ def index_entry(payload: dict | None, field: str, kind: str) -> IndexEntry:
     an index answers can match them); a number the kind cannot key (3.5 under int, 2**53 + 1
     under float, 2**70 under either) sets ``unkeyed``; NaN is not held (it matches nothing).
     """
+    keys, unkeyed = index_keys([payload], field, kind)
+    return IndexEntry(frozenset(k for _, k in keys), bool(unkeyed))
+
+
+def index_keys(payloads: Sequence, field: str, kind: str) -> tuple[list, list]:
+    """``index_entry`` of many payloads, ``field`` and ``kind`` checked once: the
+    ``(position, key)`` pairs (each key once per payload) and the positions of the
+    payloads that are unkeyed. What a payload index of a batch of rows holds."""
     if kind not in INDEX_KINDS:
         raise InvalidArgument(f"index kind must be one of {INDEX_KINDS}, got {_show(kind)}")
-    keys, unkeyed = set(), False
-    for v in _candidates(_reach(payload, tuple(_field_name(field, "field").split(".")))):
-        key = _key_of(kind, v)
-        if key is not None:
-            keys.add(key)
-        elif kind != KEYWORD and _is_number(v) and not (isinstance(v, float) and math.isnan(v)):
-            unkeyed = True
-    return IndexEntry(frozenset(keys), unkeyed)
+    path = tuple(_field_name(field, "field").split("."))
+    flat = path[0] if len(path) == 1 else None
+    pairs, unkeyed = [], []
+    for pos, payload in enumerate(payloads):
+        if flat is not None and type(payload) is dict:  # the common case: a top-level scalar
+            v = payload.get(flat, _MISSING)
+            if v is _MISSING:
+                continue
+            if type(v) is str or type(v) is bool or type(v) is int:
+                key = _key_of(kind, v)
+                if key is not None:
+                    pairs.append((pos, key))
+                elif type(v) is int and kind != KEYWORD:  # beyond what the kind keys exactly
+                    unkeyed.append(pos)
+                continue
+        seen = set()
+        odd = False
+        for v in _candidates(_reach(payload, path)):
+            key = _key_of(kind, v)
+            if key is not None:
+                if key not in seen:
+                    seen.add(key)
+                    pairs.append((pos, key))
+            elif kind != KEYWORD and _is_number(v) and not (isinstance(v, float) and math.isnan(v)):
+                odd = True
+        if odd:
+            unkeyed.append(pos)
+    return pairs, unkeyed
 
 
 def _leaf_scan(node, indexed: Mapping[str, str]):

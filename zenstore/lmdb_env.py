@@ -235,6 +235,7 @@ class Environment:
         self._open: dict[int, int] = {}  # thread ident -> transactions it has open
         self._count = 0
         self._exclusive = False
+        self.dbi_lock = threading.Lock()  # LMDB: no two mdb_dbi_open at once in a process
 
     # --- transactions open on the environment ----------------------------------------------
 
@@ -313,6 +314,24 @@ class Environment:
                 self.leave(ident)
                 raise
         raise ResourceExhausted(f"{self.path}: the catalog keeps outgrowing this process's map")
+
+    def open_optional(self, name: str) -> bool:
+        """Open the handle of an optional sub-database if it exists now; whether it is open.
+        Only transactions begun afterwards can use a handle opened here."""
+        if name in self.dbs:
+            return True
+        with self.dbi_lock:
+            if name in self.dbs:
+                return True
+            ident = self.enter()  # counted as open: a remap must not run meanwhile
+            try:
+                handle = _open_optional_db(self.env, name)
+            finally:
+                self.leave(ident)
+            if handle is None:
+                return False
+            self.dbs[name] = handle
+            return True
 
     # --- the map ------------------------------------------------------------------------------
 
@@ -402,7 +421,7 @@ _REGISTRY_LOCK = threading.Lock()
 _REGISTRY: dict[str, Environment] = {}
 
 
-def acquire(path: str, create: bool, databases: tuple[str, ...]) -> Environment:
+def acquire(path: str, create: bool, databases: tuple[str, ...], optional: tuple[str, ...] = ()) -> Environment:
     key = os.path.realpath(path)
     with _REGISTRY_LOCK:
         shared = _REGISTRY.get(key)
@@ -410,7 +429,7 @@ def acquire(path: str, create: bool, databases: tuple[str, ...]) -> Environment:
             del _REGISTRY[key]  # inherited through fork: unusable here, and not ours to close
             shared = None
         if shared is None:
-            shared = _open_environment(path, create, databases)
+            shared = _open_environment(path, create, databases, optional)
             _REGISTRY[key] = shared
         if shared.broken:
             raise StoreIOError(f"{path}: {shared.broken}; close every Store on it and open it again")
@@ -434,7 +453,8 @@ def _close_if_unused(shared: Environment) -> None:
         shared.close()
 
 
-def _open_environment(path: str, create: bool, databases: tuple[str, ...]) -> Environment:
+def _open_environment(path: str, create: bool, databases: tuple[str, ...],
+                      optional: tuple[str, ...] = ()) -> Environment:
     root = os.path.dirname(path) or "."
     limit = map_limit()
     registers = create or _may_write_lock_table(path)  # can take a slot in the reader table
@@ -446,9 +466,13 @@ def _open_environment(path: str, create: bool, databases: tuple[str, ...]) -> En
         except OSError as exc:
             raise from_os_error(exc, path, "opening the catalog") from exc
         env = _open_lmdb(path, create=create, writable=writable, lock=flock_fd is None, used=used, limit=limit,
-                         n_databases=len(databases))
+                         n_databases=len(databases) + len(optional))
         try:
             dbs = {n: env.open_db(n.encode(), create=create) for n in databases}
+            for name in optional:
+                handle = _open_optional_db(env, name)
+                if handle is not None:
+                    dbs[name] = handle
             if flock_fd is None:
                 env.reader_check()  # slots left by readers that died
         except lmdb.Error as exc:
@@ -461,6 +485,20 @@ def _open_environment(path: str, create: bool, databases: tuple[str, ...]) -> En
             os.close(flock_fd)
         raise
     return Environment(path, env, dbs, writable, flock_fd, limit)
+
+
+def _open_optional_db(env: lmdb.Environment, name: str):
+    """The handle of optional sub-database ``name``, or None if it does not exist. Its
+    name is a key of LMDB's main database, looked up first in a read transaction; only
+    an existing one is opened: in a writable environment py-lmdb opens handles in a write
+    transaction (one opened in a read transaction dies with it), which commits nothing."""
+    with env.begin(write=False) as txn:
+        if txn.get(name.encode()) is None:
+            return None
+    try:
+        return env.open_db(name.encode(), create=False)
+    except lmdb.NotFoundError:
+        return None
 
 
 def _open_lmdb(path: str, *, create: bool, writable: bool, lock: bool, used: int,

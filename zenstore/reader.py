@@ -11,7 +11,9 @@ import numpy as np
 
 from . import records
 from .errors import IdNotFound, IdTypeMismatch, InvalidArgument
+from .filters import compile_filter
 from .search import MAX_K, rerank_snapshot, search_snapshot
+from .selection import select_rows
 from .snapshot import Snapshot, make_tags
 from .types import Hit, Record, SearchOptions
 from .validation import as_matrix, as_query, normalize_ids, positive_int, unique_keep_order
@@ -33,6 +35,12 @@ def search_options(k, shortlist, nprobe, snap: Snapshot | None = None) -> Search
         nprobe, shortlist = cal.nprobe, max(cal.shortlist, 10 * k)
     return SearchOptions(k=k, shortlist=shortlist, nprobe=nprobe)
 
+
+
+def _default_from(snap: Snapshot, filter_ids, flt) -> Snapshot | None:
+    """The snapshot whose calibration an unconfigured search uses: none for filtered
+    searches (the calibration measured unfiltered probes; they keep the full scan)."""
+    return snap if filter_ids is None and flt is None else None
 
 class Reader:
     """The read operations of one open store."""
@@ -82,35 +90,69 @@ class Reader:
                     payloads = records.read_payloads(txn, ids.tolist()) if with_payload else None
                     yield ids, snap.decode_rows(seg, rows), payloads
 
-    def ids(self) -> np.ndarray:
-        return self.view.current().live_ids()
+    def ids(self, filter=None) -> np.ndarray:
+        flt = None if filter is None else compile_filter(filter)
+        if flt is None or not flt.fields():
+            return self.view.current().live_ids()
+        self._open_index_table(flt)
+        with self.view.reading() as (snap, txn):
+            sel = select_rows(snap, txn, flt, root=self.view.root)
+            parts = [seg.ids[rows] for seg, rows in zip(snap.segments, sel.rows)]
+            if not parts:
+                return snap.live_ids()
+            return np.concatenate(parts)
 
     # --- search and rerank -----------------------------------------------------------------
 
-    def search(self, query, k=10, *, shortlist=None, nprobe=None, filter_ids=None,
+    def _filtered(self, snap: Snapshot, txn, queries, opts, filter_ids, flt):
+        """search_snapshot, restricted by a payload filter when one is given."""
+        if flt is None:
+            return search_snapshot(snap, queries, opts, self.metric, filter_ids)
+        sel = select_rows(snap, txn, flt, filter_ids, root=self.view.root)
+        return search_snapshot(snap, queries, opts, self.metric, rows=None if sel is None else sel.rows)
+
+    def _open_index_table(self, flt) -> None:
+        """Open the catalog's payload index table if the store has indexes and this process
+        opened the catalog before they existed (it must be open before the read begins;
+        until then, filters are checked on payloads: slower, same rows)."""
+        if flt is not None and self.view.snapshot.manifest.payload_indexes \
+                and records.PINDEX not in self.view.catalog.dbs:
+            self.view.catalog.open_optional(records.PINDEX)
+
+    def search(self, query, k=10, *, shortlist=None, nprobe=None, filter_ids=None, filter=None,
                with_payload=True) -> list[Hit]:
+        flt = None if filter is None else compile_filter(filter)  # a bad filter: before any work
         search_options(k, shortlist, nprobe)  # bad arguments fail before anything is read
         q = as_query(query, self.dim)
+        self._open_index_table(flt)
         with self.view.reading() as (snap, txn):
-            opts = search_options(k, shortlist, nprobe, None if filter_ids is not None else snap)
-            tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
+            opts = search_options(k, shortlist, nprobe, _default_from(snap, filter_ids, flt))
+            tags, scores = self._filtered(snap, txn, q, opts, filter_ids, flt)
             found = tags[0] >= 0
             return self._hits(snap, tags[0][found], scores[0][found], with_payload, txn)
 
     def search_batch(self, queries, k=10, *, shortlist=None, nprobe=None,
-                     filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
+                     filter_ids=None, filter=None) -> tuple[np.ndarray, np.ndarray]:
+        flt = None if filter is None else compile_filter(filter)
         search_options(k, shortlist, nprobe)
         q = as_matrix(queries, self.dim, "queries")
-        snap = self.view.current()
-        opts = search_options(k, shortlist, nprobe, None if filter_ids is not None else snap)
-        tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
+        if flt is None:
+            snap = self.view.current()
+            opts = search_options(k, shortlist, nprobe, _default_from(snap, filter_ids, flt))
+            tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
+        else:
+            self._open_index_table(flt)
+            with self.view.reading() as (snap, txn):
+                opts = search_options(k, shortlist, nprobe, _default_from(snap, filter_ids, flt))
+                tags, scores = self._filtered(snap, txn, q, opts, filter_ids, flt)
         str_ids = snap.id_type == "str"
         out_ids = np.full(tags.shape, None, dtype=object) if str_ids else np.full(tags.shape, -1, np.int64)
         found = tags >= 0
         out_ids[found] = snap.tags_to_ids(tags[found])
         return out_ids, scores
 
-    def rerank(self, query, ids, top_n=10, *, with_payload=True) -> list[Hit]:
+    def rerank(self, query, ids, top_n=10, *, filter=None, with_payload=True) -> list[Hit]:
+        flt = None if filter is None else compile_filter(filter)
         top_n = positive_int(top_n, "top_n", maximum=MAX_K)
         q = as_query(query, self.dim)
         ids_arr, kind = normalize_ids(ids, allow_duplicates=True)
@@ -124,6 +166,9 @@ class Reader:
                     f"{int((rows < 0).sum())} id(s) not found: "
                     + ", ".join(repr(v) for v in ids_arr[rows < 0][:5].tolist())
                 )
+            if flt is not None and flt.fields():  # only the given ids whose payload matches
+                keep = flt.mask(records.read_payloads(txn, ids_arr.tolist()))
+                seg_ord, rows = seg_ord[keep], rows[keep]
             tags = make_tags(seg_ord, rows)
             order, scores = rerank_snapshot(snap, q, tags, top_n)
             return self._hits(snap, tags[order], scores, with_payload, txn)

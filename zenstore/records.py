@@ -17,6 +17,8 @@ sub-database    key                         value
 ``tombstones``  segment key                 sorted uint32 deleted rows
 ``payloads``    id key                      zstd JSON object
 ``jobs``        checkpoint name (UTF-8)     JSON progress record
+``pindex``      segment key + field UTF-8   payload index record (``payload_index``);
+                                            optional: only stores that had indexes
 ==============  ==========================  =========================================
 """
 
@@ -36,12 +38,14 @@ log = logging.getLogger("zenstore")
 
 META, IDS, TOMBSTONES, PAYLOADS, JOBS = "meta", "ids", "tombstones", "payloads", "jobs"
 SUB_DATABASES = (META, IDS, TOMBSTONES, PAYLOADS, JOBS)
-
+PINDEX = "pindex"  # optional: created with the first payload index
+OPTIONAL_SUB_DATABASES = (PINDEX,)
 
 
 def open_catalog(root: str, *, readonly: bool, create: bool = False) -> Catalog:
-    """The catalog of the store at ``root``, with the schema's sub-databases."""
-    return Catalog(root, SUB_DATABASES, readonly=readonly, create=create)
+    """The catalog of the store at ``root``, with the schema's sub-databases (the
+    optional ones opened if they exist)."""
+    return Catalog(root, SUB_DATABASES, optional=OPTIONAL_SUB_DATABASES, readonly=readonly, create=create)
 
 
 _FORMAT_KEY = b"format"
@@ -58,29 +62,50 @@ MAX_CHECKPOINT_NAME_BYTES = 400
 def put_format_and_config(txn, config: fmt.StoreConfig, created_by: str) -> None:
     txn.put(META, _FORMAT_KEY, fmt.dumps_json({
         "magic": fmt.STORE_MAGIC,
-        "format_version": config.format_version,  # 1 unless dim is not a multiple of 64
+        # a new store has no payload index: 1 unless dim is not a multiple of 64
+        "format_version": config.format_version,
         "created_by": created_by,
     }))
     txn.put(META, _CONFIG_KEY, fmt.dumps_json(config.to_dict()))
 
 
-def read_config(txn, path: str) -> fmt.StoreConfig:
-    """The store's config, after checking the format record (magic, version)."""
+def _format_record(txn, path: str) -> dict:
     raw_format = txn.get(META, _FORMAT_KEY)
-    raw_config = txn.get(META, _CONFIG_KEY)
     if raw_format is None:
         raise NotAStore(f"{path}: catalog has no zenstore format record")
     info = fmt.loads_json(raw_format, "format record")
     if not isinstance(info, dict) or info.get("magic") != fmt.STORE_MAGIC:
         raise NotAStore(f"{path}: not a zenstore store (format record has no zenstore magic)")
     version = info.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CorruptStore(f"{path}: invalid format version {version!r}")
     if version > fmt.FORMAT_VERSION:
         raise FormatVersionError(
             f"{path}: store has format version {version}; this zenstore reads up to "
             f"version {fmt.FORMAT_VERSION}"
         )
+    return info
+
+
+def read_format_version(txn, path: str) -> int:
+    """The store's format version (checked as ``read_config`` checks it)."""
+    return _format_record(txn, path)["format_version"]
+
+
+def put_format_version(txn, version: int, path: str) -> None:
+    """Rewrite the format record with ``version``, keeping its other fields: a store gets
+    version 3 with its first payload index and its config's version (1 or 2) back with
+    its last one dropped (``format.store_format_version``), so older zenstore refuses
+    exactly the stores whose indexes it would leave stale."""
+    info = _format_record(txn, path)
+    if info["format_version"] != version:
+        txn.put(META, _FORMAT_KEY, fmt.dumps_json({**info, "format_version": version}))
+
+
+def read_config(txn, path: str) -> fmt.StoreConfig:
+    """The store's config, after checking the format record (magic, version)."""
+    version = _format_record(txn, path)["format_version"]
+    raw_config = txn.get(META, _CONFIG_KEY)
     if raw_config is None:
         raise CorruptStore(f"{path}: catalog has no store config")
     config = fmt.StoreConfig.from_dict(fmt.loads_json(raw_config, "store config"))
@@ -206,6 +231,50 @@ def iter_payload_records(txn):
 
 def payload_key(ext_id) -> bytes:
     return fmt.id_key(ext_id)
+
+
+# --- payload indexes ------------------------------------------------------------------------------
+
+
+def payload_index_key(segment_id: int, field: str) -> bytes:
+    return fmt.segment_key(segment_id) + field.encode("utf-8")
+
+
+def has_payload_index_db(txn) -> bool:
+    return txn.has(PINDEX)
+
+
+def ensure_payload_index_db(txn) -> None:
+    txn.ensure_db(PINDEX)
+
+
+def put_payload_index(txn, segment_id: int, field: str, record: bytes) -> None:
+    txn.put(PINDEX, payload_index_key(segment_id, field), record)
+
+
+def read_payload_index(txn, segment_id: int, field: str) -> bytes | None:
+    if not txn.has(PINDEX):
+        return None
+    return txn.get(PINDEX, payload_index_key(segment_id, field))
+
+
+def delete_payload_indexes(txn, segment_id: int, fields) -> None:
+    """Drop a segment's index records of ``fields`` (it was merged away or emptied)."""
+    for name in fields:
+        txn.delete(PINDEX, payload_index_key(segment_id, name))
+
+
+def iter_payload_index_records(txn):
+    """``(segment id, field or None if not UTF-8, value length)`` of every index record."""
+    if not txn.has(PINDEX):
+        return
+    for key, raw in txn.items(PINDEX):
+        seg = int.from_bytes(key[:8], "big") if len(key) > 8 else -1
+        try:
+            name = key[8:].decode("utf-8")
+        except UnicodeDecodeError:
+            name = None
+        yield seg, name, len(raw)
 
 
 # --- checkpoints (resumable jobs) -----------------------------------------------------------------

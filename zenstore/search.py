@@ -26,12 +26,14 @@ from . import coarse
 from .codec import Codec
 from .errors import IdTypeMismatch
 from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range,
-                      scan_batch_by_group, scan_batch_by_query_block, scan_query_parallel, scan_query_serial)
+                      scan_batch_by_group, scan_batch_by_query_block, scan_listed_by_group, scan_query_parallel,
+                      scan_query_serial)
 from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
+from .planner import EXACT, LISTED, FilterPlan, choose, filtered_probe
 from .rotation import hadamard_block
 from .segment import Segment
-from .snapshot import Snapshot, split_tags, tag_base
+from .snapshot import Snapshot, make_tags, split_tags, tag_base
 from .types import SearchOptions
 from .validation import for_metric, normalize_ids
 
@@ -97,6 +99,13 @@ def prepare_queries(codec: Codec, queries: np.ndarray, nprobe: int | None = None
     return PreparedQueries(q, codes, alpha, qoff, qsq, qsums)
 
 
+def closeness(prep: PreparedQueries, codec: Codec) -> np.ndarray:
+    """(nq, n_base): how near each base row is to each query (larger is nearer)."""
+    if codec.config.metric == "l2":
+        return 2 * prep.qoff - codec.base_sqnorm[None, :]  # = ||q||^2 - ||q - c||^2
+    return prep.qoff
+
+
 def probe_mask(prep: PreparedQueries, codec: Codec, nprobe: int | None) -> np.ndarray:
     """(nq, n_base) bool: the base rows each query scans."""
     if prep.probe is not None:
@@ -106,12 +115,8 @@ def probe_mask(prep: PreparedQueries, codec: Codec, nprobe: int | None) -> np.nd
     nq, g = prep.qoff.shape
     if nprobe is None or nprobe >= g:
         return np.ones((nq, g), dtype=np.bool_)
-    if codec.config.metric == "l2":
-        closeness = 2 * prep.qoff - codec.base_sqnorm[None, :]  # = ||q||^2 - ||q - c||^2
-    else:
-        closeness = prep.qoff
     mask = np.empty((nq, g), dtype=np.bool_)
-    top_mask(np.ascontiguousarray(closeness, dtype=np.float32), nprobe, mask)
+    top_mask(np.ascontiguousarray(closeness(prep, codec), dtype=np.float32), nprobe, mask)
     return mask
 
 
@@ -281,13 +286,23 @@ def rank(values: np.ndarray, tags: np.ndarray, k: int) -> np.ndarray:
 
 
 def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries, k: int,
-                    shortlist: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+                    shortlist: int, nprobe: int | None, probe: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Run the whole pipeline. Returns (tags, scores), each (nq, k), best first; rows with
-    fewer than k candidates are padded with tag -1 and score NaN."""
+    fewer than k candidates are padded with tag -1 and score NaN. ``probe`` (nq, n_base)
+    replaces the ``nprobe`` nearest base rows when given (filtered searches)."""
     metric = codec.config.metric
-    nq = len(prep)
-    probe = probe_mask(prep, codec, nprobe)
+    if probe is None:
+        probe = probe_mask(prep, codec, nprobe)
     sl = coarse_pass(segments, prep, probe, shortlist, metric)
+    return best_of_shortlist(segments, prep, sl, k, metric)
+
+
+def best_of_shortlist(segments: list[Segment], prep: PreparedQueries, sl: Shortlist, k: int,
+                      metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rescore every query's shortlisted tags exactly; the best ``k`` (tags, scores), each
+    (nq, k), padded with tag -1 and score NaN."""
+    nq, shortlist = sl.tags.shape
     filled = np.arange(shortlist)[None, :] < sl.size[:, None]
     qidx = np.nonzero(filled)[0]
     flat_tags = sl.tags[filled]
@@ -311,6 +326,72 @@ def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries
     return top_tags, scores
 
 
+# --- filtered searches: the matching rows are known (planner.py) ---------------------------
+
+
+LISTED_PARALLEL_ROWS = 4096  # fewer (listed row, query) pairs: one task, no split
+
+
+def listed_pass(segments: list[Segment], prep: PreparedQueries, probe: np.ndarray, shortlist: int,
+                metric: str, rows: tuple) -> Shortlist:
+    """The coarse pass over only ``rows[i]`` (sorted rows of segment ``i``) in the groups
+    ``probe`` flags: work in proportion to the matching rows, not to the segments."""
+    nq, n_groups = probe.shape
+    vals = np.empty((nq, shortlist), dtype=np.float32)
+    tags = np.empty((nq, shortlist), dtype=np.int64)
+    size = np.zeros(nq, dtype=np.int64)
+    ip_w = ip_weight(metric)
+    groups_t, queries_t = np.nonzero(probe.T)  # (group, query) pairs, by group
+    group_start = np.searchsorted(groups_t, np.arange(n_groups + 1))
+    group_queries = queries_t.astype(np.int64)
+    per_group = np.diff(group_start)
+    threads = numba.get_num_threads()
+    for ordinal, seg in enumerate(segments):
+        listed = rows[ordinal]
+        if len(listed) == 0:
+            continue
+        list_offsets = np.searchsorted(listed, seg.group_offsets).astype(np.int64)
+        work = np.cumsum(per_group * np.diff(list_offsets))
+        n_chunks = 1 if work[-1] < LISTED_PARALLEL_ROWS else 2 * threads
+        cuts = np.searchsorted(work, work[-1] * np.arange(1, n_chunks) / n_chunks, side="left") + 1
+        chunk_groups = np.maximum.accumulate(np.concatenate(([0], np.minimum(cuts, n_groups), [n_groups])))
+        scan_listed_by_group(seg.codes, seg.scales, seg.rowlam, seg.rowterm, listed, list_offsets,
+                             group_queries, group_start, chunk_groups.astype(np.int64), prep.qcodes,
+                             prep.alpha, prep.qoff, ip_w, tag_base(ordinal), vals, tags, size)
+    return Shortlist(vals, tags, size)
+
+
+def group_counts(segments: list[Segment], rows: tuple, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows stored, rows listed) per base row over all segments."""
+    stored = np.zeros(n_groups, dtype=np.int64)
+    listed = np.zeros(n_groups, dtype=np.int64)
+    for seg, r in zip(segments, rows):
+        stored += np.diff(seg.group_offsets)
+        if len(r):
+            listed += np.diff(np.searchsorted(r, seg.group_offsets))
+    return stored, listed
+
+
+def search_rows(segments: list[Segment], codec: Codec, prep: PreparedQueries, k: int, shortlist: int,
+                nprobe: int | None, rows: tuple, plan: FilterPlan) -> tuple[np.ndarray, np.ndarray]:
+    """``search_prepared`` over only ``rows`` (per segment, sorted live rows), the way
+    ``plan`` says (planner.py). Same output."""
+    metric = codec.config.metric
+    nq = len(prep)
+    if plan.strategy == EXACT:  # every matching row is a candidate of every query
+        every = np.concatenate([make_tags(i, r) for i, r in enumerate(rows) if len(r)])
+        sl = Shortlist(np.zeros((nq, len(every)), np.float32), np.tile(every, (nq, 1)),
+                       np.full(nq, len(every), dtype=np.int64))
+        return best_of_shortlist(segments, prep, sl, k, metric)
+    stored, listed = group_counts(segments, rows, codec.n_base)
+    probe = filtered_probe(closeness(prep, codec), stored, listed, nprobe, k)
+    if plan.strategy == LISTED:
+        sl = listed_pass(segments, prep, probe, shortlist, metric, rows)
+        return best_of_shortlist(segments, prep, sl, k, metric)
+    shown = [seg.only_rows(r) for seg, r in zip(segments, rows)]
+    return search_prepared(shown, codec, prep, k, shortlist, nprobe, probe)
+
+
 # --- entry points over a snapshot -----------------------------------------------------------
 
 
@@ -330,9 +411,13 @@ def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
 
 
 def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, metric: str,
-                    filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
+                    filter_ids=None, rows: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``opts.k`` (tags, scores) of each query, each (nq, k), padded with tag -1 and
     score NaN; ``queries`` validated (nq, dim) float32 in the original space.
+
+    ``rows`` (per segment of ``snap``, its sorted live rows that may be returned: a
+    resolved payload filter, ``selection.py``) restricts the search to those rows, run as
+    ``planner.choose`` says; ``filter_ids`` restricts it to ids (not with ``rows``).
 
     The shortlist and the heaps are capped by the rows stored (a k or shortlist beyond
     them finds nothing more), and queries run in chunks whose working memory stays near
@@ -341,17 +426,25 @@ def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, me
     nq = queries.shape[0]
     out_tags = np.full((nq, opts.k), -1, dtype=np.int64)
     out_scores = np.full((nq, opts.k), np.nan, dtype=np.float32)
-    if snap.codec is None or snap.count == 0:
+    matching = None if rows is None else sum(len(r) for r in rows)
+    if snap.codec is None or snap.count == 0 or matching == 0:
         for_metric(queries, metric, "query")  # bad queries are refused even by an empty store
         return out_tags, out_scores
     segments = searchable(snap, filter_ids)
-    rows = max(1, sum(s.rows for s in segments))
-    k = min(opts.k, rows)
-    shortlist = min(opts.effective_shortlist, rows)
+    stored = max(1, sum(s.rows for s in segments))
+    candidates = stored if matching is None else matching
+    k = min(opts.k, candidates)
+    shortlist = min(opts.effective_shortlist, candidates)
+    plan = None if rows is None else choose(matching, stored, shortlist)
     chunk = max(1, WORK_BYTES // (48 * max(shortlist, k)))
+    if plan is not None and plan.strategy == LISTED:  # private heaps of the parallel tasks
+        chunk = max(1, min(chunk, GROUP_SCAN_HEAP_BYTES // (2 * numba.get_num_threads() * shortlist * 12)))
     for a in range(0, nq, chunk):
-        prep = prepare(snap, queries[a : a + chunk], opts.nprobe)
-        tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe)
+        prep = prepare(snap, queries[a : a + chunk], opts.nprobe if plan is None else None)
+        if plan is None:
+            tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe)
+        else:
+            tags, scores = search_rows(segments, snap.codec, prep, k, shortlist, opts.nprobe, rows, plan)
         out_tags[a : a + chunk, :k] = tags
         out_scores[a : a + chunk, :k] = scores
     return out_tags, out_scores

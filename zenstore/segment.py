@@ -76,6 +76,10 @@ class Segment:
     sorted_ids: np.ndarray = field(repr=False, default=None)
     sorted_rows: np.ndarray = field(repr=False, default=None)
     dead: np.ndarray = field(default=None)  # (rows,) uint8, or empty when nothing deleted
+    # payload indexes loaded for this segment, {(field, kind): payload_index.SegmentIndex}:
+    # one dict shared by every copy (with_tombstones, restricted) -- a live row's entries
+    # never change, and rows that die are hidden by ``dead`` (selection.py)
+    payload_indexes: dict = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         order = np.argsort(self.ids, kind="stable")
@@ -83,6 +87,8 @@ class Segment:
         self.sorted_rows = order.astype(np.int64)
         if self.dead is None:
             self.dead = np.zeros(0, dtype=np.uint8)
+        if self.payload_indexes is None:
+            self.payload_indexes = {}
 
     @property
     def rows(self) -> int:
@@ -103,12 +109,21 @@ class Segment:
     def restricted(self, ids: np.ndarray) -> Segment:
         """A view in which only the rows of ``ids`` (and not deleted) are searchable."""
         rows = self.lookup(ids)
+        return self.only_rows(rows[rows >= 0])
+
+    def only_rows(self, rows: np.ndarray) -> Segment:
+        """A view in which only ``rows`` (live rows) are searchable: the others are hidden
+        in the dead-row mask the coarse pass skips."""
         hidden = np.ones(self.rows, dtype=np.uint8)
-        hidden[rows[rows >= 0]] = 0
+        hidden[rows] = 0
         clone = Segment.__new__(Segment)
         clone.__dict__.update(self.__dict__)
         clone.dead = hidden
         return clone
+
+    def live_rows(self) -> np.ndarray:
+        """Rows not deleted, ascending (int64)."""
+        return np.arange(self.rows, dtype=np.int64) if self.dead.size == 0 else np.flatnonzero(self.dead == 0)
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Row of each id in this segment, or -1 (deleted rows count as absent)."""

@@ -225,38 +225,63 @@ class Store:
         None). Works on one snapshot, so concurrent writes do not affect the iteration."""
         return self._reader.iter_records(batch_size, with_payload=with_payload)
 
-    def ids(self) -> np.ndarray:
-        """All live ids (int64 array, or object array of str), in storage order."""
-        return self._reader.ids()
+    def ids(self, *, filter=None) -> np.ndarray:
+        """All live ids (int64 array, or object array of str), in storage order; with
+        ``filter``, only those whose payload matches it (answered by payload indexes where
+        they can, else by decoding the payloads a chunk at a time)."""
+        return self._reader.ids(filter)
 
     def search(self, query, k: int = 10, *, shortlist: int | None = None,
-               nprobe: int | None = None, filter_ids=None, with_payload: bool = True) -> list[Hit]:
+               nprobe: int | None = None, filter_ids=None, filter=None, with_payload: bool = True) -> list[Hit]:
         """The ``k`` best stored vectors for one query, best first.
 
         ``shortlist``: candidates kept by the Hamming pass for exact rescoring (default
         ``max(200, 10 k)``; larger is slower and more accurate). ``nprobe``: scan only the
         rows of the ``nprobe`` base rows nearest the query (default: all). ``filter_ids``:
-        only these ids are candidates (unknown ids are ignored).
+        only these ids are candidates (unknown ids are ignored). ``filter``: only rows
+        whose payload matches this filter (``zenstore.filters``; InvalidFilter if it is
+        malformed), answered by payload indexes where they can.
         """
         return self._reader.search(query, k, shortlist=shortlist, nprobe=nprobe,
-                                   filter_ids=filter_ids, with_payload=with_payload)
+                                   filter_ids=filter_ids, filter=filter, with_payload=with_payload)
 
     def search_batch(self, queries, k: int = 10, *, shortlist: int | None = None,
-                     nprobe: int | None = None, filter_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        """Search many queries at once; returns (ids, scores), each (nq, k).
+                     nprobe: int | None = None, filter_ids=None, filter=None) -> tuple[np.ndarray, np.ndarray]:
+        """Search many queries at once (one ``filter`` for all); returns (ids, scores),
+        each (nq, k).
 
         Rows with fewer than k results are padded with id -1 (int stores) or None (str
         stores) and score NaN. Options as for :meth:`search`.
         """
         return self._reader.search_batch(queries, k, shortlist=shortlist, nprobe=nprobe,
-                                         filter_ids=filter_ids)
+                                         filter_ids=filter_ids, filter=filter)
 
-    def rerank(self, query, ids, top_n: int = 10, *, with_payload: bool = True) -> list[Hit]:
-        """Exact dequantized scores of the given stored ids for ``query``, best first.
+    def rerank(self, query, ids, top_n: int = 10, *, filter=None, with_payload: bool = True) -> list[Hit]:
+        """Exact dequantized scores of the given stored ids for ``query``, best first;
+        with ``filter``, only the given ids whose payload matches.
 
         Unknown ids raise IdNotFound; repeated ids are scored once.
         """
-        return self._reader.rerank(query, ids, top_n, with_payload=with_payload)
+        return self._reader.rerank(query, ids, top_n, filter=filter, with_payload=with_payload)
+
+    # --- payload indexes --------------------------------------------------------------------
+
+    def create_payload_index(self, field: str, kind: str) -> bool:
+        """Index the payload field ``field`` (a dotted path) as ``kind``: ``"keyword"``
+        (str and bool values: equality, ``$in``), ``"int"`` or ``"float"`` (numbers:
+        equality, ``$in``, ranges). Built from every stored payload in one transaction and
+        kept up to date by every write. Returns False if ``field`` already has an index of
+        that kind. A store with indexes has format version 2 (older zenstore refuses it)."""
+        return self._write().create_payload_index(field, kind)
+
+    def drop_payload_index(self, field: str) -> None:
+        """Remove the index of ``field``; the last one dropped returns the store to format
+        version 1. InvalidArgument if ``field`` has no index."""
+        self._write().drop_payload_index(field)
+
+    def payload_indexes(self) -> dict[str, str]:
+        """``{field: kind}`` of every payload index."""
+        return self._view.current().manifest.indexed
 
     # --- introspection --------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from . import format as fmt
-from . import records
+from . import payload_index, records
 from .basefile import load_base
 
 from .codec import Codec
@@ -35,6 +35,7 @@ def verify_store(path) -> list[str]:
     try:
         with catalog.read() as txn:
             config = records.read_config(txn, path)
+        catalog.open_optional(records.PINDEX)  # this process may have opened the catalog before it existed
         for _ in range(RETRIES):
             with catalog.read() as txn:
                 gen = records.read_generation(txn)
@@ -64,6 +65,7 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
     elif manifest.segments:
         problems.append("manifest lists segments but no base matrix")
     seen: dict = {}
+    columns = []  # (record, ids, dead rows) of every segment that loaded
     fds = _open_all(path, manifest.segments, problems, vanished) if codec is not None else {}
     try:
         for rec in manifest.segments:
@@ -77,6 +79,7 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
             except (CorruptStore, FormatVersionError, StoreIOError) as exc:  # e.g. a file it may not read
                 problems.append(str(exc))
                 continue
+            columns.append((rec, ids, dead))
             alive = np.ones(len(ids), bool)
             alive[dead] = False
             for v in ids[alive].tolist():
@@ -110,6 +113,7 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
         problems.append(f"{stray} payload(s) belong to no live id")
     if not problems and not vanished and manifest.count != len(seen):
         problems.append(f"manifest counts {manifest.count} live rows, segments hold {len(seen)}")
+    problems += _check_payload_indexes(txn, path, config, manifest, columns)
     return problems, vanished
 
 
@@ -125,3 +129,53 @@ def _open_all(path: str, segments, problems: list[str], vanished: list[str]) -> 
         except (CorruptStore, StoreIOError) as exc:
             problems.append(str(exc))
     return fds
+
+
+def _check_payload_indexes(txn, path: str, config: fmt.StoreConfig, manifest: fmt.Manifest, columns: list) -> list[str]:
+    """The format version says whether there are indexes; every indexed field has one
+    record per segment and no other record exists; each record decodes and holds, for
+    every live row, exactly the keys (and unkeyed flag) its payload gives."""
+    problems = []
+    version = records.read_format_version(txn, path)
+    want = fmt.store_format_version(config, manifest)
+    if version != want:
+        problems.append(f"format version {version}, but the manifest lists {len(manifest.payload_indexes)} "
+                        f"payload index(es) (expected version {want})")
+    specs = manifest.payload_indexes
+    if specs and not records.has_payload_index_db(txn):
+        return problems + ["the manifest lists payload indexes, the catalog has no index table"]
+    expected = {(rec.id, spec.field) for rec in manifest.segments for spec in specs}
+    stray = [(seg, name) for seg, name, _ in records.iter_payload_index_records(txn) if (seg, name) not in expected]
+    if stray:
+        problems.append(f"{len(stray)} payload index record(s) belong to no indexed field of a listed segment, "
+                        f"e.g. segment {stray[0][0]} field {stray[0][1]!r}")
+    for rec, ids, dead in columns:
+        if not specs:
+            break
+        live = np.setdiff1d(np.arange(rec.rows), dead)
+        try:
+            docs = records.read_payloads(txn, ids[live].tolist())
+        except CorruptStore:
+            continue  # reported with the payloads
+        for spec in specs:
+            what = f"payload index of {spec.field!r} in segment {rec.id}"
+            blob = records.read_payload_index(txn, rec.id, spec.field)
+            if blob is None:
+                problems.append(f"{what}: missing")
+                continue
+            try:
+                got = payload_index.decode(blob, spec.kind, rec.rows, what)
+            except CorruptStore as exc:
+                problems.append(str(exc))
+                continue
+            truth = payload_index.Builder(spec.field, spec.kind, rec.rows).add(live, docs).finish()
+            alive = set(live.tolist())
+            held = {r: keys for r, keys in got.entries().items() if r in alive}
+            unkeyed = set(got.unkeyed.tolist()) & alive
+            if held != truth.entries() or unkeyed != set(truth.unkeyed.tolist()):
+                wrong = sorted(set(held) ^ set(truth.entries())
+                               | {r for r in held if held[r] != truth.entries().get(r)}
+                               | (unkeyed ^ set(truth.unkeyed.tolist())))
+                problems.append(f"{what} disagrees with the payloads of {len(wrong)} live row(s), "
+                                f"e.g. id {ids[wrong[0]]!r}" if wrong else f"{what} disagrees with the payloads")
+    return problems

@@ -28,7 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import format as fmt
-from . import calibration, records
+from . import calibration, index_writes, records
 from .basefile import BaseMatrix, write_base
 from .catalog import CATALOG_FILE, WRITER_LOCK
 from .codec import FP16_MAX, Codec
@@ -42,6 +42,7 @@ from .search import search_snapshot
 from .segment import SEGMENT_DIR, Segment, load_segment, order_rows, write_segment
 from .snapshot import Snapshot, tombstone_updates
 from .train import effective_n_base, train_base
+from .filters import INDEX_KINDS
 from .types import SearchOptions
 from .validation import as_matrix, encode_payloads, for_metric, normalize_ids, unique_keep_order
 from .view import StoreView
@@ -239,7 +240,10 @@ class Writer:
                         "call?); reloading it", self.root)
             self.view.install(self.view.load())
             self.remove_orphans()
-        return self.view.snapshot
+        snap = self.view.snapshot
+        if snap.manifest.payload_indexes and not self.catalog.open_optional(records.PINDEX):
+            raise CorruptStore(f"{self.root}: the manifest lists payload indexes, the catalog has no index table")
+        return snap
 
     def _discard_uncommitted(self, generation: int, files: list[str]) -> None:
         """Remove files written for ``generation`` if, and only if, it was not committed."""
@@ -341,8 +345,12 @@ class Writer:
                 created.append(rec.file)
                 fault("add.segment")  # segment file in place, catalog not yet committed
                 seg_records, tombs = tombstone_updates(snap, seg_ord[existing], rows[existing])
-                manifest = fmt.Manifest(generation, seg_id + 1, id_type, base_rec, tuple(seg_records) + (rec,))
+                manifest = fmt.Manifest(generation, seg_id + 1, id_type, base_rec, tuple(seg_records) + (rec,),
+                                        snap.manifest.payload_indexes)
+                specs = manifest.payload_indexes
+                docs = index_writes.stored_docs(blobs, order) if specs else None
                 with self.catalog.write() as txn:
+                    indexes = index_writes.index_batch(txn, specs, seg_id, docs) if specs else {}
                     records.put_id_column(txn, seg_id, ids_sorted)
                     for sid, (_rec, dead) in tombs.items():
                         records.put_tombstones(txn, sid, dead)
@@ -361,6 +369,7 @@ class Writer:
             fault("add.committed")  # durable; the caller has not been told yet
             new_seg = load_segment(self.root, rec, self.config, codec, ids_sorted,
                                    np.zeros(0, np.int64), verify=False)
+            new_seg.payload_indexes.update(indexes)
             self.view.install(Snapshot(manifest, codec, _with_tombstones(snap.segments, tombs) + (new_seg,)))
             try:
                 self._maybe_merge()
@@ -456,6 +465,7 @@ class Writer:
                         records.put_tombstones(txn, sid, dead)
                 for sid in emptied:
                     records.delete_segment_columns(txn, sid)
+                    index_writes.drop_segment(txn, manifest.payload_indexes, sid)
                 for ext_id in ids_arr[found].tolist():
                     records.delete_payload(txn, ext_id)
                 records.put_manifest(txn, manifest)
@@ -467,6 +477,57 @@ class Writer:
             kept = tuple(s for s in _with_tombstones(snap.segments, tombs) if s.record.id not in emptied)
             self.view.install(Snapshot(manifest, snap.codec, kept))
             return int(found.sum())
+
+    # --- payload indexes ----------------------------------------------------------------------------
+
+    def create_payload_index(self, field: str, kind: str) -> bool:
+        """Index ``field`` (built from every live row's payload in one transaction); False
+        if it already has an index of that kind."""
+        problem = fmt.index_field_problem(field)
+        if problem is not None:
+            raise InvalidArgument(f"cannot index {field!r}: {problem}")
+        if kind not in INDEX_KINDS:
+            raise InvalidArgument(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
+        with self.view.mutex:
+            snap = self._base_snapshot()
+            have = snap.manifest.indexed.get(field)
+            if have == kind:
+                return False
+            if have is not None:
+                raise InvalidArgument(f"{self.root}: field {field!r} already has a {have!r} index; "
+                                      f"drop it first to index it as {kind!r}")
+            specs = tuple(sorted(snap.manifest.payload_indexes + (fmt.PayloadIndexSpec(field, kind),),
+                                 key=lambda p: p.field))
+            manifest = replace(snap.manifest, generation=snap.generation + 1, payload_indexes=specs)
+            with self.catalog.write() as txn:
+                records.ensure_payload_index_db(txn)
+                built = index_writes.build_index(txn, snap.segments, field, kind)
+                records.put_manifest(txn, manifest)
+                records.put_format_version(txn, fmt.store_format_version(self.config, manifest), self.root)
+                fault("index.commit")
+            for seg in snap.segments:
+                seg.payload_indexes[(field, kind)] = built[seg.record.id]
+            self.view.install(Snapshot(manifest, snap.codec, snap.segments))
+            return True
+
+    def drop_payload_index(self, field: str) -> None:
+        """Remove the index of ``field`` (InvalidArgument if there is none)."""
+        with self.view.mutex:
+            snap = self._base_snapshot()
+            kind = snap.manifest.indexed.get(field)
+            if kind is None:
+                raise InvalidArgument(f"{self.root}: no payload index on {field!r} "
+                                      f"(indexed: {sorted(snap.manifest.indexed) or 'none'})")
+            specs = tuple(p for p in snap.manifest.payload_indexes if p.field != field)
+            manifest = replace(snap.manifest, generation=snap.generation + 1, payload_indexes=specs)
+            with self.catalog.write() as txn:
+                index_writes.drop_index(txn, snap.segments, field)
+                records.put_manifest(txn, manifest)
+                records.put_format_version(txn, fmt.store_format_version(self.config, manifest), self.root)
+                fault("index.commit")
+            for seg in snap.segments:
+                seg.payload_indexes.pop((field, kind), None)
+            self.view.install(Snapshot(manifest, snap.codec, snap.segments))
 
     # --- merging ----------------------------------------------------------------------------------
 
@@ -502,6 +563,8 @@ class Writer:
                            next_segment_id=seg_id + 1, segments=new_records)
         try:
             with self.catalog.write() as txn:
+                indexes = index_writes.index_merge(txn, manifest.payload_indexes, victims, seg_id, rec.rows,
+                                                   codec.n_base, self.root)
                 if rec.rows:
                     records.put_id_column(txn, seg_id, ids)
                 for sid in gone:
@@ -518,6 +581,7 @@ class Writer:
         new = []
         if rec.rows:
             new = [load_segment(self.root, rec, self.config, codec, ids, np.zeros(0, np.int64), verify=False)]
+            new[0].payload_indexes.update(indexes)
         else:
             unlink_quietly(os.path.join(self.root, rec.file))
         self.view.install(Snapshot(manifest, codec, tuple(keep) + tuple(new)))

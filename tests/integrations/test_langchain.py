@@ -138,8 +138,15 @@ def test_filters(vs):
     got = vs.similarity_search("x", k=50, filter=lambda m: m["n"] % 10 == 0)
     assert sorted(d.metadata["n"] for d in got) == [0, 10, 20, 30]
     assert vs.similarity_search("x", k=5, filter={"topic": "nothing"}) == []
-    with pytest.raises(zenstore.InvalidArgument, match=r"\$near"):
+    with pytest.raises(zenstore.InvalidFilter, match=r"\$near"):
         vs.similarity_search("x", k=5, filter={"n": {"$near": 3}})
+    with pytest.raises(zenstore.InvalidFilter, match=r"\$and"):
+        vs.similarity_search("x", k=5, filter={"$and": {"n": 1}})
+    # the filter goes to the store: its payload indexes answer it, with the same documents
+    plain = vs.similarity_search("honey bees", k=50, filter={"n": {"$gte": 5, "$lt": 9}})
+    vs.store.create_payload_index("n", "int")
+    indexed = vs.similarity_search("honey bees", k=50, filter={"n": {"$gte": 5, "$lt": 9}})
+    assert [d.id for d in indexed] == [d.id for d in plain] and len(plain) == 4
 
 
 def test_scores_relevance_and_mmr(vs, docs):

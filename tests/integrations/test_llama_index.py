@@ -126,6 +126,33 @@ def test_filters(built):
     assert sorted(n.metadata["n"] for n in vs.get_nodes(filters=nested)) == list(range(20, 24)) + list(range(32, 40))
     empty = MetadataFilters(filters=[MetadataFilter(key="missing", value=None, operator=FilterOperator.IS_EMPTY)])
     assert len(vs.get_nodes(filters=empty)) == 40
+    # the store answers them: with a payload index the same nodes come back
+    vs.store.create_payload_index("topic", "keyword")
+    assert sorted(n.metadata["n"] for n in vs.get_nodes(filters=nested)) == list(range(20, 24)) + list(range(32, 40))
+    got = index.as_retriever(similarity_top_k=5, filters=only).retrieve("honey bees")
+    assert len(got) == 5 and all(n.node.metadata["topic"] == "rockets" for n in got)
+    vs.store.drop_payload_index("topic")
+    text = MetadataFilters(filters=[MetadataFilter(key="topic", value="be", operator=FilterOperator.TEXT_MATCH)])
+    with pytest.raises(zenstore.InvalidArgument, match="no text matching"):
+        vs.get_nodes(filters=text)
+
+
+def test_list_operators_match_array_metadata(tmp_path):
+    vs = ZenstoreVectorStore(tmp_path / "lists.zen", n_base=2)
+    tags = [["a", "b"], ["b"], ["c"], [], "a"]
+    nodes = [TextNode(id_=f"n{i}", text=f"t{i}", metadata={"tags": t}, embedding=embed([f"t{i}"])[0].tolist())
+             for i, t in enumerate(tags)]
+    vs.add(nodes)
+
+    def ids(op, value):
+        return sorted(n.node_id for n in vs.get_nodes(filters=MetadataFilters(
+            filters=[MetadataFilter(key="tags", value=value, operator=op)])))
+
+    assert ids(FilterOperator.CONTAINS, "b") == ["n0", "n1"]
+    assert ids(FilterOperator.ANY, ["a", "c"]) == ["n0", "n2", "n4"]  # a scalar counts as itself
+    assert ids(FilterOperator.ALL, ["a", "b"]) == ["n0"]
+    assert ids(FilterOperator.NIN, ["a"]) == ["n1", "n2", "n3"]
+    vs.close()
 
 
 def test_delete_by_ref_doc_and_nodes(built):

@@ -39,7 +39,6 @@ from pydantic import ConfigDict
 from ..errors import InvalidArgument
 from ..rerank import MISSING_POLICIES, Reranker
 from ..store import Store
-from ._filters import check_filter, matching_ids
 
 __all__ = ["ZenstoreVectorStore", "ZenstoreReranker"]
 
@@ -58,10 +57,11 @@ class ZenstoreVectorStore(VectorStore):
     ``seed``, ...). The first add trains the codec's base matrix on its batch: give it a
     representative batch (or open a store trained beforehand).
 
-    ``filter=``: a dict ``{"field": value}`` / Mongo-style operators (``$eq $ne $gt $gte
-    $lt $lte $in $nin $and $or $not $exists``) on the metadata, or a callable
-    ``metadata -> bool``. Evaluated in Python over the stored payloads for now (see
-    ``zenstore.integrations._filters``); the store's filter language replaces it later.
+    ``filter=``: a dict in the store's filter language (``{"field": value}``, ``$eq $ne
+    $gt $gte $lt $lte $in $nin $exists $and $or $not``, dotted paths, arrays matching
+    when any element does; docs/api.md "Filters"), passed to ``Store.search(filter=)``
+    and so answered by the store's payload indexes where it has them; or a callable
+    ``metadata -> bool``, evaluated in Python over every stored payload.
     """
 
     def __init__(self, embedding: Embeddings, path: str | os.PathLike | None = None, *,
@@ -197,29 +197,30 @@ class ZenstoreVectorStore(VectorStore):
         present = self._store.contains(wanted)
         return [self._document(i, self._store.get(i).payload) for i, ok in zip(wanted, present) if ok]
 
-    def _filter_ids(self, flt) -> list | None:
-        if flt is None:
-            return None
+    def _predicate_ids(self, predicate) -> list:
+        """Ids of the stored rows whose metadata (the payload less the text) passes a
+        callable filter: one Python pass over every payload."""
         strip = self.text_key
-
-        def meta(payload):
-            return {k: v for k, v in payload.items() if k != strip}
-
-        if callable(flt):
-            return matching_ids(self._store, predicate=lambda p: bool(flt(meta(p))))
-        return matching_ids(self._store, check_filter(flt))
+        out = []
+        for ids, _vectors, payloads in self._store.iter_records():
+            for ext_id, payload in zip(ids.tolist(), payloads):
+                if predicate({k: v for k, v in (payload or {}).items() if k != strip}):
+                    out.append(ext_id)
+        return out
 
     def _search(self, vector, k: int, flt=None, **kwargs) -> list:
         if k < 1:
             raise InvalidArgument(f"k must be a positive int, got {k!r}")
         if self._store is None or len(self._store) == 0:
             return []
-        filter_ids = self._filter_ids(flt)
-        if filter_ids is not None and not filter_ids:
-            return []
         options = {o: kwargs[o] for o in ("shortlist", "nprobe") if o in kwargs}
-        return self._store.search(np.asarray(vector, dtype=np.float32), k=k, filter_ids=filter_ids,
-                                  **options)
+        if callable(flt):
+            options["filter_ids"] = self._predicate_ids(flt)
+            if not options["filter_ids"]:
+                return []
+        elif flt is not None:
+            options["filter"] = flt
+        return self._store.search(np.asarray(vector, dtype=np.float32), k=k, **options)
 
     def similarity_search_with_score_by_vector(self, embedding: list[float], k: int = 4,
                                                filter: dict | Callable | None = None,

@@ -43,24 +43,41 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 from ..errors import InvalidArgument
 from ..rerank import MISSING_POLICIES, Reranker
 from ..store import Store
-from ._filters import check_filter, matching_ids
 
 __all__ = ["ZenstoreVectorStore", "ZenstoreRerank", "to_filter"]
 
 _OPERATORS = {
     FilterOperator.EQ: "$eq", FilterOperator.NE: "$ne", FilterOperator.GT: "$gt",
     FilterOperator.GTE: "$gte", FilterOperator.LT: "$lt", FilterOperator.LTE: "$lte",
-    FilterOperator.IN: "$in", FilterOperator.NIN: "$nin", FilterOperator.CONTAINS: "$contains",
-    FilterOperator.ANY: "$any", FilterOperator.ALL: "$all", FilterOperator.TEXT_MATCH: "$text",
-    FilterOperator.TEXT_MATCH_INSENSITIVE: "$itext",
+    FilterOperator.IN: "$in", FilterOperator.NIN: "$nin",
 }
+
+
+def _condition(f: MetadataFilter) -> dict:
+    """One ``MetadataFilter`` in the store's filter language, where an array field matches
+    when any element does: CONTAINS is equality, ANY is ``$in``, ALL one equality per value."""
+    op, key, value = f.operator, f.key, f.value
+    if op in _OPERATORS:
+        return {key: {_OPERATORS[op]: value}}
+    if op == FilterOperator.CONTAINS:
+        return {key: {"$eq": value}}
+    if op == FilterOperator.ANY:
+        return {key: {"$in": value}}
+    if op == FilterOperator.ALL:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return {"$and": [{key: {"$eq": v}} for v in values]} if values else {key: {"$exists": True}}
+    if op == FilterOperator.IS_EMPTY:
+        return {"$or": [{key: {"$exists": False}}, {key: {"$eq": None}}, {key: {"$eq": ""}}]}
+    raise InvalidArgument(f"filter operator {op!r} on {key!r} is not supported: zenstore's filter "
+                          "language has no text matching")
 
 
 def to_filter(filters: MetadataFilters | None) -> dict | None:
     """LlamaIndex ``MetadataFilters`` as zenstore's Mongo-style filter dict (None: no filter).
 
     AND -> ``$and``, OR -> ``$or``, NOT (none of them match) -> ``$not`` of ``$or``;
-    nested ``MetadataFilters`` nest; IS_EMPTY matches a missing, null, "" or [] value.
+    nested ``MetadataFilters`` nest; IS_EMPTY matches a missing, null or "" value;
+    TEXT_MATCH(_INSENSITIVE) raise InvalidArgument (see ``_condition``).
     """
     if filters is None or not filters.filters:
         return None
@@ -71,12 +88,7 @@ def to_filter(filters: MetadataFilters | None) -> dict | None:
             if sub is not None:
                 parts.append(sub)
         elif isinstance(f, MetadataFilter):
-            if f.operator == FilterOperator.IS_EMPTY:
-                parts.append({"$or": [{f.key: {"$exists": False}}, {f.key: {"$in": [None, "", []]}}]})
-            elif f.operator in _OPERATORS:
-                parts.append({f.key: {_OPERATORS[f.operator]: f.value}})
-            else:
-                raise InvalidArgument(f"filter operator {f.operator!r} is not supported")
+            parts.append(_condition(f))
         else:  # ExactMatchFilter (legacy)
             parts.append({f.key: {"$eq": f.value}})
     if not parts:
@@ -101,8 +113,9 @@ class ZenstoreVectorStore(BasePydanticVectorStore):
     ``path=None``: a temporary store removed on :meth:`close` (or garbage collection); an
     existing store at ``path`` is opened, else created on the first add with the first
     nodes' embedding dimension; ``create_options`` go to ``Store.create`` (``metric``,
-    ``n_base``, ``seed``, ...). Filters are evaluated over the stored payloads for now
-    (``zenstore.integrations._filters``); query modes: default and MMR.
+    ``n_base``, ``seed``, ...). Filters are translated by :func:`to_filter` and passed to
+    the store (``Store.search(filter=)``, ``Store.ids(filter=)``), so its payload indexes
+    answer them where it has them; query modes: default and MMR.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -206,7 +219,7 @@ class ZenstoreVectorStore(BasePydanticVectorStore):
         flt = to_filter(filters) if isinstance(filters, MetadataFilters) else filters
         if flt is None:
             return wanted if node_ids is not None else self._store.ids().tolist()
-        passing = matching_ids(self._store, check_filter(flt))
+        passing = self._store.ids(filter=flt).tolist()
         if node_ids is None:
             return passing
         keep = set(wanted)
@@ -236,20 +249,23 @@ class ZenstoreVectorStore(BasePydanticVectorStore):
         empty = VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
         if self._store is None or len(self._store) == 0:
             return empty
-        restrict = None
+        restrict = {}
         node_ids = query.node_ids or None  # retrievers pass [] for "no restriction"
-        if query.filters is not None or node_ids or query.doc_ids:
-            flt = to_filter(query.filters)
-            if query.doc_ids:
-                doc = {"ref_doc_id": {"$in": list(query.doc_ids)}}
-                flt = doc if flt is None else {"$and": [flt, doc]}
-            restrict = self._select(node_ids, flt)
-            if not restrict:
+        flt = to_filter(query.filters)
+        if query.doc_ids:
+            doc = {"ref_doc_id": {"$in": list(query.doc_ids)}}
+            flt = doc if flt is None else {"$and": [flt, doc]}
+        if flt is not None:
+            restrict["filter"] = flt
+        if node_ids:
+            wanted = list(dict.fromkeys(i for i in node_ids if isinstance(i, str)))
+            if not wanted:
                 return empty
+            restrict["filter_ids"] = wanted
         k = max(1, int(query.similarity_top_k))
         q = np.asarray(query.query_embedding, dtype=np.float32)
         fetch = k if query.mode == VectorStoreQueryMode.DEFAULT else max(4 * k, 20)
-        hits = self._store.search(q, k=fetch, filter_ids=restrict, **kwargs)
+        hits = self._store.search(q, k=fetch, **restrict, **kwargs)
         if query.mode == VectorStoreQueryMode.MMR and hits:
             from llama_index.core.indices.query.embedding_utils import get_top_k_mmr_embeddings
 

@@ -56,6 +56,30 @@ def topk_ref(values: np.ndarray, k: int) -> np.ndarray:
     return order[:k]
 
 
+def scan_listed_ref(codes, scales, rowlam, rowterm, group_offsets, listed, probe, qcode, alpha, qoff, ip_w):
+    """(rows, proxies) a restricted pass over ``listed`` rows scores for one query: the
+    listed rows whose group ``probe`` flags, with their proxies (``scan_listed_by_group``)."""
+    groups = row_groups_ref(group_offsets)
+    rows = np.asarray(listed, dtype=np.int64)
+    rows = rows[probe[groups[rows]]] if len(rows) else rows
+    proxies = proxy_ref(codes, scales, rowlam, rowterm, group_offsets, qcode, alpha, qoff, ip_w)
+    return rows, proxies[rows]
+
+
+def probe_covering_ref(closeness, group_rows, matches, nprobe, k):
+    """Twin of ``probe.probe_covering``: a full stable sort of each query's base rows."""
+    nq, g = closeness.shape
+    matches = np.asarray(matches)
+    order = np.argsort(-np.asarray(closeness, dtype=np.float64), axis=1, kind="stable")
+    goal = np.asarray(group_rows)[order[:, :nprobe]].sum(axis=1)
+    goal = np.maximum(np.minimum(np.maximum(goal, k), int(matches.sum())), 1)
+    covered = np.cumsum(matches[order], axis=1)
+    take = np.maximum((covered < goal[:, None]).sum(axis=1) + 1, min(nprobe, g))
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(g)[None, :], axis=1)
+    return (rank < take[:, None]) & (matches > 0)[None, :]
+
+
 def dot_listed_ref(a: np.ndarray, base: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """a[i] . base[idx[i, j]] in float64 (kernels/candidates.py)."""
     b = np.asarray(base, dtype=np.float64)

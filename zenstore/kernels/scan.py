@@ -22,7 +22,7 @@ of group ``g``, and only the groups listed in ``groups`` (one query) or flagged 
 ``probe`` (a batch) are scanned. ``dead[i] != 0`` marks a deleted row; an empty ``dead``
 means no row is deleted.
 
-Four scans, named by what they take and how they split the work:
+Five scans, named by what they take and how they split the work:
 
 - ``scan_query_serial``: one query, one thread (small scans).
 - ``scan_query_parallel``: one query, its probed rows split into equal chunks per thread.
@@ -30,6 +30,8 @@ Four scans, named by what they take and how they split the work:
   walking the union of its queries' groups (queries that probe alike).
 - ``scan_batch_by_group``: a batch, runs of groups in parallel, each group read once for
   every query probing it (small ``nprobe``: queries rarely share groups).
+- ``scan_listed_by_group``: the same split over listed rows only (a filter's matching
+  rows, ``planner.py``): no pass over the other rows, no dead-row mask.
 """
 
 from __future__ import annotations
@@ -230,6 +232,69 @@ def scan_batch_by_group(codes, scales, rowlam, rowterm, dead, group_offsets, gro
                     priv_size[c, q] = _scan_rows(codes, scales, rowlam, rowterm, dead, qcodes, q,
                                                  alpha, qoff[q, g], ip_w, t0, t1, row_tag,
                                                  priv_vals[c, q], priv_idx[c, q], priv_size[c, q])
+    for q in nb.prange(nq):
+        size = heap_size[q]
+        for c in range(n_chunks):
+            for t in range(priv_size[c, q]):
+                size = heap_push(heap_vals[q], heap_idx[q], size, priv_vals[c, q, t], priv_idx[c, q, t])
+        heap_size[q] = size
+
+
+# --- restricted passes: only listed rows (a filter's matching rows) --------------------------------
+
+
+@nb.njit(nogil=True, cache=CACHE)
+def _scan_listed(codes, scales, rowlam, rowterm, listed, first, stop, qcodes, q, alpha, base_ip, ip_w,
+                 row_tag, vals, idxs, size):
+    """``_scan_rows`` over the rows ``listed[first:stop]`` instead of a range of rows (the
+    same loop, kept separate for the same reason)."""
+    nblocks = scales.shape[1]
+    words_per_block = codes.shape[1] // nblocks
+    bits_per_block = words_per_block * 64
+    for i in range(first, stop):
+        r = listed[i]
+        ip = base_ip * rowlam[r]
+        for b in range(nblocks):
+            h = np.uint64(0)
+            w0 = b * words_per_block
+            for w in range(words_per_block):
+                h += popcount64(codes[r, w0 + w] ^ qcodes[q, w0 + w])
+            ip += scales[r, b] * alpha[q, b] * np.float32(bits_per_block - 2 * np.int64(h))
+        size = heap_push(vals, idxs, size, ip_w * ip + rowterm[r], row_tag + r)
+    return size
+
+
+_LISTED_ROWS = (_array(types.uint64, 2), _array(types.float32, 2), _array(types.float32, 1),
+                _array(types.float32, 1), _GROUPS, _GROUPS)  # codes .. rowterm, listed, list_offsets
+
+
+@kernel(types.void(*_LISTED_ROWS, _GROUPS, _GROUPS, _GROUPS, *_QUERIES, *_HEAPS), parallel=True)
+def scan_listed_by_group(codes, scales, rowlam, rowterm, listed, list_offsets, group_queries, group_start,
+                         chunk_groups, qcodes, alpha, qoff, ip_w, row_tag, heap_vals, heap_idx, heap_size):
+    """``scan_batch_by_group`` over listed rows only: of group ``g`` just the rows
+    ``listed[list_offsets[g] : list_offsets[g + 1]]`` are scored (ascending rows of that
+    group, e.g. the rows a payload filter selects), so the work is the listed rows of the
+    probed groups -- no pass over the others, no dead-row mask. ``chunk_groups`` splits the
+    groups into runs of about equal work, one per parallel task (one query or many)."""
+    nq, cap = heap_vals.shape
+    n_chunks = chunk_groups.shape[0] - 1
+    tile = max(1, TILE_BYTES // (codes.shape[1] * 8))
+    priv_vals = np.empty((n_chunks, nq, cap), dtype=np.float32)
+    priv_idx = np.empty((n_chunks, nq, cap), dtype=np.int64)
+    priv_size = np.zeros((n_chunks, nq), dtype=np.int64)
+    for c in nb.prange(n_chunks):
+        for g in range(chunk_groups[c], chunk_groups[c + 1]):
+            q0 = group_start[g]
+            q1 = group_start[g + 1]
+            if q0 == q1:
+                continue
+            for t0 in range(list_offsets[g], list_offsets[g + 1], tile):
+                t1 = min(t0 + tile, list_offsets[g + 1])
+                for k in range(q0, q1):
+                    q = group_queries[k]
+                    priv_size[c, q] = _scan_listed(codes, scales, rowlam, rowterm, listed, t0, t1, qcodes, q,
+                                                   alpha, qoff[q, g], ip_w, row_tag, priv_vals[c, q],
+                                                   priv_idx[c, q], priv_size[c, q])
     for q in nb.prange(nq):
         size = heap_size[q]
         for c in range(n_chunks):
