@@ -134,7 +134,7 @@ def test_store_search_with_the_projected_probe_matches_the_exact_probe(tmp_path,
         same = np.mean([set(a) == set(b) for a, b in zip(got.tolist(), want.tolist())])
         assert same >= 0.9, same
         assert [h.id for h in store.search(queries[0], k=10, nprobe=6)] == [h.id for h in one]
-        full_a, _ = store.search_batch(queries, k=10)  # a full scan is unchanged
+        full_a, _ = store.search_batch(queries, k=10, nprobe="all")  # a full scan is unchanged
         monkeypatch.setattr(coarse, "MIN_EXACT_WORK", 1 << 40)
-        full_b, _ = store.search_batch(queries, k=10)
+        full_b, _ = store.search_batch(queries, k=10, nprobe="all")
         np.testing.assert_array_equal(full_a, full_b)
