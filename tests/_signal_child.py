@@ -17,6 +17,7 @@ After each call returns, ``"<op index>\\n"`` is appended to ACKFILE.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -87,6 +88,9 @@ def main(argv: list[str]) -> int:
     path, ack_path, seed, n_ops, start, mode = (argv[0], argv[1], int(argv[2]), int(argv[3]),
                                                 int(argv[4]), argv[5])
     global _calm
+    # a writer that hangs prints every thread's stack (to the stderr the test reports) and
+    # exits, before the parent's 180 s wait gives up on it
+    faulthandler.dump_traceback_later(150, exit=True)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     fault_spec = os.environ.pop("ZENSTORE_FAULT", "")  # armed after the warm-up

@@ -58,3 +58,20 @@ def clustered(rng, n, dim, n_clusters=8, spread=0.6):
     labels = rng.integers(0, n_clusters, n)
     x = centers[labels] + spread * rng.standard_normal((n, dim)).astype(np.float32)
     return x.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory):
+    """One real ``zenstore serve`` (keys read / write / admin, an embedder, small limits) for
+    tests/test_server_http.py and test_server_clients.py: a start-up costs seconds, so the
+    two modules share it. Tests that write clean up what they wrote."""
+    from tests._server import EMBEDDER, LIMITS, Server, build_store
+    from zenstore.server import add_key
+
+    root = tmp_path_factory.mktemp("api")
+    build_store(root / "docs.zen", n=200)
+    keys = root / "keys.json"
+    scoped = {scope: add_key(str(keys), scope)[0] for scope in ("read", "write", "admin")}
+    with Server(root / "docs.zen", "--embedder", EMBEDDER, "--api-key-file", str(keys), *LIMITS) as srv:
+        srv.keys, srv.keys_file = scoped, str(keys)
+        yield srv

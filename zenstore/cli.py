@@ -35,6 +35,8 @@ from .errors import IngestError, InvalidArgument, InvalidFilter, ZenstoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERMed process
+VECTOR_BATCH_SIZE = 8192  # --batch-size default for vector inputs
+TEXT_BATCH_SIZE = 1024  # and for texts (--embedder): an embedder is slower than a file read
 
 
 
@@ -152,24 +154,38 @@ class StopSignals:
 
 
 def _cmd_ingest(args) -> int:
+    if args.shards is not None or args.ray is not None:
+        if args.embedder is not None:
+            raise InvalidArgument("--embedder is not supported with --shards/--ray yet: embed the texts "
+                                  "into a vector file first, or ingest into one store")
+        return _cmd_ingest_sharded(args)
     from .ingest import IngestOptions, infer_dim, ingest
 
+    if args.batch_size is None:  # texts: smaller batches, so progress and commits come often
+        args.batch_size = TEXT_BATCH_SIZE if args.embedder else VECTOR_BATCH_SIZE
     options = IngestOptions(
         batch_size=args.batch_size, on_error=args.on_error, report_path=args.report,
         format=args.format, ids_path=args.ids, id_field=args.id_field,
         vector_field=args.vector_field, embeddings=args.embeddings,
         train_sample=args.train_sample, restart=args.restart,
+        embedder=args.embedder, text_field=args.text_field,
     )
     if args.on_error == "skip" and options.report_path is None:
         options = dataclasses.replace(options, report_path=args.store.rstrip("/") + ".rejected.jsonl")
+    embedder = None
+    if args.embedder is not None:  # loaded before the store is made: its dim is the store's
+        from .ingest import load_embedder
+
+        embedder = load_embedder(args.embedder)
     created = not os.path.exists(args.store)
-    store = _open_or_create(args, options, infer_dim)
+    store = _open_or_create(args, options, infer_dim, embedder)
     bar = ProgressBar(sys.stderr, enabled=not args.quiet and sys.stderr.isatty())
     remove = False
     try:
         with store:
             try:
-                summary = ingest(store, args.inputs, options, progress=bar, commit_guard=args.hold)
+                summary = ingest(store, args.inputs, options, progress=bar, commit_guard=args.hold,
+                                 embedder=embedder)
             except BaseException:
                 remove = created and _holds_nothing(store)
                 raise
@@ -206,18 +222,25 @@ def _cmd_ingest(args) -> int:
     return EXIT_OK
 
 
-def _open_or_create(args, options, infer_dim):
-    """The store to ingest into: opened, or created with ``--dim`` or the dimension of the
-    first input (so a first run without ``--dim`` cannot create a store of the wrong one)."""
+def _open_or_create(args, options, infer_dim, embedder=None):
+    """The store to ingest into: opened, or created with ``--dim``, the embedder's dimension
+    or the dimension of the first input (so a first run without ``--dim`` cannot create a
+    store of the wrong one)."""
     from .store import Store
 
+    if embedder is not None and args.dim is not None and args.dim != embedder.dim:
+        raise IngestError(f"embedder {args.embedder!r} gives vectors of dimension {embedder.dim}, "
+                          f"--dim says {args.dim}")
     if os.path.exists(args.store):
         store = Store.open(args.store)
         if args.dim is not None and args.dim != store.dim:
             store.close()
             raise IngestError(f"{args.store}: the store has dimension {store.dim}, --dim says {args.dim}")
         return store
-    dim, source = (args.dim, None) if args.dim is not None else infer_dim(args.inputs, options)
+    if embedder is not None:
+        dim, source = embedder.dim, f"embedder {args.embedder!r}"
+    else:
+        dim, source = (args.dim, None) if args.dim is not None else infer_dim(args.inputs, options)
     create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
     try:
         return Store.create(args.store, dim=dim, metric=args.metric, **create)
@@ -243,6 +266,76 @@ def _remove_store(path: str) -> None:
     except OSError:
         return
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+# --- zenstore ingest --shards N --ray [ADDRESS]: a sharded store on Ray (zenstore.cluster) ----
+
+
+def _ray_address(value: str) -> bool:
+    return value in ("local", "auto") or ":" in value
+
+
+def _cmd_ingest_sharded(args) -> int:
+    from .cluster import ShardedStore
+    from .cluster.actor import ensure_ray
+    from .cluster.ingest import DatasetIngestOptions, ingest_files
+
+    address = args.ray or "local"
+    if not _ray_address(address):  # "--ray STORE INPUT...": argparse took STORE for the address
+        args.inputs, args.store, address = [args.store, *args.inputs], address, "local"
+    if args.ids is not None or args.format in ("fvecs", "beir"):
+        raise InvalidArgument("with --ray, inputs are .npy (ids = row numbers), .parquet or .jsonl")
+    ensure_ray(None if address == "local" else address)
+    if os.path.exists(args.store):
+        store = ShardedStore.open(args.store)
+        if args.shards is not None and args.shards != store.shards:
+            store.close()
+            raise InvalidArgument(f"{args.store} has {store.shards} shards, not {args.shards}")
+        if args.dim is not None and args.dim != store.dim:
+            store.close()
+            raise IngestError(f"{args.store}: the store has dimension {store.dim}, --dim says {args.dim}")
+    else:
+        if args.shards is None:
+            raise InvalidArgument("--shards N is needed to create a sharded store")
+        from .ingest import IngestOptions, infer_dim
+
+        dim = args.dim
+        if dim is None:  # as for one store: the first input's vector length
+            dim, _ = infer_dim(args.inputs, IngestOptions(format=args.format, id_field=args.id_field,
+                                                          vector_field=args.vector_field))
+        create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
+        store = ShardedStore.create(args.store, dim=dim, shards=args.shards, metric=args.metric, **create)
+    report = args.report or (args.store.rstrip("/") + ".rejected.jsonl" if args.on_error == "skip" else None)
+    options = DatasetIngestOptions(batch_size=args.batch_size, id_column=args.id_field,
+                                   vector_column=args.vector_field, on_error=args.on_error, report_path=report,
+                                   train_sample=args.train_sample)
+    show = not args.quiet and sys.stderr.isatty()
+
+    def progress(p):
+        if show:
+            rate = p.rows_added / p.elapsed if p.elapsed > 0 else 0.0
+            sys.stderr.write(f"\r{p.rows_done:,} rows {rate:,.0f} rows/s ({p.rows_skipped:,} skipped)    ")
+            sys.stderr.flush()
+
+    with store:
+        try:
+            summary = ingest_files(store, args.inputs, options, progress, format=args.format)
+        finally:
+            if show:
+                sys.stderr.write("\n")
+        count = len(store)
+    line = {"rows_added": summary.rows_added, "rows_skipped": summary.rows_skipped,
+            "rows_resumed": summary.rows_resumed, "shards": list(summary.per_shard_added),
+            "seconds": round(summary.seconds, 2),
+            "rows_per_second": round(summary.rows_added / summary.seconds, 1) if summary.seconds else None,
+            "store_count": count}
+    if args.json:
+        print(json.dumps(line))
+    elif not args.quiet:
+        print(f"ingested {summary.rows_added:,} rows into {len(summary.per_shard_added)} shards "
+              f"({summary.rows_skipped:,} skipped, {summary.rows_resumed:,} already loaded by an earlier run) in "
+              f"{summary.seconds:.1f} s; store holds {count:,} vectors")
+    return EXIT_OK
 
 
 def _cmd_stats(args) -> int:
@@ -418,6 +511,77 @@ def _cmd_demo(args) -> int:
     return EXIT_OK if report.identical_after_reopen else EXIT_FAILED
 
 
+# --- serve and keys (zenstore.server) ---------------------------------------------------
+
+
+def _cmd_serve(args) -> int:
+    from .server import Limits, ServerConfig, serve
+
+    limits = Limits(**{k: v for k, v in (("max_body_bytes", args.max_body_bytes), ("max_documents", args.max_documents),
+                                         ("max_top_n", args.max_documents), ("max_k", args.max_k),
+                                         ("max_batch", args.max_batch)) if v is not None})
+    cfg = ServerConfig(store=args.store, host=args.host, port=args.port, embedder=args.embedder,
+                       api_key_file=args.api_key_file, workers=args.workers, readonly=args.readonly,
+                       text_field=args.text_field, graceful_seconds=args.graceful_seconds, limits=limits)
+    return serve(cfg)
+
+
+def _cmd_keys(args) -> int:
+    from .server import add_key, read_keys, revoke_key
+
+    if args.action == "add":
+        key, entry = add_key(args.file, args.scope, args.name)
+        print(f"added key {entry.id} (scope {entry.scope}) to {args.file}; it is shown only now:", file=sys.stderr)
+        print(key)
+    elif args.action == "list":
+        entries = read_keys(args.file)
+        if args.json:
+            print(json.dumps([{k: v for k, v in dataclasses.asdict(e).items() if k != "sha256"} for e in entries],
+                             indent=2))
+        else:
+            for e in entries:
+                print(f"{e.id}\t{e.scope}\t{e.created}\t{e.name or ''}")
+    else:
+        entry = revoke_key(args.file, args.key)
+        print(f"revoked key {entry.id} (scope {entry.scope})")
+    return EXIT_OK
+
+
+def _add_serve_and_keys(command) -> None:
+    p = command("serve", "serve a store over HTTP (Cohere-compatible rerank, search, writes)", _cmd_serve)
+    p.add_argument("store", help="store directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="default 8080; 0 picks a free port (printed)")
+    p.add_argument("--embedder", default=None, metavar="SPEC",
+                   help="openai:URL[#MODEL], sentence-transformers:PATH or python:MODULE:ATTR")
+    p.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="accept only these keys (zenstore keys add FILE); required unless --host is loopback")
+    p.add_argument("--workers", type=int, default=1, help="HTTP worker processes (readers; default 1)")
+    p.add_argument("--readonly", action="store_true", help="take no writes (no writer process, no store lock)")
+    p.add_argument("--text-field", default="text", help="payload field rerank matches document texts against")
+    p.add_argument("--graceful-seconds", type=float, default=30.0,
+                   help="on SIGTERM, how long in-flight requests get to finish (default 30)")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-body-bytes", type=int, default=None, help="request body (default 64 MiB): 413 beyond")
+    g.add_argument("--max-documents", type=int, default=None, help="documents and top_n of a rerank (default 1000)")
+    g.add_argument("--max-k", type=int, default=None, help="k of a search (default 1000)")
+    g.add_argument("--max-batch", type=int, default=None, help="rows of an upsert / ids of a delete (default 4096)")
+
+    p = command("keys", "create, list and revoke API keys for zenstore serve", _cmd_keys)
+    ks = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ks.add_parser("add", help="create a key; prints it as the last line (only its hash is stored)")
+    a.add_argument("file", help="keys file (created if absent)")
+    a.add_argument("--scope", required=True, choices=("read", "write", "admin"),
+                   help="read: rerank/search/get/stats/embeddings; write: + upsert/delete; admin: + /metrics")
+    a.add_argument("--name", default=None, help="a note kept with the key")
+    a = ks.add_parser("list", help="key ids, scopes and creation times (never the keys)")
+    a.add_argument("file")
+    a.add_argument("--json", action="store_true")
+    a = ks.add_parser("revoke", help="remove a key (a running server stops accepting it within a second)")
+    a.add_argument("file")
+    a.add_argument("key", metavar="KEY_ID", help="the id from 'keys list' (or the key itself)")
+
+
 # --- parser -----------------------------------------------------------------------------
 
 EXAMPLES = {
@@ -427,6 +591,9 @@ EXAMPLES = {
   zenstore ingest docs.zen corpus.jsonl.zst --id-field doc_id --vector-field emb --on-error skip
   zenstore ingest docs.zen vectors.fvecs --dim 128 --metric l2
   zenstore ingest docs.zen shared/data/scifact --embeddings emb-minilm-l6-v2 --dim 384
+  zenstore ingest docs.zens part-*.parquet --shards 4 --ray      # sharded store, Ray Data, local Ray
+  zenstore ingest docs.zen texts.jsonl --embedder openai:http://127.0.0.1:8080#bge-m3 --id-field doc_id
+  zenstore ingest docs.zen shared/data/scifact --embedder sentence-transformers:/models/all-MiniLM-L6-v2
 Interrupted (Ctrl-C: exit 130, kill: exit 143, kill -9)? Run the same command again: it
 resumes after the last committed batch, without duplicating or losing rows. A failed or
 interrupted first run that committed nothing removes the store it created.""",
@@ -439,6 +606,15 @@ interrupted first run that committed nothing removes the store it created.""",
     "compact": "example:\n  zenstore compact docs.zen",
     "export": "examples:\n  zenstore export docs.zen out.npy          # out.npy, out.ids.npy, out.payloads.jsonl\n  zenstore export docs.zen out.jsonl --format jsonl",
     "demo": "example:\n  zenstore demo --docs 20000",
+    "serve": """examples:
+  zenstore serve docs.zen --embedder openai:http://127.0.0.1:8081#bge-m3
+  zenstore keys add keys.json --scope read && zenstore serve docs.zen --api-key-file keys.json --workers 2
+  zenstore serve docs.zen --host 0.0.0.0 --api-key-file keys.json --readonly
+SIGTERM or Ctrl-C: requests in flight finish, then the store is closed (exit 0).""",
+    "keys": """examples:
+  zenstore keys add keys.json --scope write --name ingest-job   # the key is the last line printed
+  zenstore keys list keys.json
+  zenstore keys revoke keys.json 1a2b3c4d""",
 }
 
 
@@ -477,7 +653,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--id-field", default="id", help="JSONL/Parquet id field (default 'id')")
     g.add_argument("--vector-field", default="vector", help="JSONL/Parquet vector field (default 'vector')")
     g.add_argument("--embeddings", default=None, help="BEIR: embeddings subdirectory (e.g. emb-minilm-l6-v2)")
-    g.add_argument("--batch-size", type=int, default=8192, help="rows per committed batch (default 8192)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help=f"rows per committed batch (default {VECTOR_BATCH_SIZE}; with --embedder {TEXT_BATCH_SIZE})")
+    g = p.add_argument_group("text inputs (embedded while loading)")
+    g.add_argument("--embedder", default=None, metavar="SPEC",
+                   help="embed text inputs (JSONL with a text field, or a BEIR corpus) with this embedder: "
+                        "openai:URL[#MODEL], sentence-transformers:PATH or python:MODULE:ATTR; "
+                        "the store gets its dimension")
+    g.add_argument("--text-field", default="text", metavar="NAME",
+                   help="JSONL field holding the text to embed (default 'text'); it stays in the payload")
     g = p.add_argument_group("bad rows and resuming")
     g.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="fail: stop at the first bad row (its batch is not committed); skip: skip bad rows and list them")
@@ -485,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--restart", action="store_true", help="ignore the progress of an earlier interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g = p.add_argument_group("a sharded store on Ray (pip install 'zenstore[ray]')")
+    g.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="load into a sharded store of N shards (created if absent), with Ray Data")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray: a local cluster, or ADDRESS (auto, HOST:PORT, ray://HOST:PORT); "
+                        "write it as --ray=ADDRESS or after the inputs")
 
     p = command("stats", "counts, bytes per part and compression ratio of a store", _cmd_stats)
     p.add_argument("store")
@@ -525,6 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=7680)
     p.add_argument("--docs", type=int, default=5000)
     p.add_argument("--queries", type=int, default=100)
+
+    _add_serve_and_keys(command)
     return parser
 
 

@@ -35,7 +35,8 @@ from .errors import InvalidVector
 from .format import StoreConfig
 import numba
 
-from .kernels import dot_rows_f16, unpack_signs
+from .assign import NearestRow
+from .kernels import dot_rows_f16, numba_ready, unpack_signs
 from .kernels.bits import encode_residuals
 from .rotation import Rotation
 
@@ -83,6 +84,10 @@ class Codec:
         self.block_dims = width // config.scale_blocks
         self._projection: coarse.BaseProjection | None = None
         self.calibration = None  # calibration.Calibration: the search default learnt for this base
+        self.nearest = NearestRow(self.base, self.base_sqnorm, coarse=not rotation.is_identity)
+        # numba's registries load here, with Ctrl-C deferred, not inside the first search's
+        # compilation, where an interrupt breaks numba for the process (kernels/_kernel.py)
+        numba_ready()
 
     @property
     def n_base(self) -> int:
@@ -136,11 +141,15 @@ class Codec:
         return xr @ self.base.T
 
     def assign(self, xr: np.ndarray) -> np.ndarray:
-        """Nearest base row (L2) of each rotated vector."""
+        """Nearest base row (L2) of each rotated vector: exact among the best candidates
+        of a cheaper ranking (``assign.NearestRow``), or exact outright where that does
+        not apply; a few vectors take the fp16 kernel of ``base_dots``."""
         if self.n_base == 1:
             return np.zeros(xr.shape[0], dtype=np.int64)
-        d = self.base_sqnorm[None, :] - 2.0 * self.base_dots(xr)
-        return np.argmin(d, axis=1).astype(np.int64)
+        if xr.shape[0] <= SMALL_BATCH or not self.nearest.coarse:
+            d = self.base_sqnorm[None, :] - 2.0 * self.base_dots(xr)
+            return np.argmin(d, axis=1).astype(np.int64)
+        return self.nearest(xr)
 
     # --- encode ---------------------------------------------------------------------------
 

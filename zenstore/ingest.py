@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import IngestError, InvalidArgument, InvalidVector
-from .readers import FORMATS, ReadOptions, RowBatch, open_reader
+from .readers import FORMATS, ReadOptions, RowBatch, open_reader, read_ahead
 from .store import Store
 from .validation import id_problem, payload_problem, row_problems, trainable
 
@@ -48,6 +48,8 @@ class IngestOptions:
     embeddings: str | None = None  # BEIR: embeddings subdirectory name (default: the only one)
     train_sample: int | None = None  # rows sampled to train an untrained store (None: auto)
     restart: bool = False  # ignore checkpoints of an earlier run of the same inputs
+    embedder: str | None = None  # SPEC (embedders.load_embedder): inputs are texts to embed
+    text_field: str = "text"  # with an embedder: the JSONL field holding the text
 
     def __post_init__(self) -> None:
         if self.on_error not in ("fail", "skip"):
@@ -56,6 +58,11 @@ class IngestOptions:
             raise InvalidArgument(f"batch_size must be a positive int, got {self.batch_size!r}")
         if self.format is not None and self.format not in FORMATS:
             raise InvalidArgument(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.embedder is not None and not isinstance(self.embedder, str):
+            raise InvalidArgument(f"embedder must be a SPEC string (it is recorded in the "
+                                  f"checkpoint), got {type(self.embedder).__name__}")
+        if not isinstance(self.text_field, str) or not self.text_field:
+            raise InvalidArgument(f"text_field must be a non-empty str, got {self.text_field!r}")
 
     def read_options(self, dim: int | None = None) -> ReadOptions:
         return ReadOptions(self.batch_size, self.format, self.ids_path, self.id_field,
@@ -177,7 +184,7 @@ def infer_dim(inputs: list[str], options: IngestOptions | None = None) -> tuple[
 def ingest(store: Store, inputs: list[str], options: IngestOptions | None = None,
            progress: Callable[[Progress], None] | None = None, *,
            commit_guard: Callable[[], contextlib.AbstractContextManager] | None = None,
-           ) -> IngestSummary:
+           embedder=None) -> IngestSummary:
     """Load ``inputs`` into ``store`` in batches; see the module docstring.
 
     Raises IngestError naming the file and row/line on the first bad row when
@@ -187,15 +194,26 @@ def ingest(store: Store, inputs: list[str], options: IngestOptions | None = None
 
     ``commit_guard``: a context-manager factory entered around each commit and its
     bookkeeping; the CLI passes one that holds SIGINT/SIGTERM until the commit returns.
+
+    ``options.embedder`` (a SPEC): the inputs are texts (``text_readers.py``), embedded
+    batch by batch; ``embedder`` is that SPEC's embedder when the caller has loaded it
+    already (else it is loaded here). Its dimension must be the store's, and each input's
+    checkpoint records the SPEC and dimension: resuming with another is refused.
     """
     options = options or IngestOptions()
     guard = commit_guard or contextlib.nullcontext
     t0 = time.perf_counter()
     summary = IngestSummary(report_path=options.report_path)
+    if options.embedder is not None:
+        embedder = embedder if embedder is not None else load_embedder(options.embedder)
+        check_embedder_dim(store, options.embedder, embedder)
+    elif embedder is not None:
+        raise InvalidArgument("an embedder object needs options.embedder, the SPEC it was loaded "
+                              "from (the checkpoint records it)")
     readers = []
     id_base = 0
     for path in inputs:
-        reader = open_reader(path, options.read_options(store.dim), id_base)
+        reader = _open_input(path, options, store.dim, id_base, embedder)
         if reader.width is not None and reader.width != store.dim:
             empty = (f"; {store.path} holds no vectors: delete it and rerun to create it with "
                      f"the input's dimension" if len(store) == 0 else "")
@@ -217,6 +235,34 @@ def ingest(store: Store, inputs: list[str], options: IngestOptions | None = None
     return summary
 
 
+def load_embedder(spec: str):
+    """The embedder of ``spec`` (``embedders.load_embedder``), loaded once per run."""
+    from .embedders import load_embedder as load
+
+    return load(spec)
+
+
+def check_embedder_dim(store: Store, spec: str, embedder) -> int:
+    """The embedder's dimension, or IngestError when it is not the store's."""
+    dim = embedder.dim
+    if dim != store.dim:
+        empty = (f"; {store.path} holds no vectors: delete it and rerun to create it with the "
+                 f"embedder's dimension" if len(store) == 0 else "")
+        raise IngestError(f"embedder {spec!r} gives vectors of dimension {dim}, the store has "
+                          f"dimension {store.dim}{empty}")
+    return dim
+
+
+def _open_input(path: str, options: IngestOptions, dim: int, id_base: int, embedder):
+    """The reader of one input: vectors, or (with an embedder) texts to embed."""
+    if options.embedder is None:
+        return open_reader(path, options.read_options(dim), id_base)
+    from .text_readers import open_text_reader
+
+    return open_text_reader(path, options.read_options(dim), id_base, embedder,
+                            options.embedder, options.text_field)
+
+
 def _train(store: Store, readers: list, n: int) -> None:
     """Train on up to ``n`` rows the store accepts (and a base can be built from: see
     ``validation.trainable``), taken from the inputs in order."""
@@ -230,7 +276,9 @@ def _train(store: Store, readers: list, n: int) -> None:
             break
     if got == 0:
         names = ", ".join(r.path for r in readers) or "no input"
-        raise IngestError(f"{names}: no valid rows to train the base matrix on")
+        first = next((f"{r.path}: {r.first_bad}" for r in readers if r.first_bad), None)
+        raise IngestError(f"{names}: no valid rows to train the base matrix on"
+                          + (f" (the first bad row: {first})" if first else ""))
     store.train(np.concatenate(parts))
 
 
@@ -242,6 +290,9 @@ class _FileLoad:
         self.summary, self.report, self.guard = summary, report, guard
         self.name = checkpoint_name(reader.path)
         self.fp = _fingerprint(reader.path)
+        spec = getattr(reader, "spec", None)  # text inputs: the embedder that made the vectors
+        if spec is not None:
+            self.fp["embedder"] = {"spec": spec, "dim": int(reader.embedder.dim)}
 
     def run(self, progress, t0) -> None:
         reader, store = self.reader, self.store
@@ -249,6 +300,11 @@ class _FileLoad:
         if state is not None and (state.get("size"), state.get("mtime_ns")) != (self.fp["size"], self.fp["mtime_ns"]):
             raise IngestError(f"{reader.path}: changed since an earlier ingest of it was "
                               f"interrupted; rerun with --restart to load it from the start")
+        if state is not None and state.get("embedder") != self.fp.get("embedder"):
+            raise IngestError(f"{reader.path}: an earlier ingest of it {_embedded_by(state.get('embedder'))}; "
+                              f"this run {_embedded_by(self.fp.get('embedder'))}. Vectors of two "
+                              f"embedders do not mix: rerun with the same --embedder to resume, or "
+                              f"load into a new store")
         self.state = state or {"offset": 0, "added": 0, "skipped": 0, "resume": {}}
         resumed = self.state["added"] + self.state["skipped"]
         self.summary.rows_resumed += resumed
@@ -259,15 +315,17 @@ class _FileLoad:
             return
         self.id_type = store.stats()["id_type"]
         start_resume = self.state.get("resume", {})
-        for batch in reader.batches(self.state["offset"], start_resume):
-            self.start_resume, start_resume = start_resume, batch.resume  # at batch.start, .stop
-            within = self.state.get("within", 0)
-            if batch.stop <= within:  # all handled by an earlier run's partial commits
-                continue
-            self._load_batch(_rows_from(batch, within))
-            if progress is not None:
-                progress(Progress(reader.path, batch.stop, reader.total(), self.summary.rows_added,
-                                  self.summary.rows_skipped, time.perf_counter() - t0))
+        # the next batch is read while this one is encoded and committed
+        with contextlib.closing(read_ahead(reader.batches(self.state["offset"], start_resume))) as batches:
+            for batch in batches:
+                self.start_resume, start_resume = start_resume, batch.resume  # at batch.start, .stop
+                within = self.state.get("within", 0)
+                if batch.stop <= within:  # all handled by an earlier run's partial commits
+                    continue
+                self._load_batch(_rows_from(batch, within))
+                if progress is not None:
+                    progress(Progress(reader.path, batch.stop, reader.total(), self.summary.rows_added,
+                                      self.summary.rows_skipped, time.perf_counter() - t0))
         with self.guard():
             store.set_checkpoint(self.name, {**self.state, "done": True})
         self.summary.files_done += 1
@@ -350,6 +408,12 @@ class _FileLoad:
         self.file_stats["skipped"] += len(problems)
         self.summary.rows_added += added
         self.summary.rows_skipped += len(problems)
+
+
+def _embedded_by(record: dict | None) -> str:
+    if record is None:
+        return "read vectors (no --embedder)"
+    return f"embedded with --embedder {record['spec']!r} (dimension {record['dim']})"
 
 
 def _rows_from(batch: RowBatch, within: int) -> RowBatch:

@@ -231,7 +231,12 @@ class Environment:
         self.refs = 0  # Catalogs holding it (changed under _REGISTRY_LOCK)
         self.broken: str | None = None  # why it cannot be used any more
         self.closed = False
-        self._cond = threading.Condition(threading.Lock())
+        # Entered as ``with self._lock`` (a C lock), never ``with self._cond``: Condition's
+        # __enter__ is Python code, and a Ctrl-C raised in it after the acquire leaves the
+        # lock held -- the next transaction of the thread then waits forever (seen by
+        # tests/test_signals.py with a Store kept in use after interrupts).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._open: dict[int, int] = {}  # thread ident -> transactions it has open
         self._count = 0
         self._exclusive = False
@@ -241,7 +246,7 @@ class Environment:
 
     def enter(self) -> int:
         ident = threading.get_ident()
-        with self._cond:
+        with self._lock:
             held = self._open.get(ident, 0)
             if not held:  # a thread that has one open must not wait (deadlock)
                 while self._exclusive:
@@ -251,7 +256,7 @@ class Environment:
         return ident
 
     def leave(self, ident: int) -> None:
-        with self._cond:
+        with self._lock:
             left = self._open[ident] - 1
             if left:
                 self._open[ident] = left
@@ -265,7 +270,7 @@ class Environment:
             _close_if_unused(self)
 
     def idle(self) -> bool:
-        with self._cond:
+        with self._lock:
             return self._count == 0
 
     def alone(self, fn, timeout: float) -> bool:
@@ -273,7 +278,7 @@ class Environment:
         False if this thread has one open, or the others did not end within ``timeout``."""
         ident = threading.get_ident()
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             if self._open.get(ident):
                 return False
             while self._exclusive:  # another thread is remapping

@@ -75,6 +75,7 @@ class Reader:
     """One input file. ``batches(offset)`` yields RowBatches from position ``offset``."""
 
     width: int | None = None  # every row's length, for formats that fix it per file
+    first_bad: str | None = None  # the first unparsable row sample() met (for messages)
 
     def __init__(self, path: str, options: ReadOptions, id_base: int) -> None:
         self.path = path
@@ -107,6 +108,8 @@ class Reader:
         dim = self.options.dim
         rows, got = [np.zeros((0, dim), np.float32)], 0
         for batch in self.batches(0, {}):
+            if batch.bad and self.first_bad is None:
+                self.first_bad = self.describe(batch.bad[0][0]) + ": " + batch.bad[0][1]
             refused = {i for i, _ in row_problems(batch.vectors, dim, metric, batch.lengths)}
             good = [i for i in range(len(batch.lengths)) if i not in refused][: n - got]
             rows.append(batch.vectors[good])
@@ -307,7 +310,7 @@ class JsonlReader(Reader):
                     self._parse(line, line_no, rows)
                     line_no += 1
                 if (line is None or line_no - batch_start >= opts.batch_size) and line_no > batch_start:
-                    yield rows.batch(batch_start, line_no, opts.dim, {} if zst else {"byte": byte})
+                    yield self._batch(rows, batch_start, line_no, {} if zst else {"byte": byte})
                     batch_start = line_no
                     rows = _Rows()
                 if line is None:
@@ -315,25 +318,36 @@ class JsonlReader(Reader):
         finally:
             lines.close()
 
-    def _parse(self, raw: bytes, line_no: int, rows: _Rows) -> None:
+    def _batch(self, rows: _Rows, start: int, stop: int, resume: dict) -> RowBatch:
+        """The RowBatch of lines ``start`` to ``stop`` (parsed into ``rows``)."""
+        return rows.batch(start, stop, self.options.dim, resume)
+
+    def _object(self, raw: bytes, line_no: int, rows: _Rows) -> dict | None:
+        """The JSON object of one line, or None (the reason is in ``rows.bad``)."""
         try:
             line = raw.decode("utf-8-sig" if line_no == 0 else "utf-8")
         except UnicodeDecodeError as exc:
             rows.bad.append((line_no, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
-            return
+            return None
         if not line.strip():
             rows.bad.append((line_no, "empty line"))
-            return
+            return None
         try:
             obj = json.loads(line)
         except ValueError as exc:
             rows.bad.append((line_no, f"invalid JSON ({getattr(exc, 'msg', exc)})"))
-            return
+            return None
         except RecursionError:
             rows.bad.append((line_no, "invalid JSON (nested too deeply)"))
-            return
+            return None
         if not isinstance(obj, dict):
             rows.bad.append((line_no, "not a JSON object"))
+            return None
+        return obj
+
+    def _parse(self, raw: bytes, line_no: int, rows: _Rows) -> None:
+        obj = self._object(raw, line_no, rows)
+        if obj is None:
             return
         for name in (self.options.id_field, self.options.vector_field):
             if name not in obj:
@@ -551,3 +565,63 @@ def open_reader(path: str, options: ReadOptions, id_base: int = 0) -> Reader:
         return READERS[detect_format(path, options.format)](path, options, id_base)
     except OSError as exc:  # a directory given as a file, no permission, ...
         raise IngestError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+
+
+# --- reading ahead -----------------------------------------------------------------------
+
+
+_DONE = object()
+
+
+def read_ahead(batches: Iterator[RowBatch], depth: int = 1) -> Iterator[RowBatch]:
+    """Yield what ``batches`` yields, produced by a helper thread up to ``depth`` items ahead.
+
+    The next batch is read (and parsed) while the caller encodes and commits this one:
+    file reads and numpy conversions release the GIL, so reading overlaps the encoder's
+    work instead of adding to it -- what keeps a load from a disk that is slower than the
+    page cache near the disk's rate. An exception of the reader is raised here, at the
+    batch where it happened; closing this generator early (an error, Ctrl-C in the
+    caller) stops the thread and closes ``batches`` in it. Memory: ``depth`` batches more.
+    """
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put((batch, None)):
+                    break
+            else:
+                put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((None, exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="zenstore-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            batch, exc = items.get()
+            if exc is not None:
+                raise exc
+            if batch is _DONE:
+                return
+            yield batch
+    finally:
+        stop.set()
+        worker.join()

@@ -289,6 +289,8 @@ class Writer:
         xr = probe.prepare(x)
         n_base = effective_n_base(cfg.n_base, xr.shape[0], cfg.min_rows_per_base)
         log.info("training %d base rows on %d vectors", n_base, xr.shape[0])
+        # k-means in all dimensions: the coordinate-subset variant (train_base(coarse=True))
+        # measurably lowers recall at small nprobe (benchmarks/assign_quality.py)
         base32 = train_base(xr, n_base, seed=cfg.seed)
         if not np.all(np.abs(base32) <= FP16_MAX):
             raise InvalidVector(f"vector values too large: a base row exceeds the fp16 range ({FP16_MAX:g}) "

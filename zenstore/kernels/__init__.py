@@ -2,6 +2,7 @@
 ``reference.py`` and a property test against it."""
 
 from . import _threads  # noqa: F401  (must precede the first parallel launch)
+from ._kernel import numba_ready, signals_deferred
 from .bits import pack_signs, unpack_signs
 from .candidates import dot_listed_f16
 from .probe import probe_covering
@@ -11,6 +12,8 @@ from .scan import (hamming_distances, scan_batch_by_group, scan_batch_by_query_b
 from .topk import heap_push, heap_sorted, topk_largest
 
 __all__ = [
+    "numba_ready",
+    "signals_deferred",
     "pack_signs",
     "unpack_signs",
     "build_nibble_lut",

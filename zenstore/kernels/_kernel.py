@@ -24,6 +24,18 @@ identical: every parallel kernel's result is independent of how its work is spli
 A child forked before any parallel launch, or under a fork-safe layer (``tbb``,
 ``workqueue``, Intel/LLVM OpenMP), keeps the parallel builds.
 
+**Interrupt safety.** numba imports most of its typing and lowering registries lazily, at
+the first compilation or cache load in a process (``BaseContext.refresh``). A
+KeyboardInterrupt that lands inside one of those imports leaves a half-imported module
+whose registrations stay behind: every later compilation then fails with ``KeyError:
+duplicate registration for <class 'numba.core.types.misc.UnicodeType'>`` until the
+process restarts (a notebook user pressing Ctrl-C during the first search had to restart
+the kernel). So numba's one-time initialisation (:func:`numba_ready`) and the first call
+of every kernel -- its compilation or cache load -- run with SIGINT and SIGTERM deferred
+(:func:`signals_deferred`): a signal arriving meanwhile is delivered as soon as they
+finish. Handlers can only be swapped in the main thread, and Python runs them only
+there, so in other threads nothing needs deferring.
+
 The twin is compiled from a copy of the function with its own qualified name: numba's
 on-disk cache keys an entry by function name, line and argument types but not by the
 ``parallel`` flag, so a serial build of the same function loads the parallel build's
@@ -33,7 +45,9 @@ called the parallel runtime).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 import types
 
@@ -45,6 +59,46 @@ SERIAL_SUFFIX = "__serial"
 
 _lock = threading.Lock()  # compiling the declared signatures / building a twin
 _serial_only = False  # set in a child forked after GNU OpenMP started
+_numba_ready = False  # numba's registries are loaded
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them (to the handlers
+    in place before). In threads other than the main thread: nothing to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {}
+    try:
+        for sig in DEFERRED_SIGNALS:
+            handler = signal.getsignal(sig)
+            if handler is signal.SIG_IGN or handler is None:  # ignored, or not set from Python
+                continue
+            previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)  # the restored handler runs now
+
+
+def numba_ready() -> None:
+    """Load numba's typing and lowering registries once, with signals deferred (see the
+    module docstring); numba would otherwise load them inside the first compilation."""
+    global _numba_ready
+    if _numba_ready:
+        return
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+
+    with signals_deferred(), global_compiler_lock:
+        if not _numba_ready:
+            cpu_target.target_context.refresh()
+            _numba_ready = True
 
 
 class Kernel:
@@ -62,14 +116,38 @@ class Kernel:
         self._options = {"cache": CACHE, "nogil": True, **options}
         self.dispatcher = nb.njit(parallel=parallel, **self._options)(py_func)
         self._ready = not signatures  # declared signatures compiled
+        self._called = False  # the first call (compilation or cache load) has returned
         self._serial = None  # the twin, built in a forked child only
 
     def __call__(self, *args):
+        if not self._called:
+            return self._first_call(args)
         if self.parallel and _serial_only:
             return (self._serial or self._build_serial())(*args)
-        if not self._ready:
-            self._compile_declared()
         return self.dispatcher(*args)
+
+    def _first_call(self, args):
+        """Compile or load the build, and run it, with signals deferred (module docstring)."""
+        numba_ready()
+        with signals_deferred():
+            if self.parallel and _serial_only:
+                result = (self._serial or self._build_serial())(*args)
+            else:
+                if not self._ready:
+                    self._compile_declared()
+                result = self.dispatcher(*args)
+            self._called = True
+        return result
+
+    def load(self) -> None:
+        """Compile or load from the cache the declared signatures now (nothing for a
+        kernel without them: its builds depend on the arguments of its first call)."""
+        numba_ready()
+        with signals_deferred():
+            if self.parallel and _serial_only:
+                self._serial or self._build_serial()
+            elif not self._ready:
+                self._compile_declared()
 
     def dispatchers(self) -> list:
         """The builds made so far: the main one, and the serial twin once built."""

@@ -58,40 +58,52 @@ def unpack_signs(codes: np.ndarray) -> np.ndarray:
     return bits.astype(np.float32) * 2.0 - 1.0
 
 
+SUM_LANES = 8  # independent float64 partial sums per quantity (a multiple of 64 dims)
+
+
 @kernel(parallel=True)
 def encode_residuals(xr, base, groups, nblocks, codes, l1, sq, cb, cr):
     """Sign-pack ``r = xr[i] - base[groups[i]]`` and gather the sums the codec needs.
 
     Per row and block: ``l1 = sum |r|``, ``sq = sum r^2``, ``cb = sum c * sign(r)``; per
-    row: ``cr = c . r``. One pass per row, so the (n, d) residual matrix is never
-    materialised; sums are accumulated in float64.
+    row: ``cr = c . r``. ``r`` is never materialised as an (n, d)
+    matrix; the sums are accumulated in float64 over ``SUM_LANES`` independent partial sums
+    in a second pass over the row (one running sum per quantity, interleaved with the
+    packing, made a chain of dependent adds: 68 -> 24 CPU us per 7680-d row, measured;
+    docs/benchmarks.md "Ingest").
     """
     n, d = xr.shape
     words = d // 64
-    words_per_block = words // nblocks
+    block_dims = d // nblocks
     for i in nb.prange(n):
-        g = groups[i]
-        dot_cr = 0.0
+        crow = base[groups[i]]
+        xrow = xr[i]
+        for w in range(words):
+            cw = crow[w * 64 : w * 64 + 64]
+            xw = xrow[w * 64 : w * 64 + 64]
+            acc = np.uint64(0)
+            for j in range(64):
+                if xw[j] - cw[j] > 0:
+                    acc |= np.uint64(1) << np.uint64(j)
+            codes[i, w] = acc
+        v4 = np.zeros(SUM_LANES)
         for b in range(nblocks):
-            a1 = 0.0
-            a2 = 0.0
-            a3 = 0.0
-            for wb in range(words_per_block):
-                w = b * words_per_block + wb
-                acc = np.uint64(0)
-                for j in range(64):
-                    c = base[g, w * 64 + j]
-                    r = xr[i, w * 64 + j] - c
-                    if r > 0:
-                        acc |= np.uint64(1) << np.uint64(j)
-                        a3 += c
-                    else:
-                        a3 -= c
-                    a1 += abs(r)
-                    a2 += r * r
-                    dot_cr += c * r
-                codes[i, w] = acc
-            l1[i, b] = a1
-            sq[i, b] = a2
-            cb[i, b] = a3
-        cr[i] = dot_cr
+            v1 = np.zeros(SUM_LANES)
+            v2 = np.zeros(SUM_LANES)
+            v3 = np.zeros(SUM_LANES)
+            for j0 in range(b * block_dims, (b + 1) * block_dims, SUM_LANES):
+                # slices indexed by a bare range index: no negative-index checks, which
+                # stop LLVM vectorising (as in hadamard.py)
+                c8 = crow[j0 : j0 + SUM_LANES]
+                x8 = xrow[j0 : j0 + SUM_LANES]
+                for t in range(SUM_LANES):
+                    c = np.float64(c8[t])
+                    r = np.float64(x8[t]) - c  # exact; its sign is the float32 difference's
+                    v1[t] += abs(r)
+                    v2[t] += r * r
+                    v3[t] += c if r > 0 else -c
+                    v4[t] += c * r
+            l1[i, b] = v1.sum()
+            sq[i, b] = v2.sum()
+            cb[i, b] = v3.sum()
+        cr[i] = v4.sum()

@@ -84,3 +84,28 @@ def dot_listed_ref(a: np.ndarray, base: np.ndarray, idx: np.ndarray) -> np.ndarr
     """a[i] . base[idx[i, j]] in float64 (kernels/candidates.py)."""
     b = np.asarray(base, dtype=np.float64)
     return np.einsum("id,ijd->ij", np.asarray(a, dtype=np.float64), b[idx])
+
+
+def nearest_of_candidates_ref(x, base, base_sqnorm, cand):
+    """For each row, the candidate base row nearest in L2, in float64 (first on ties)."""
+    x = np.asarray(x, dtype=np.float64)
+    rows = np.asarray(base, dtype=np.float64)[cand]  # (n, c, d)
+    dist = np.asarray(base_sqnorm, dtype=np.float64)[cand] - 2 * np.einsum("nd,ncd->nc", x, rows)
+    return cand[np.arange(len(cand)), np.argmin(dist, axis=1)]
+
+
+def sum_rows_by_label_ref(x, labels, k):
+    """(sums (k, d) float64, counts (k,)) of the rows of each label."""
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, np.asarray(x, dtype=np.float64))
+    return sums, np.bincount(labels, minlength=k)
+
+
+def encode_residuals_ref(xr, base, groups, nblocks):
+    """(codes, l1, sq, cb, cr) of ``kernels.bits.encode_residuals``, in float64."""
+    c = np.asarray(base, dtype=np.float64)[groups]
+    r = np.asarray(xr, dtype=np.float64) - c
+    n, d = r.shape
+    rb, cbk = r.reshape(n, nblocks, -1), c.reshape(n, nblocks, -1)
+    sign = np.where(rb > 0, 1.0, -1.0)
+    return (pack_signs_ref(r), np.abs(rb).sum(2), (rb * rb).sum(2), (cbk * sign).sum(2), (c * r).sum(1))
