@@ -114,3 +114,34 @@ def test_calibrate_explicitly_and_its_errors(tmp_path):
             store.calibrate([1, 99_999], docs[:2])
         with pytest.raises(InvalidArgument):
             store.calibrate([1, 2, 3], docs[:2])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("whole", [True, False])
+def test_exact_neighbours_match_a_brute_force_ranking(metric, whole):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 16)).astype(np.float32) * rng.uniform(0.5, 2, (300, 1)).astype(np.float32)
+    corpus = np.arange(300) if whole else np.sort(rng.choice(300, 180, replace=False))
+    self_rows = rng.choice(len(corpus), 7, replace=False)
+    got = calibration.exact_neighbours(x, corpus, self_rows, metric, chunk=64)
+    c = x[corpus].astype(np.float64)
+    q = c[self_rows]
+    if metric == "cosine":
+        s = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (c / np.linalg.norm(c, axis=1, keepdims=True)).T
+    elif metric == "ip":
+        s = q @ c.T
+    else:
+        s = -((q[:, None, :] - c[None, :, :]) ** 2).sum(2)
+    s[np.arange(len(q)), self_rows] = -np.inf
+    want = np.argsort(-s, axis=1, kind="stable")[:, : calibration.K]
+    assert not (got == self_rows[:, None]).any()
+    np.testing.assert_array_equal(np.sort(got, axis=1), np.sort(want, axis=1))
+
+
+def test_most_demanding_setting_of_several_calibrations():
+    a, b = Calibration(8, 100, 0.9, 0.91, 1000, 100), Calibration(16, 100, 0.9, 0.91, 900, 100)
+    c = Calibration(4, 400, 0.9, 0.91, 1100, 100)
+    assert calibration.most_demanding([a, b, c]) == (16, 400)
+    assert calibration.most_demanding([a, Calibration(None, 200, 0.9, 0.9, 10, 100)]) == (None, 200)
+    assert calibration.most_demanding([a, None]) is None  # a shard without one: the full scan
+    assert calibration.most_demanding([]) is None

@@ -167,6 +167,35 @@ def test_full_scan_equals_a_single_store(tmp_path, metric):
         assert np.array_equal(got.vector, single.get(33).vector) and got.payload == {"n": 33}
 
 
+def test_default_search_is_one_setting_for_every_shard(tmp_path, monkeypatch):
+    """Shards calibrate on their own rows; the driver sends all of them the most demanding
+    setting, and ``nprobe="all"`` reaches the shards as a full scan, not as their default."""
+    from zenstore.calibration import Calibration
+    from zenstore.cluster import worker
+
+    single, sharded, x = pair(tmp_path, shards=3)
+    learnt = {0: Calibration(2, 100, 0.9, 0.9, 500, 50), 1: Calibration(5, 100, 0.9, 0.9, 500, 50),
+              2: Calibration(3, 300, 0.9, 0.9, 500, 50)}
+    monkeypatch.setattr(worker.ShardWorker, "calibration", lambda self: learnt[int(self.path[-4:])])
+    q = data(20, seed=4)
+    n = len(x)
+    with single, sharded:
+        sharded._default_at = None
+        got = sharded.search_batch(q, k=10)
+        assert np.array_equal(got[0], sharded.search_batch(q, k=10, nprobe=5, shortlist=300)[0])
+        one = sharded.search(q[0], k=10)
+        assert [h.id for h in one] == got[0][0].tolist()
+        # a shard's own default never applies: an explicit full scan equals one store's
+        a_ids, a_scores = single.search_batch(q, k=10, shortlist=n, nprobe="all")
+        b_ids, b_scores = sharded.search_batch(q, k=10, shortlist=n, nprobe="all")
+        assert np.array_equal(a_ids, b_ids) and np.array_equal(a_scores, b_scores)
+        learnt[1] = None  # a shard without a calibration: the full scan for all
+        sharded._default_at = None
+        assert np.array_equal(sharded.search_batch(q, k=10)[0], sharded.search_batch(q, k=10, nprobe="all")[0])
+        sharded.delete([0])  # this handle's write: the setting is read again at the next search
+        assert sharded._default_at is None
+
+
 def test_str_ids_padding_filters_and_deletes(tmp_path):
     ids = [f"doc-{i}" for i in range(300)]
     single, sharded, x = pair(tmp_path, n=300, shards=3, ids=ids)

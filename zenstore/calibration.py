@@ -110,19 +110,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def exact_neighbours(x: np.ndarray, corpus: np.ndarray, self_rows: np.ndarray, metric: str,
                      chunk: int = 4096) -> np.ndarray:
     """(nq, K) positions in ``corpus`` (rows of ``x``) nearest each query ``x[corpus[self_rows]]``
-    (exact float), each query's own position excluded; the corpus is read in chunks (no
-    copy of it is made)."""
+    (exact float), each query's own position excluded. The corpus is read in chunks: slices
+    of ``x`` where the corpus is all of it (no copy), and cosine divides each column by its
+    row's norm instead of normalising a copy of the rows."""
     q = np.asarray(x[corpus[self_rows]], dtype=np.float32)
     if metric == "cosine":
         q = _unit(q)
+    whole = len(corpus) == len(x)  # corpus is 0..n-1 (sorted, no repeats)
     s = np.empty((len(q), len(corpus)), dtype=np.float32)
     for a in range(0, len(corpus), chunk):
-        block = np.asarray(x[corpus[a : a + chunk]], dtype=np.float32)
-        if metric == "cosine":
-            block = _unit(block)
-        s[:, a : a + chunk] = q @ block.T
-        if metric == "l2":
-            s[:, a : a + chunk] = 2 * s[:, a : a + chunk] - np.einsum("ij,ij->i", block, block)[None, :]
+        b = min(len(corpus), a + chunk)
+        block = np.asarray(x[a:b] if whole else x[corpus[a:b]], dtype=np.float32)
+        part = q @ block.T
+        if metric != "ip":
+            sq = np.einsum("ij,ij->i", block, block)
+            part = part / np.maximum(np.sqrt(sq), 1e-30)[None, :] if metric == "cosine" else 2 * part - sq[None, :]
+        s[:, a:b] = part
     s[np.arange(len(q)), self_rows] = -np.inf
     top = np.argpartition(-s, K, axis=1)[:, :K]
     order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
@@ -132,3 +135,15 @@ def exact_neighbours(x: np.ndarray, corpus: np.ndarray, self_rows: np.ndarray, m
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean |found ∩ truth| / K over queries (found: rows, -1 for none)."""
     return float(np.mean([len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth)]) / K)
+
+
+def most_demanding(calibrations: list[Calibration | None]) -> tuple[int | None, int] | None:
+    """One (nprobe, shortlist) for stores that share a base but hold different rows (the
+    shards of a cluster): the largest nprobe (None, a full scan, is largest) and the
+    largest shortlist of theirs, so every store searches at least as deeply as its own
+    calibration asks. None when any of them has no calibration (then: a full scan)."""
+    if not calibrations or any(c is None for c in calibrations):
+        return None
+    nprobes = [c.nprobe for c in calibrations]
+    nprobe = None if None in nprobes else max(nprobes)
+    return nprobe, max(c.shortlist for c in calibrations)

@@ -20,27 +20,30 @@ from .validation import as_matrix, as_query, normalize_ids, positive_int, unique
 from .view import StoreView
 
 
-def search_options(k, shortlist, nprobe, snap: Snapshot | None = None) -> SearchOptions:
+def search_options(k, shortlist, nprobe, default: tuple[int | None, int] | None = None) -> SearchOptions:
     """Validated options. ``nprobe="all"`` scans everything; a search that gives neither
-    ``nprobe`` nor ``shortlist`` takes the calibrated setting of ``snap``'s store
-    (``calibration.py``; no snapshot, as for filtered searches, or none recorded: a full
-    scan with ``SearchOptions``' default shortlist, as does a search giving only one)."""
+    ``nprobe`` nor ``shortlist`` takes ``default``, the store's calibrated (nprobe,
+    shortlist) (``calibration.py``; None, as for filtered searches or a store without
+    one: a full scan with ``SearchOptions``' default shortlist, as does a search giving
+    only one of them)."""
     k = positive_int(k, "k", maximum=MAX_K)
     shortlist = positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K)
     if isinstance(nprobe, str) and nprobe == "all":
         return SearchOptions(k=k, shortlist=shortlist, nprobe=None)
     nprobe = positive_int(nprobe, "nprobe", allow_none=True)
-    cal = None if snap is None or snap.codec is None else snap.codec.calibration
-    if cal is not None and nprobe is None and shortlist is None:
-        nprobe, shortlist = cal.nprobe, max(cal.shortlist, 10 * k)
+    if default is not None and nprobe is None and shortlist is None:
+        nprobe, shortlist = default[0], max(default[1], 10 * k)
     return SearchOptions(k=k, shortlist=shortlist, nprobe=nprobe)
 
 
-
-def _default_from(snap: Snapshot, filter_ids, flt) -> Snapshot | None:
-    """The snapshot whose calibration an unconfigured search uses: none for filtered
+def _default_from(snap: Snapshot, filter_ids, flt) -> tuple[int | None, int] | None:
+    """The calibrated setting an unconfigured search of ``snap`` uses: none for filtered
     searches (the calibration measured unfiltered probes; they keep the full scan)."""
-    return snap if filter_ids is None and flt is None else None
+    cal = None if snap.codec is None else snap.codec.calibration
+    if cal is None or filter_ids is not None or flt is not None:
+        return None
+    return cal.nprobe, cal.shortlist
+
 
 class Reader:
     """The read operations of one open store."""

@@ -395,9 +395,11 @@ def search_rows(segments: list[Segment], codec: Codec, prep: PreparedQueries, k:
 # --- entry points over a snapshot -----------------------------------------------------------
 
 
-def prepare(snap: Snapshot, queries: np.ndarray, nprobe: int | None = None) -> PreparedQueries:
+def prepare(snap: Snapshot, queries: np.ndarray, nprobe: int | None = None,
+            projected: bool | None = None) -> PreparedQueries:
     """Validated (nq, dim) float32 queries -> prepared queries (metric checks included)."""
-    return prepare_queries(snap.codec, for_metric(queries, snap.codec.config.metric, "query"), nprobe)
+    return prepare_queries(snap.codec, for_metric(queries, snap.codec.config.metric, "query"), nprobe,
+                           projected)
 
 
 def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
@@ -411,9 +413,14 @@ def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
 
 
 def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, metric: str,
-                    filter_ids=None, rows: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    filter_ids=None, rows: tuple | None = None, exact_probe: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``opts.k`` (tags, scores) of each query, each (nq, k), padded with tag -1 and
     score NaN; ``queries`` validated (nq, dim) float32 in the original space.
+
+    ``exact_probe`` chooses the probed base rows by the exact product against every base
+    row even where the projected step (``coarse.py``) would be used: the calibration's
+    searches, which must not derive the projection inside an ``add``.
 
     ``rows`` (per segment of ``snap``, its sorted live rows that may be returned: a
     resolved payload filter, ``selection.py``) restricts the search to those rows, run as
@@ -440,7 +447,8 @@ def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, me
     if plan is not None and plan.strategy == LISTED:  # private heaps of the parallel tasks
         chunk = max(1, min(chunk, GROUP_SCAN_HEAP_BYTES // (2 * numba.get_num_threads() * shortlist * 12)))
     for a in range(0, nq, chunk):
-        prep = prepare(snap, queries[a : a + chunk], opts.nprobe if plan is None else None)
+        prep = prepare(snap, queries[a : a + chunk], opts.nprobe if plan is None else None,
+                       False if exact_probe else None)
         if plan is None:
             tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe)
         else:

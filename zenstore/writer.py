@@ -415,7 +415,7 @@ class Writer:
 
             def recall_of(nprobe, shortlist):
                 opts = SearchOptions(k=calibration.K + 1, shortlist=shortlist, nprobe=nprobe)
-                tags, _ = search_snapshot(snap, queries, opts, self.config.metric, allowed)
+                tags, _ = search_snapshot(snap, queries, opts, self.config.metric, allowed, exact_probe=True)
                 found = np.full(tags.shape, -1, dtype=np.int64)
                 hit = tags >= 0
                 found[hit] = [position.get(v, -1) for v in snap.tags_to_ids(tags[hit]).tolist()]
