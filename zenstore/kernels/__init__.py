@@ -7,6 +7,7 @@ from .bits import pack_signs, unpack_signs
 from .candidates import dot_listed_f16
 from .probe import probe_covering
 from .rescore import build_nibble_lut, build_nibble_luts, dot_rows_f16, rescore, rescore_by_query, rescore_range
+from .signs import rescore_rows, rescore_rows_range
 from .scan import (hamming_distances, scan_batch_by_group, scan_batch_by_query_block, scan_listed_by_group,
                    scan_query_parallel, scan_query_serial)
 from .topk import heap_push, heap_sorted, topk_largest
@@ -21,6 +22,8 @@ __all__ = [
     "rescore",
     "rescore_by_query",
     "rescore_range",
+    "rescore_rows",
+    "rescore_rows_range",
     "scan_batch_by_group",
     "scan_batch_by_query_block",
     "scan_listed_by_group",

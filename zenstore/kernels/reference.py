@@ -109,3 +109,15 @@ def encode_residuals_ref(xr, base, groups, nblocks):
     rb, cbk = r.reshape(n, nblocks, -1), c.reshape(n, nblocks, -1)
     sign = np.where(rb > 0, 1.0, -1.0)
     return (pack_signs_ref(r), np.abs(rb).sum(2), (rb * rb).sum(2), (cbk * sign).sum(2), (c * r).sum(1))
+
+
+def rescore_rows_ref(codes, scales, rowlam, rowterm, rows, qoff, qslot, queries, ip_w):
+    """``kernels.signs.rescore_rows`` in float64: ``codes`` the segment's uint64 words."""
+    signs = 2.0 * np.unpackbits(np.ascontiguousarray(codes[rows]).view(np.uint8), axis=1,
+                                bitorder="little").astype(np.float64) - 1.0  # (n, d)
+    q = np.asarray(queries, dtype=np.float64)[qslot]
+    n, d = signs.shape
+    blocks = scales.shape[1]
+    per_block = (signs * q).reshape(n, blocks, d // blocks).sum(axis=2)
+    ip = np.asarray(qoff, np.float64) * rowlam[rows] + (scales[rows].astype(np.float64) * per_block).sum(axis=1)
+    return ip_w * ip + rowterm[rows]
