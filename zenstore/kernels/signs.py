@@ -10,7 +10,8 @@ plus a 123 KB table built per query) over codes first copied out of their segmen
 Here ``q . sign`` is a select per coordinate: lane ``j`` of a 32-wide accumulator adds
 ``q[32 w + j]`` or ``-q[32 w + j]`` by bit ``j`` of 32-bit code word ``w``; LLVM turns
 the fixed 32-lane loop into vector shifts, compares and blends, and the rows are read
-where they are mapped (``rows`` index the segment). Measured in benchmarks/stages.py
+where they are mapped (``rows`` index the segment), the rows two pairs ahead prefetched
+(without that, the random row reads cost what the copy did). Measured in benchmarks/stages.py
 ("rescore"; docs/benchmarks.md, "Stage timings").
 
 Codes are the segment's uint64 words viewed as uint32 (little-endian: bit ``j`` of word
@@ -26,9 +27,12 @@ import numpy as np
 from numba import types
 
 from ._cache import CACHE
+from ._intrinsics import prefetch
 from ._kernel import kernel
 
 LANES = 32  # coordinates per code word here (uint32)
+AHEAD = 2  # the row of pair t + AHEAD is prefetched while pair t is scored
+LINE_WORDS = 16  # uint32 words per 64-byte cache line
 
 
 def _array(dtype, ndim: int, readonly: bool = True):
@@ -42,7 +46,7 @@ _ARGS = (_array(types.uint32, 2), _array(types.float32, 2), _array(types.float32
          _array(types.float32, 1, readonly=False))  # out
 
 
-@nb.njit(nogil=True, cache=CACHE, fastmath=True, inline="always")
+@nb.njit(nogil=True, cache=CACHE, fastmath=True)
 def _signed_dot(code, q, w0, w1):
     """sum of q[k] * (+1 if bit k is set else -1) over the coordinates of words w0..w1-1."""
     acc = np.zeros(LANES, dtype=np.float32)
@@ -54,11 +58,15 @@ def _signed_dot(code, q, w0, w1):
     return acc.sum()
 
 
-@nb.njit(nogil=True, cache=CACHE)
+@nb.njit(nogil=True, cache=CACHE, fastmath=True)
 def _span(codes, scales, rowlam, rowterm, rows, qoff, qslot, queries, ip_w, out, t0, t1):
     nblocks = scales.shape[1]
     per_block = codes.shape[1] // nblocks
     for t in range(t0, t1):
+        if t + AHEAD < t1:
+            ahead = rows[t + AHEAD]
+            for w in range(0, codes.shape[1], LINE_WORDS):
+                prefetch(codes, ahead, w)
         r = rows[t]
         code = codes[r]
         q = queries[qslot[t]]
