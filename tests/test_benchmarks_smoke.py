@@ -285,3 +285,26 @@ def test_assign_quality_benchmark_compares_exact_and_approximate_stores(tmp_path
     assert 0 < d["stores"]["exact"]["recall_at_10"]["all"] <= 1
     assert "rows assigned differently" in capsys.readouterr().out
     assert json.loads(out.read_text())["benchmark"] == "assign_quality"
+
+
+def test_rescore_benchmark_compares_both_paths_on_the_same_pairs(tmp_path, capsys):
+    bench = _load("benchmarks/rescore.py", "bench_rescore")
+    import numba
+
+    from zenstore import Store
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((700, 128)).astype(np.float32)
+    with Store.create(tmp_path / "s.zen", dim=128, n_base=8, segment_fanout=100) as s:
+        for i in range(0, 700, 350):
+            s.add(range(i, i + 350), x[i : i + 350])
+    np.save(tmp_path / "q.npy", x[:15])
+    threads = numba.get_num_threads()
+    r = bench.main([str(tmp_path / "s.zen"), "--queries", str(tmp_path / "q.npy"), "--nq", "15",
+                    "--configs", "2:30", "8:60", "--repeats", "2"])
+    assert numba.get_num_threads() == threads  # restored
+    assert [(row["nprobe"], row["shortlist"]) for row in r["rows"]] == [(2, 30), (8, 60)]
+    for row in r["rows"]:
+        assert row["pairs"] > 0 and row["max_rel_diff"] < 1e-4
+        assert row["tables_us"]["best"] >= 0 and row["in place_us"]["best"] >= 0
+    assert "rerun: OMP_WAIT_POLICY=passive python benchmarks/rescore.py" in capsys.readouterr().out
