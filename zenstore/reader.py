@@ -20,7 +20,7 @@ from .validation import as_matrix, as_query, normalize_ids, positive_int, unique
 from .view import StoreView
 
 
-def search_options(k, shortlist, nprobe, refine=True, refine_k=None,
+def search_options(k, shortlist, nprobe, refine=True, refine_k=None, *,
                    default: tuple[int | None, int] | None = None) -> SearchOptions:
     """Validated options. ``nprobe="all"`` scans everything; a search that gives neither
     ``nprobe`` nor ``shortlist`` takes ``default``, the store's calibrated (nprobe,
@@ -135,7 +135,7 @@ class Reader:
         q = as_query(query, self.dim)
         self._open_index_table(flt)
         with self.view.reading() as (snap, txn):
-            opts = search_options(k, shortlist, nprobe, refine, refine_k, _default_from(snap, filter_ids, flt))
+            opts = search_options(k, shortlist, nprobe, refine, refine_k, default=_default_from(snap, filter_ids, flt))
             tags, scores = self._filtered(snap, txn, q, opts, filter_ids, flt)
             found = tags[0] >= 0
             return self._hits(snap, tags[0][found], scores[0][found], with_payload, txn)
@@ -151,12 +151,12 @@ class Reader:
             raise InvalidArgument(f"refined_rows must be an array of shape ({q.shape[0]},)")
         if flt is None:
             snap = self.view.current()
-            opts = search_options(k, shortlist, nprobe, refine, refine_k, _default_from(snap, filter_ids, flt))
+            opts = search_options(k, shortlist, nprobe, refine, refine_k, default=_default_from(snap, filter_ids, flt))
             tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids, refined_out=refined_rows)
         else:
             self._open_index_table(flt)
             with self.view.reading() as (snap, txn):
-                opts = search_options(k, shortlist, nprobe, refine, refine_k, _default_from(snap, filter_ids, flt))
+                opts = search_options(k, shortlist, nprobe, refine, refine_k, default=_default_from(snap, filter_ids, flt))
                 tags, scores = self._filtered(snap, txn, q, opts, filter_ids, flt, refined_rows)
         str_ids = snap.id_type == "str"
         out_ids = np.full(tags.shape, None, dtype=object) if str_ids else np.full(tags.shape, -1, np.int64)

@@ -604,7 +604,7 @@ class ShardedStore:
         for_metric(q, self.metric, "query")
         q = self._unpadded(q)
         targets, _ = self._targets(filter_ids)
-        opts = self._options(k, shortlist, nprobe, filter_ids)
+        opts = self._options(k, shortlist, nprobe, filter_ids, partial)
         qref = self._reads.shared(q)
         jobs = {s: ("search", (qref, opts.k, opts.shortlist, _probe_arg(opts), f, with_payload))
                 for s, f in targets.items()}
@@ -623,7 +623,7 @@ class ShardedStore:
         for_metric(q, self.metric, "query")
         q = self._unpadded(q)
         targets, _ = self._targets(filter_ids)
-        opts = self._options(k, shortlist, nprobe, filter_ids)
+        opts = self._options(k, shortlist, nprobe, filter_ids, partial)
         qref = self._reads.shared(q)
         jobs = {s: ("search_batch", (qref, opts.k, opts.shortlist, _probe_arg(opts), f)) for s, f in targets.items()}
         results, failures = self._read("search_batch", jobs, partial=partial)
@@ -631,23 +631,27 @@ class ShardedStore:
                                     self._id_type)
         return BatchResult(ids, scores, answered=sorted(results), failed={s: str(f) for s, f in failures.items()})
 
-    def _options(self, k, shortlist, nprobe, filter_ids):
+    def _options(self, k, shortlist, nprobe, filter_ids, partial: bool = False):
         """The search's options, one setting for every shard. Each shard calibrates on its
         own rows and so may learn another default than its neighbours; a search that gives
         neither ``nprobe`` nor ``shortlist`` therefore takes the most demanding of the
         shards' calibrations (``calibration.most_demanding``; a full scan if a shard has
         none), read from the shards at most every ``DEFAULT_TTL`` seconds and after this
-        handle's writes. The shards all probe the same base rows (they share the base),
+        handle's writes (with ``partial``, from the shards that answer). The shards all probe the same base rows (they share the base),
         so the merged hits are those of one store searched with that setting, or better."""
         default = None
         if nprobe is None and shortlist is None and filter_ids is None:
             now = time.monotonic()
             if self._default_at is None or now - self._default_at > DEFAULT_TTL:
-                found = self._read_all("calibration", "calibration")
-                self._default = most_demanding([found[s] for s in range(self.shards)])
-                self._default_at = now
+                # named "search": a shard that is down fails the search as it would have
+                found, failures = self._read("search", {s: ("calibration", ()) for s in range(self.shards)},
+                                             partial=partial)
+                default = most_demanding([found[s] for s in sorted(found)]) if found else None
+                if failures:  # partial: the shards that answer; read all of them again next time
+                    return search_options(k, shortlist, nprobe, default=default)
+                self._default, self._default_at = default, now
             default = self._default
-        return search_options(k, shortlist, nprobe, default)
+        return search_options(k, shortlist, nprobe, default=default)
 
     def rerank(self, query, ids, top_n: int = 10, *, with_payload: bool = True) -> Hits:
         """Exact dequantized scores of the given stored ids (each from its shard), best
