@@ -16,9 +16,11 @@ then measures, on the same queries and the same cores:
 * for every sharded store two read paths: in-process reads over read-only handles of the
   shards (the ``local`` backend; a writable Ray-backed store reads the same way by
   default, ``local_reads=True``) and Ray reader actors (``ShardedStore.open(readonly=True,
-  backend="ray")``); the **Ray overhead per query** is the actor path's p50 minus the
-  in-process path's p50 over the same shards, and the bare round trip of a scatter of
-  no-op calls to the S actors is measured too. All stores are open at once and measured in
+  backend="ray")``: one reader actor per node answers for all its shards in one call;
+  with ``--per-shard-readers`` also one actor per shard, ``reader_actors=S``); the **Ray
+  overhead per query** is the actor path's p50 minus the in-process path's p50 over the
+  same shards, and the bare round trip of a scatter of no-op calls to the actors is
+  measured too. All stores are open at once and measured in
   interleaved rounds, so the load of a shared machine drifts alike for all of them;
 * each shard's own single-query latency distribution (4 shards, or the largest S), from
   which it simulates the scatter-gather tail: p50/p99 of the max over S shards for
@@ -28,6 +30,8 @@ Targets (issue 16): Ray overhead per query < 1 ms at p50; sharded batch QPS >= 0
 single store's; ingest rows/s >= the single store's. The report says which were met.
 
     python benchmarks/cluster.py --n 100000 --work-dir /tmp/zc  # ~10 min on 2 quiet cores
+    python benchmarks/cluster.py --n 300000 --work-dir /tmp/zc --ingest-only --out /tmp/zc/ingest.json
+    python benchmarks/cluster.py --n 300000 --work-dir /tmp/zc --reuse /tmp/zc/ingest.json
     python benchmarks/cluster.py --n 100000 --work-dir /tmp/zc --reuse docs/benchmarks/cluster-n100000.json
     python benchmarks/cluster.py --n 20000 --shards 1 2 --queries 100
     python benchmarks/cluster.py --n 3000 --dim 256 --data-dir /tmp/zc --out /tmp/zc/cluster.json
@@ -206,6 +210,10 @@ def main(argv=None) -> dict:
                    "latency distribution of the tail simulation (default 3)")
     p.add_argument("--tail-only", action="store_true", help="with --reuse: only measure the per-shard "
                    "latencies and simulate the tail (reads of the earlier result kept)")
+    p.add_argument("--per-shard-readers", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure Ray reads with one reader actor per shard (default: on)")
+    p.add_argument("--ingest-only", action="store_true", help="build the stores, record the ingest figures and "
+                   "stop (measure the reads later with --reuse; needs --work-dir)")
     p.add_argument("--reuse", default=None, metavar="JSON",
                    help="skip the ingests: reuse the stores in --work-dir and the ingest figures of this "
                         "earlier result file")
@@ -243,6 +251,8 @@ def main(argv=None) -> dict:
         p.error("--reuse needs the --work-dir of the run that built the stores")
     if args.tail_only and not args.reuse:
         p.error("--tail-only needs --reuse")
+    if args.ingest_only and (args.reuse or not args.work_dir):
+        p.error("--ingest-only builds the stores: it needs --work-dir and no --reuse")
     result = {"machine": machine, "ray_worker_niceness": args.ray_niceness, "n": args.n, "dim": args.dim,
               "queries": args.queries, "k": args.k,
               "ingest": [], "reads": [], "rerun": _common.rerun_command("benchmarks/cluster.py", argv)}
@@ -256,6 +266,7 @@ def main(argv=None) -> dict:
                 prev = json.load(f)
             result["ingest"] = prev["ingest"]
             result["ingest_from"] = args.reuse
+            result["ingest_machine_load"] = prev["machine"].get("loadavg_at_start")
         else:
             shutil.rmtree(single_path, ignore_errors=True)
             with Store.create(single_path, dim=args.dim) as single, _common.CpuWatch() as cw:
@@ -278,6 +289,8 @@ def main(argv=None) -> dict:
                                          * 1024})
                 print(f"{s} shards ingest: {args.n / dt:,.0f} rows/s", flush=True)
 
+        if args.ingest_only:
+            raise _Done
         if args.tail_only:
             result["reads"] = prev["reads"]
             measure_tail(result, Store, paths_by_s[max(args.shards)], max(args.shards), queries, args)
@@ -291,12 +304,15 @@ def main(argv=None) -> dict:
                                                                                     backend="local")
             stores[("sharded", s, "ray reader actors")] = ShardedStore.open(
                 path, readonly=True, backend="ray", actor_options={"num_cpus": 0.01})
+            if s > 1 and args.per_shard_readers:
+                stores[("sharded", s, "ray reader actors, one per shard")] = ShardedStore.open(
+                    path, readonly=True, backend="ray", reader_actors=s, actor_options={"num_cpus": 0.01})
             result.setdefault("same_base_as_single", {})[s] = bool(
                 np.array_equal(stores[("sharded", s, "ray reader actors")].base().matrix, base.matrix))
         try:
             result["reads"] = measure_interleaved(stores, queries, args.k, nprobes, args.rounds)
             for (kind, s, path), store in stores.items():
-                if path == "ray reader actors":
+                if path.startswith("ray reader actors"):
                     rtt = scatter_rtt(ray, store.actors, queries)
                     for r in result["reads"]:
                         if r["shards"] == s and r["path"] == path:
@@ -331,12 +347,12 @@ def report(r: dict) -> None:
         ref = singles[x["nprobe"]]
         name = "single store" if x["store"] == "single" else f"{x['shards']} shards, {x['path']}"
         extra = ""
-        if x["path"] == "ray reader actors":
+        if x["path"].startswith("ray reader actors"):
             local = next(y for y in r["reads"] if y["shards"] == x["shards"] and y["nprobe"] == x["nprobe"]
                          and y["path"] == "in-process (local backend)")
             extra = (f"   Ray overhead p50 {x['p50_ms'] - local['p50_ms']:+.2f} ms (no-op scatter "
                      f"{x['scatter_noop']['p50_ms']:.2f} ms)")
-        print(f"  nprobe {str(x['nprobe']):<5}{name:<44}{x['p50_ms']:8.2f} {x['p99_ms']:8.2f} "
+        print(f"  nprobe {str(x['nprobe']):<5}{name:<54}{x['p50_ms']:8.2f} {x['p99_ms']:8.2f} "
               f"{x['batch_qps']:9.1f} {x['batch_qps'] / ref['batch_qps']:6.2f}x{extra}")
     if "tail_simulation" in r:
         ps = r["per_shard_latency"]

@@ -110,6 +110,11 @@ class ActorShards(ShardCalls):
             return {}, {}
         ray = self.ray
         refs = list(pending.values())
+        if timeout is None:  # the common case: one wait for all the answers
+            try:
+                return dict(zip(pending, ray.get(refs))), {}
+            except ray.exceptions.RayError:
+                pass  # some shard failed: sort out which, below
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         ready = set(ready)
         results, failures = {}, {}
