@@ -283,6 +283,9 @@ def test_lifecycle_errors(tmp_path):
     store.close()
     with pytest.raises(StoreClosed):
         len(store)
+    for bad in (0, 3, 1.5, True):
+        with pytest.raises(InvalidArgument, match="reader_actors"):
+            ShardedStore.open(path, readonly=True, backend="ray", reader_actors=bad)
     with ShardedStore.open(path, readonly=True) as ro:
         assert len(ro) == 2 and ro.readonly and ro.backend == "local"
         with pytest.raises(ReadOnlyStore):

@@ -150,6 +150,10 @@ class ShardedStore:
                 raise CorruptStore(f"{root}: shard {i} ({shard_dir(i)}) is missing")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if reader_actors is not None and (not isinstance(reader_actors, int) or isinstance(reader_actors, bool)
+                                          or not 1 <= reader_actors <= manifest.shards):
+            raise InvalidArgument(f"reader_actors must be an int in 1..{manifest.shards} (the shards), "
+                                  f"got {reader_actors!r}")
         if not (isinstance(restart_wait, (int, float)) and restart_wait >= 0):
             raise InvalidArgument(f"restart_wait must be a number of seconds >= 0, got {restart_wait!r}")
         lock_fd = None if readonly else _take_lock(root)
