@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from .actor import DEFAULT_ACTOR_OPTIONS, _unwrap, import_ray
+from .actor import DEFAULT_ACTOR_OPTIONS, _unwrap, blas_env, import_ray
 from .calls import Failure, ShardCalls
 from .local import LocalShards
 
@@ -82,6 +82,7 @@ class ReaderGroups(ShardCalls):
         if "num_cpus" not in (actor_options or {}):
             total = float(self.ray.cluster_resources().get("CPU", 1.0))
             options["num_cpus"] = round(min(DEFAULT_ACTOR_OPTIONS["num_cpus"], 0.5 * total / self.groups), 4) or 0.0001
+        options = blas_env(self.ray, options)
         cls = self.ray.remote(ShardGroupWorker)
         self.members = [{s: os.path.abspath(paths[s]) for s in range(g, self.shards, self.groups)}
                         for g in range(self.groups)]
