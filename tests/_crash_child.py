@@ -25,6 +25,7 @@ import numpy as np
 DIM = 64
 STORE_OPTIONS = {"dim": DIM, "metric": "cosine", "n_base": 4, "min_rows_per_base": 4,
                  "segment_fanout": 3}
+REFINE_ENV = "ZENSTORE_CRASH_REFINE"  # set: the store is created with this refine tier
 INDEXES = {"lang": "keyword", "op": "int", "id": "float"}  # payload indexes of the index plans
 LANGS = ("en", "de", "fr")
 
@@ -119,7 +120,8 @@ def main(argv: list[str]) -> int:
     indexes = argv[5:6] == ["indexes"]
     plan = make_plan(seed, n_ops, indexes)
     fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    store = Store.open(path) if os.path.exists(path) else Store.create(path, **STORE_OPTIONS)
+    options = dict(STORE_OPTIONS, refine=os.environ.get(REFINE_ENV) or None)
+    store = Store.open(path) if os.path.exists(path) else Store.create(path, **options)
     if indexes:  # the first run creates them; a kill inside a re-creation leaves one to redo
         for field, kind in INDEXES.items():
             store.create_payload_index(field, kind)

@@ -253,6 +253,21 @@ def test_jit_benchmark_times_cold_and_warm_first_searches(tmp_path):
         assert r["phases"][phase]["duplicated"] == {}
 
 
+def test_refine_search_benchmark_compares_with_and_without(tmp_path, capsys):
+    mod = _load("benchmarks/refine_search.py", "bench_refine_search")
+    res = mod.main(["--smoke", "--tiers", "int8", "--data-dir", str(tmp_path / "data"),
+                    "--work-dir", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    (ds,) = res["datasets"]
+    (tier,) = ds["tiers"]
+    by = {c["config"]: c for c in tier["configs"]}
+    hot, refined = by["hot (refine=False)"], by["refine_k 100"]
+    assert hot["refined_mean"] == 0 and 10 <= refined["refined_mean"] <= 100
+    assert refined["recall@10"] > hot["recall@10"]
+    assert tier["refine_bytes_per_vector"] == 128 + 4 and tier["hot_bytes_per_vector"] == 128 // 8 + 4
+    assert tier["cold_refine_files"]["p50_ms"] > 0
+    assert json.loads((tmp_path / "r.json").read_text())["benchmark"] == "refine_search"
+
+
 def test_assign_quality_benchmark_compares_exact_and_approximate_stores(tmp_path, capsys):
     bench = _load("benchmarks/assign_quality.py", "bench_assign_quality")
     out = tmp_path / "aq.json"

@@ -33,7 +33,7 @@ import pytest
 
 from zenstore import Store, verify_store
 
-from ._crash_child import DIM, make_plan, model_states, op_payloads, op_vectors
+from ._crash_child import DIM, REFINE_ENV, make_plan, model_states, op_payloads, op_vectors
 from .conftest import scale, slow_run
 
 CHILD = Path(__file__).with_name("_crash_child.py")
@@ -66,7 +66,8 @@ class Chain:
     child_args: list = []  # extra arguments of every writer process (tests/_crash_child.py)
     indexes = False
 
-    def __init__(self, root: Path, seed: int, stats: dict) -> None:
+    def __init__(self, root: Path, seed: int, stats: dict, refine: str | None = None) -> None:
+        self.refine = refine  # the refine tier the store is created with
         self.dir = root / f"chain-{seed}"
         self.dir.mkdir()
         self.path = self.dir / "store.zen"
@@ -90,7 +91,9 @@ class Chain:
         stderr, ack file text)."""
         self.runs += 1
         ack = self.dir / f"ack-{self.runs}"
-        env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
+        env = {k: v for k, v in os.environ.items() if k not in ("ZENSTORE_FAULT", REFINE_ENV)}
+        if self.refine:
+            env[REFINE_ENV] = self.refine
         if fault:
             env["ZENSTORE_FAULT"] = fault
         with open(self.dir / f"stderr-{self.runs}", "w+") as err:
@@ -167,7 +170,8 @@ class Chain:
             if payload != want_payload:
                 return f"after {j} ops: id {i} payload {payload}, expected {want_payload}"
             cos = _cos(vec, self.expected_vector(op_index, row))
-            if cos < 0.5:
+            # a refined vector is nearly exact: a refine row paired with another row is not
+            if cos < (0.995 if self.refine else 0.5):
                 return f"after {j} ops: id {i} vector is not the one op {op_index} wrote (cos {cos:.2f})"
         return None
 
@@ -202,7 +206,7 @@ class Chain:
         with Store.open(self.path) as w:
             assert w.verify() == []
             manifest = w.snapshot().manifest
-            listed = {s.file for s in manifest.segments} | ({manifest.base.file} if manifest.base else set())
+            listed = {f for s in manifest.segments for f in s.files} | ({manifest.base.file} if manifest.base else set())
             on_disk = store_files(self.path)
             assert on_disk == listed, f"leftover files after reopen: {sorted(on_disk - listed)}"
             self.stats["orphans_removed"] += len(orphans_before - listed)
@@ -283,6 +287,44 @@ def test_kill_at_named_points(tmp_path, stats):
     while not chain.finished:
         chain.run()
     assert stats["kills"] >= len(specs)
+
+
+REFINE_SPECS = ["add.segment@2>orphan.removed", "segment.refine@2", "file.section@4", "file.written@4",
+                "file.renamed@6", "add.commit@3", "add.committed@2", "delete.committed@2",
+                "segment.refine@6", "merge.segment", "merge.commit", "merge.unlinked@2",
+                "merge.committed@2>orphan.removed@2"]
+REFINE_SPECS_FAST = ["segment.refine@2", "add.segment@2>orphan.removed", "file.written@4",
+                     "segment.refine@6", "merge.unlinked@2", "merge.committed@2>orphan.removed@2"]
+
+
+def test_kill_at_named_points_with_refine_tier(tmp_path, stats):
+    """A store with a refine tier: kills between a segment and its refine file, between
+    both files and the commit, and while merged-away pairs are removed leave every
+    segment with its own refine file (refined vectors are the stored ones), and orphaned
+    refine files are removed by the next writer."""
+    seeds = iter(range(5000, 6000))
+    chain = Chain(tmp_path, next(seeds), stats, refine="int8")
+    for spec in REFINE_SPECS if slow_run() else REFINE_SPECS_FAST:
+        steps = spec.split(">")
+        for _attempt in range(4):
+            if chain.finished:
+                chain = Chain(tmp_path, next(seeds), stats, refine="int8")
+            outcomes = []
+            for k, step in enumerate(steps):
+                outcomes.append(chain.run(fault=step, leave_orphans=k + 1 < len(steps)))
+                if outcomes[-1] != "killed":
+                    break
+            if outcomes == ["killed"] * len(steps):
+                break
+            stats["not_reached"] += 1
+        else:
+            pytest.fail(f"{spec} never reached in 4 plans")
+    while not chain.finished:
+        chain.run()
+    with Store.open(chain.path, readonly=True) as ro:
+        assert ro.stats()["refine"] == "int8"
+        segs = ro.snapshot().manifest.segments
+        assert segs and all(s.refine is not None for s in segs)
 
 
 def test_kill_at_random_moments(tmp_path, stats):

@@ -402,13 +402,15 @@ def test_golden_v1_store_is_not_changed_by_filtered_reads_and_takes_an_index(tmp
         digest = hashlib.sha256((path / "catalog.mdb").read_bytes()).hexdigest()
         with Store.open(path) as s:
             q = s.get(s.ids()[0]).vector
+            before = s.stats()["format_version"]
             plain = s.search_batch(q[None], k=5, filter=spec)
             assert (plain[0] != (None if s.stats()["id_type"] == "str" else -1)).sum() >= 1
         assert hashlib.sha256((path / "catalog.mdb").read_bytes()).hexdigest() == digest
         with Store.open(path) as s:
             s.create_payload_index("tag", "keyword")
             s.create_payload_index("i", "int")
-            assert s.stats()["format_version"] == 3 and s.verify() == []
+            # indexes raise a store to version 3; a refine store is already 4
+            assert s.stats()["format_version"] == max(3, before) and s.verify() == []
             with s._view.reading() as (snap, txn):
                 assert selection.select_rows(snap, txn, compile_filter(spec)).indexed
             indexed = s.search_batch(q[None], k=5, filter=spec)

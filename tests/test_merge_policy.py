@@ -47,12 +47,12 @@ def test_real_store_rewrites_each_row_at_most_log_times(tmp_path, monkeypatch):
     rewrites: dict[int, int] = {}
     real = writer_mod.merge_segments
 
-    def counting(root, seg_id, config, n_groups, segments):
+    def counting(root, seg_id, config, n_groups, segments, *rest):
         for seg in segments:
             live = seg.ids if seg.dead.size == 0 else seg.ids[seg.dead == 0]
             for i in live.tolist():
                 rewrites[i] = rewrites.get(i, 0) + 1
-        return real(root, seg_id, config, n_groups, segments)
+        return real(root, seg_id, config, n_groups, segments, *rest)
 
     monkeypatch.setattr(writer_mod, "merge_segments", counting)
     rng = np.random.default_rng(3)

@@ -39,19 +39,24 @@ def golden_ids(str_ids: bool) -> list:
     return [f"doc-{i}" for i in range(N_ROWS)] if str_ids else [i * 1000 - 7 for i in range(N_ROWS)]
 
 
-def build(name: str, metric: str, str_ids: bool) -> None:
+def golden_path(name: str, refine: str | None) -> str:
+    # named by the version the store is written with (1 for a dim that is a multiple of 64,
+    # 3 with a refine tier)
+    return os.path.join(OUT, f"v{zenstore.StoreConfig(dim=192, refine=refine).format_version}-{name}.zen")
+
+
+def build(name: str, metric: str, str_ids: bool, refine: str | None = None) -> None:
     rng = np.random.default_rng(20261126)
     dim = 192  # three 64-bit words per code
     centers = rng.standard_normal((4, dim))
     x = (centers[rng.integers(0, 4, N_ROWS)] + 0.7 * rng.standard_normal((N_ROWS, dim))).astype(np.float32)
     ids = golden_ids(str_ids)
-    # named by the version the store is written with (1 for a dim that is a multiple of 64)
-    path = os.path.join(OUT, f"v{zenstore.StoreConfig(dim=dim).format_version}-{name}.zen")
+    path = golden_path(name, refine)
     shutil.rmtree(path, ignore_errors=True)
     for kind in EXPECTATIONS:  # they describe the store being replaced
         if os.path.exists(f"{path}.expected-{kind}.json"):
             os.remove(f"{path}.expected-{kind}.json")
-    with zenstore.Store.create(path, dim=dim, metric=metric, n_base=4, segment_fanout=4) as store:
+    with zenstore.Store.create(path, dim=dim, metric=metric, n_base=4, segment_fanout=4, refine=refine) as store:
         store.add(ids[:80], x[:80], payloads=[{"i": i, "tag": "ä"} for i in range(80)])
         store.add(ids[80:], x[80:])
         store.delete([ids[3], ids[90]])
@@ -97,6 +102,9 @@ def expect_rerank(store, queries: np.ndarray) -> dict:
 
 
 EXPECTATIONS = {"nprobe": expect_nprobe, "rerank": expect_rerank}
+# (name, metric, str ids, refine tier): v1 stores (format version 1), v3 (a refine tier)
+STORES = [("cosine-str", "cosine", True, None), ("l2-int", "l2", False, None),
+          ("int8-cosine-str", "cosine", True, "int8"), ("magnitude4-l2-int", "l2", False, "magnitude4")]
 
 
 def add_expectations() -> list[str]:
@@ -132,15 +140,16 @@ def main(argv=None) -> None:
     p.add_argument("--expectations", action="store_true",
                    help="only add missing .expected-<kind>.json files for the existing golden stores")
     p.add_argument("--force", action="store_true", help="rewrite the golden stores (never do this for a "
-                                                       "released format version)")
+                                                       "released format version); without it only missing stores are written")
     args = p.parse_args(argv)
     if args.expectations:
         add_expectations()
         return
-    if os.listdir(OUT) and not args.force:
+    todo = [s for s in STORES if args.force or not os.path.exists(golden_path(s[0], s[3]))]
+    if not todo:
         sys.exit("golden files exist; they are written once per format version (use --force)")
-    build("cosine-str", "cosine", True)
-    build("l2-int", "l2", False)
+    for spec in todo:  # only the missing ones: an existing golden store is never rewritten
+        build(*spec)
     add_expectations()
 
 

@@ -10,13 +10,16 @@ from .view import StoreView
 
 
 def store_stats(view: StoreView) -> dict:
-    """Counts and bytes. ``bytes_per_vector`` is vector data only (codes + scales + aux
-    term); ``bytes_on_disk`` splits every byte of the directory by part."""
+    """Counts and bytes. ``bytes_per_vector`` is the hot vector data only (codes + scales +
+    aux term); a refine tier's bytes are apart (``refine_bytes_per_vector``, per row of its
+    files, and ``refine_file_bytes``, their size); ``bytes_on_disk`` splits every byte of
+    the directory by part."""
     snap = view.current()
     cfg = view.config
     catalog = view.catalog
     rows = snap.stored_rows
     seg_bytes = sum(s.record.size for s in snap.segments)
+    refine_bytes = sum(s.record.refine.size for s in snap.segments if s.record.refine is not None)
     codes = rows * cfg.words * 8
     scales = rows * cfg.scale_blocks * 2
     aux = rows * 2
@@ -27,6 +30,7 @@ def store_stats(view: StoreView) -> dict:
         "scales": scales,
         "aux": aux,
         "segment_headers": seg_bytes - codes - scales - aux,
+        "refine_files": refine_bytes,
         "base": base,
         "ids": catalog.db_bytes(records.IDS),
         "payloads": catalog.db_bytes(records.PAYLOADS),
@@ -34,7 +38,7 @@ def store_stats(view: StoreView) -> dict:
         "payload_indexes": catalog.db_bytes(records.PINDEX),
         "catalog_file": catalog_file,
     }
-    total = seg_bytes + base + catalog_file
+    total = seg_bytes + refine_bytes + base + catalog_file
     return {
         "count": snap.count,
         "dim": cfg.dim,
@@ -46,6 +50,9 @@ def store_stats(view: StoreView) -> dict:
         "deleted_rows": rows - snap.count,
         "bytes_per_vector": cfg.bytes_per_vector,
         "compression_ratio": cfg.dim * 4 / cfg.bytes_per_vector,
+        "refine": cfg.refine_tier.name if cfg.refine_tier else None,
+        "refine_bytes_per_vector": cfg.refine_bytes_per_vector,
+        "refine_file_bytes": refine_bytes,
         "bytes_on_disk": {**parts, "total": total},
         "bytes_per_vector_all_in": total / snap.count if snap.count else None,
         "format_version": fmt.store_format_version(cfg, snap.manifest),

@@ -232,7 +232,8 @@ def _open_or_create(args, options, infer_dim, embedder=None):
         dim, source = embedder.dim, f"embedder {args.embedder!r}"
     else:
         dim, source = (args.dim, None) if args.dim is not None else infer_dim(args.inputs, options)
-    create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed)) if v is not None}
+    create = {k: v for k, v in (("n_base", args.n_base), ("seed", args.seed), ("refine", args.refine))
+              if v is not None}
     try:
         return Store.create(args.store, dim=dim, metric=args.metric, **create)
     except InvalidArgument as exc:
@@ -344,6 +345,9 @@ def _cmd_stats(args) -> int:
     print(f"segments:          {stats['segments']}   base rows: {stats['n_base']}")
     print(f"bytes per vector:  {stats['bytes_per_vector']} (vector data), "
           f"{stats['compression_ratio']:.2f}x vs float32")
+    if stats["refine"]:
+        print(f"refine tier:       {stats['refine']}: {stats['refine_bytes_per_vector']:,} more bytes per "
+              f"vector on disk, {stats['refine_file_bytes']:,} bytes of refine files")
     if stats["bytes_per_vector_all_in"]:
         print(f"all in:            {stats['bytes_per_vector_all_in']:.1f} bytes per vector")
     print("bytes on disk:")
@@ -635,6 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine")
     g.add_argument("--n-base", type=int, default=None, help="base rows (default 1024)")
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--refine", default=None, metavar="TIER",
+                   help="refine tier kept on disk beside the segments: int8 or magnitude1..4 (default: none)")
     g.add_argument("--train-sample", type=int, default=None, metavar="N",
                    help="rows sampled to train the base matrix (default n_base x 24)")
     g = p.add_argument_group("reading")

@@ -43,7 +43,7 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, int]:
+def write_framed_file(path: str, kind: int, meta: dict, sections, version: int | None = None) -> tuple[int, int]:
     """Atomically write a framed file; returns (file_size, header_crc32).
 
     ``sections`` is a list of ``(name, payload)`` where payload is a bytes-like object
@@ -63,7 +63,7 @@ def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, 
     _, offsets, size = fmt.section_offsets(meta, [length for _, length, _ in specs])
     tmp = path + TMP_SUFFIX
     try:
-        header = _write_tmp(tmp, kind, meta, specs, offsets, size)
+        header = _write_tmp(tmp, kind, meta, specs, offsets, size, version)
         fault("file.written")  # complete, fsynced, still under its temporary name
         os.replace(tmp, path)
     except ZenstoreError:  # e.g. a merge's input turned out damaged (StoreIOError is an OSError)
@@ -83,7 +83,7 @@ def write_framed_file(path: str, kind: int, meta: dict, sections) -> tuple[int, 
     return size, fmt.crc32(header)
 
 
-def _write_tmp(tmp: str, kind: int, meta: dict, specs, offsets, size: int) -> bytes:
+def _write_tmp(tmp: str, kind: int, meta: dict, specs, offsets, size: int, version: int | None) -> bytes:
     """Write and fsync the framed file under its temporary name; returns its header."""
     crcs = []
     with open(tmp, "wb") as f:
@@ -100,7 +100,7 @@ def _write_tmp(tmp: str, kind: int, meta: dict, specs, offsets, size: int) -> by
             crcs.append(crc & 0xFFFFFFFF)
             f.flush()
             fault("file.section")  # a partial temporary file, no header yet
-        header = fmt.build_header(kind, meta, [(n, ln, c) for (n, ln, _), c in zip(specs, crcs)])
+        header = fmt.build_header(kind, meta, [(n, ln, c) for (n, ln, _), c in zip(specs, crcs)], version)
         f.seek(0)
         f.write(header)
         f.truncate(size)

@@ -13,6 +13,9 @@ in the framed files and the store); 3 is version 2 plus payload indexes, and onl
 store that has payload indexes is version 3 (``store_format_version``): zenstore before
 3 cannot keep indexes up to date, so it must refuse such a store, and the only flag it
 refuses is the version. Indexes change no framed file (``FILE_FORMAT_VERSION`` stays 2).
+4 adds a refine tier (``StoreConfig.refine``): a refine file beside every segment (file
+kind 3, header version 4); only a store created with a tier is version 4, for the same
+reason (an older writer would add segments without refine files).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import zstandard
 
 from .errors import CorruptStore, FormatVersionError, InvalidArgument
 
-FORMAT_VERSION = 3  # the newest store format this zenstore reads (and writes, for stores with indexes)
+FORMAT_VERSION = 4  # the newest store format this zenstore reads (and writes, for stores that need it)
 INDEXED_FORMAT_VERSION = 3  # a store with payload indexes
-FILE_FORMAT_VERSION = 2  # the newest segment and base file format (unchanged by version 3)
+REFINE_FORMAT_VERSION = 4  # a store with a refine tier, and its refine files (docs/format.md)
+FILE_FORMAT_VERSION = 2  # the newest segment and base file format (unchanged by versions 3 and 4)
 STORE_MAGIC = "zenstore"
 
 METRICS = ("cosine", "ip", "l2")
@@ -45,7 +49,13 @@ MAX_STR_ID_BYTES = 256
 FILE_MAGIC = b"\x89ZEN\r\n\x1a\n"
 FILE_KIND_SEGMENT = 1
 FILE_KIND_BASE = 2
-FILE_KINDS = {FILE_KIND_SEGMENT: "segment", FILE_KIND_BASE: "base"}
+FILE_KIND_REFINE = 3
+FILE_KINDS = {FILE_KIND_SEGMENT: "segment", FILE_KIND_BASE: "base", FILE_KIND_REFINE: "refine"}
+# the newest version of each file kind this zenstore reads: segment and base files are
+# unchanged since version 2 (a newer one is a newer writer's file, FormatVersionError);
+# refine files exist since version 4
+FILE_KIND_VERSIONS = {FILE_KIND_SEGMENT: FILE_FORMAT_VERSION, FILE_KIND_BASE: FILE_FORMAT_VERSION,
+                      FILE_KIND_REFINE: REFINE_FORMAT_VERSION}
 _FILE_HEADER = struct.Struct("<8sHHIQII")  # magic, version, kind, n_sections, file_size, meta_len, header_crc
 _SECTION = struct.Struct("<8sQQII")  # name, offset, length, crc32, reserved
 FILE_HEADER_SIZE = _FILE_HEADER.size  # 32
@@ -119,8 +129,10 @@ def _meta_bytes(meta: dict) -> bytes:
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
-def build_header(kind: int, meta: dict, sections: list[tuple[str, int, int]]) -> bytes:
-    """Header bytes for sections given as (name, length, crc32), laid out by section_offsets."""
+def build_header(kind: int, meta: dict, sections: list[tuple[str, int, int]],
+                 version: int | None = None) -> bytes:
+    """Header bytes for sections given as (name, length, crc32), laid out by section_offsets.
+    ``version``: the file's format version (default: the lowest that describes its dim)."""
     _, offsets, file_size = section_offsets(meta, [length for _, length, _ in sections])
     entries = []
     for (name, length, crc), offset in zip(sections, offsets):
@@ -130,7 +142,8 @@ def build_header(kind: int, meta: dict, sections: list[tuple[str, int, int]]) ->
         entries.append(_SECTION.pack(name_b.ljust(8, b"\0"), offset, length, crc, 0))
     meta_b = _meta_bytes(meta)
     # the lowest version that describes the file: 1 unless its dim is not a multiple of 64
-    version = format_version_for(meta.get("dim", 0))
+    if version is None:
+        version = format_version_for(meta.get("dim", 0))
     fixed = _FILE_HEADER.pack(FILE_MAGIC, version, kind, len(sections), file_size,
                               len(meta_b), 0)
     header = bytearray(fixed + b"".join(entries) + meta_b)
@@ -147,10 +160,11 @@ def parse_file_header(buf, *, expect_kind: int, actual_size: int, what: str) -> 
     )
     if magic != FILE_MAGIC:
         raise CorruptStore(f"{what}: not a zenstore file (bad magic {bytes(magic)!r})")
-    if version > FILE_FORMAT_VERSION or version < 1:
+    newest = min(FORMAT_VERSION, FILE_KIND_VERSIONS.get(expect_kind, FILE_FORMAT_VERSION))
+    if version > newest or version < 1:
         raise FormatVersionError(
             f"{what}: written by format version {version}; this zenstore reads up to "
-            f"version {FILE_FORMAT_VERSION}"
+            f"version {newest} of {FILE_KINDS.get(expect_kind, 'these')} files"
         )
     if kind != expect_kind:
         raise CorruptStore(
@@ -189,6 +203,81 @@ def parse_file_header(buf, *, expect_kind: int, actual_size: int, what: str) -> 
                       crc32(bytes(buf[:header_len])))
 
 
+# --- the refine tier ---------------------------------------------------------------------------
+
+REFINE_KINDS = ("int8", "magnitude")
+MAGNITUDE_BITS = (1, 2, 3, 4, 8)
+
+
+@dataclass(frozen=True)
+class RefineTier:
+    """Which refine tier a store keeps (``zenstore/refine.py`` is its codec); recorded in
+    the store config as ``to_dict()``."""
+
+    kind: str = "int8"
+    bits: int = 8  # int8: always 8; magnitude: 1, 2, 3, 4 or 8 magnitude bits per coordinate
+
+    def __post_init__(self) -> None:
+        if self.kind not in REFINE_KINDS:
+            raise InvalidArgument(f"refine tier kind must be one of {REFINE_KINDS}, got {self.kind!r}")
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool):
+            raise InvalidArgument(f"refine tier bits must be an int, got {self.bits!r}")
+        if self.kind == "int8" and self.bits != 8:
+            raise InvalidArgument(f"an int8 refine tier has 8 bits, got {self.bits}")
+        if self.kind == "magnitude" and self.bits not in MAGNITUDE_BITS:
+            raise InvalidArgument(f"magnitude refine tier bits must be one of {MAGNITUDE_BITS}, got {self.bits}")
+
+    @classmethod
+    def parse(cls, value) -> RefineTier | None:
+        """A ``refine=`` argument: None, a tier, "int8", "magnitude<bits>" or a dict."""
+        if value is None or isinstance(value, RefineTier):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - {"kind", "bits"}
+            if unknown:
+                raise InvalidArgument(f"refine tier has no option(s) {sorted(unknown)}")
+            return cls(**value)
+        if isinstance(value, str):
+            if value == "int8":
+                return cls("int8", 8)
+            if value.startswith("magnitude") and value[len("magnitude"):].isdigit():
+                return cls("magnitude", int(value[len("magnitude"):]))
+        raise InvalidArgument(f"refine must be None, 'int8' or 'magnitude<bits>' (bits 1, 2, 3, 4, 8), got {value!r}")
+
+    @property
+    def name(self) -> str:
+        return "int8" if self.kind == "int8" else f"magnitude{self.bits}"
+
+    def code_bytes(self, dim: int) -> int:
+        """Code bytes per row for a coded width ``dim`` (a multiple of 64)."""
+        if not isinstance(dim, (int, np.integer)) or dim <= 0 or dim % WORD_BITS:
+            raise InvalidArgument(f"dim must be a positive multiple of 64, got {dim!r}")
+        return dim if self.kind == "int8" else self.bits * dim // 8
+
+    def row_bytes(self, dim: int, metric: str) -> int:
+        """Bytes per stored row (the refine bytes per vector)."""
+        return self.code_bytes(dim) + 4 + (2 if self.kind == "magnitude" else 0) + (4 if metric == "l2" else 0)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "bits": self.bits}
+
+    @classmethod
+    def from_dict(cls, data) -> RefineTier:
+        """Rebuild from a stored config (errors are CorruptStore / FormatVersionError)."""
+        if not isinstance(data, dict):
+            raise CorruptStore("refine tier config is not an object")
+        unknown = [k for k in data if k not in ("kind", "bits") and not k.startswith("x-")]
+        if unknown:
+            raise FormatVersionError(f"refine tier config has fields this zenstore does not know: {unknown}")
+        if data.get("kind") not in REFINE_KINDS:
+            raise FormatVersionError(f"refine tier kind {data.get('kind')!r} is not one this zenstore "
+                                     f"knows {REFINE_KINDS}")
+        try:
+            return cls(data["kind"], data.get("bits", 8))
+        except InvalidArgument as exc:
+            raise CorruptStore(f"refine tier config is invalid: {exc}") from exc
+
+
 # --- the store configuration ------------------------------------------------------------------
 
 
@@ -216,10 +305,13 @@ class StoreConfig:
     segment_fanout: int = 8
     seed: int = 0
     extensions: dict = field(default_factory=dict)
+    refine: dict | None = None  # RefineTier.to_dict(), or None: no refine tier (docs/refine.md)
 
     def __post_init__(self) -> None:
         if self.scale_blocks == 0:
             object.__setattr__(self, "scale_blocks", default_scale_blocks(self.dim, self.metric))
+        tier = RefineTier.parse(self.refine)  # "int8", "magnitude4", a tier or a dict
+        object.__setattr__(self, "refine", None if tier is None else tier.to_dict())
         self.validate()
 
     def validate(self) -> None:
@@ -260,8 +352,20 @@ class StoreConfig:
 
     @property
     def format_version(self) -> int:
-        """The format version a store of this config is written with (docs/format.md)."""
-        return format_version_for(self.dim)
+        """The format version a store of this config is written with (docs/format.md):
+        4 with a refine tier, else the lowest that describes its dim (payload indexes
+        raise a store's version to 3: ``store_format_version``)."""
+        return REFINE_FORMAT_VERSION if self.refine is not None else format_version_for(self.dim)
+
+    @property
+    def refine_tier(self) -> RefineTier | None:
+        return None if self.refine is None else RefineTier(**self.refine)
+
+    @property
+    def refine_bytes_per_vector(self) -> int:
+        """Refine-file bytes per row (0 without a refine tier), apart from the hot code."""
+        tier = self.refine_tier
+        return 0 if tier is None else tier.row_bytes(self.coded_dim, self.metric)
 
     @property
     def bytes_per_vector(self) -> int:
@@ -269,7 +373,10 @@ class StoreConfig:
         return self.coded_dim // 8 + 2 * self.scale_blocks + 2
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["refine"] is None:  # stores without a refine tier keep their exact bytes
+            del data["refine"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> StoreConfig:
@@ -279,6 +386,8 @@ class StoreConfig:
         unknown = [k for k in data if k not in known and not k.startswith("x-")]
         if unknown:
             raise FormatVersionError(f"store config has fields this zenstore does not know: {unknown}")
+        if data.get("refine") is not None:
+            RefineTier.from_dict(data["refine"])  # CorruptStore / FormatVersionError
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
         except (TypeError, InvalidArgument) as exc:
@@ -292,6 +401,7 @@ class StoreConfig:
 
 
 SEGMENT_FILE = "segments/seg-{:08d}.zseg"
+REFINE_FILE = "segments/seg-{:08d}.zref"  # the refine file beside segment N (same rows, same order)
 _BASE_FILE = re.compile(r"base-[0-9]{6}\.zbase")
 
 
@@ -318,6 +428,24 @@ def _record_fields(data, cls, what: str, optional: tuple[str, ...] = ()) -> dict
 
 
 @dataclass(frozen=True)
+class RefineRecord:
+    """The refine file of one segment: its name (derived from the segment id), size and
+    header crc32 (as for segments, a valid file that is not this one is refused)."""
+
+    file: str
+    size: int
+    header_crc: int
+
+    @classmethod
+    def from_dict(cls, data, segment_id: int) -> RefineRecord:
+        f = _record_fields(data, cls, "refine record")
+        if f["file"] != REFINE_FILE.format(segment_id):
+            raise CorruptStore(f"manifest is malformed: segment {segment_id} has refine file {f['file']!r}")
+        return cls(f["file"], _check_int(f["size"], "refine size"),
+                   _check_int(f["header_crc"], "refine header_crc", 0, 0xFFFFFFFF))
+
+
+@dataclass(frozen=True)
 class SegmentRecord:
     id: int
     file: str
@@ -325,17 +453,34 @@ class SegmentRecord:
     deleted: int
     size: int
     header_crc: int
+    refine: RefineRecord | None = None  # stores with a refine tier only (format version 3)
 
     @property
     def live(self) -> int:
         return self.rows - self.deleted
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The segment's files: the segment and, with a refine tier, its refine file."""
+        return (self.file,) if self.refine is None else (self.file, self.refine.file)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.refine is None:  # segments without a refine file keep their exact bytes
+            del data["refine"]
+        return data
+
     @classmethod
     def from_dict(cls, data) -> SegmentRecord:
-        f = _record_fields(data, cls, "segment record")
+        refine = None
+        if isinstance(data, dict) and "refine" in data:
+            data = dict(data)
+            raw = data.pop("refine")
+            refine = RefineRecord.from_dict(raw, data.get("id") if isinstance(data.get("id"), int) else -1)
+        f = _record_fields(data, cls, "segment record", optional=("refine",))  # read above
         rec = cls(_check_int(f["id"], "segment id", 1), f["file"], _check_int(f["rows"], "rows"),
                   _check_int(f["deleted"], "deleted"), _check_int(f["size"], "size"),
-                  _check_int(f["header_crc"], "header_crc", 0, 0xFFFFFFFF))
+                  _check_int(f["header_crc"], "header_crc", 0, 0xFFFFFFFF), refine)
         # the name is derived from the id: a manifest never points outside the store
         if rec.file != SEGMENT_FILE.format(rec.id):
             raise CorruptStore(f"manifest is malformed: segment {rec.id} has file {rec.file!r}")
@@ -419,7 +564,7 @@ class Manifest:
             "next_segment_id": self.next_segment_id,
             "id_type": self.id_type,
             "base": asdict(self.base) if self.base else None,
-            "segments": [asdict(s) for s in self.segments],
+            "segments": [s.to_dict() for s in self.segments],
         }
         if self.payload_indexes:  # a store without indexes keeps its version-1 manifest
             out["payload_indexes"] = [asdict(p) for p in self.payload_indexes]
@@ -457,9 +602,9 @@ class Manifest:
 
 
 def store_format_version(config: StoreConfig, manifest: Manifest) -> int:
-    """The format a store has: 3 with payload indexes, else its config's (1, or 2 for a
-    dim that is not a multiple of 64)."""
-    return INDEXED_FORMAT_VERSION if manifest.payload_indexes else config.format_version
+    """The format a store has: its config's (1, 2 for a dim that is not a multiple of 64,
+    4 with a refine tier), raised to 3 by payload indexes."""
+    return max(config.format_version, INDEXED_FORMAT_VERSION if manifest.payload_indexes else 0)
 
 
 def dumps_json(value) -> bytes:

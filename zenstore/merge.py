@@ -32,7 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import format as fmt
+from .faults import fault
 from .files import write_framed_file
+from .refinefile import write_refine
 from .segment import Segment, order_rows, segment_filename
 
 
@@ -129,12 +131,18 @@ def merge_plan(segments: list[Segment], n_groups: int):
 
 
 def _gather_chunks(segments, src_seg, src_row, attr, section):
-    """Yield the rows of ``attr`` (codes/scales16/aux16) of the sources, in plan order.
+    """Yield the rows of ``attr`` (codes/scales16/aux16, or "refine" for the refine
+    records) of the sources, in plan order.
 
     Each source's rows are consumed in increasing order (both orders are (group, id)),
     so pages behind the furthest row read are released as the merge advances.
     """
-    first = getattr(segments[0], attr)
+    def source(seg):
+        if attr == "refine":
+            return seg.refine.rows, seg.refine.mapped
+        return getattr(seg, attr), seg.mapped
+
+    first = source(segments[0])[0]
     row_bytes = first.itemsize * int(np.prod(first.shape[1:]))
     for start in range(0, len(src_seg), MERGE_CHUNK_ROWS):
         s_chunk = src_seg[start : start + MERGE_CHUNK_ROWS]
@@ -142,15 +150,17 @@ def _gather_chunks(segments, src_seg, src_row, attr, section):
         out = np.empty((len(s_chunk),) + first.shape[1:], dtype=first.dtype)
         for s in np.unique(s_chunk):
             sel = s_chunk == s
-            seg = segments[int(s)]
-            out[sel] = getattr(seg, attr)[r_chunk[sel]]
-            seg.mapped.release(section, int(r_chunk[sel].max()) * row_bytes)
+            array, mapped = source(segments[int(s)])
+            out[sel] = array[r_chunk[sel]]
+            mapped.release(section, int(r_chunk[sel].max()) * row_bytes)
         yield out
 
 
 def merge_segments(root: str, segment_id: int, config: fmt.StoreConfig, n_groups: int,
-                   segments: list[Segment]):
-    """Write one segment holding the live rows of ``segments``; stream, never load them whole.
+                   segments: list[Segment], created: list[str] | None = None):
+    """Write one segment holding the live rows of ``segments`` (and with a refine tier its
+    refine file, after it, with the same row permutation); stream, never load them whole.
+    ``created`` collects the files written.
 
     Returns (record, ids in row order).
     """
@@ -176,4 +186,13 @@ def merge_segments(root: str, segment_id: int, config: fmt.StoreConfig, n_groups
     }
     rel = segment_filename(segment_id)
     size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_SEGMENT, meta, sections)
-    return fmt.SegmentRecord(segment_id, rel, n, 0, size, header_crc), ids
+    if created is not None:
+        created.append(rel)
+    refine = None
+    if config.refine is not None:
+        fault("segment.refine")  # merged segment in place, its refine file not yet written
+        chunks = _gather_chunks(segments, src_seg, src_row, "refine", "rows")
+        refine = write_refine(root, segment_id, config, header_crc, chunks, n)
+        if created is not None:
+            created.append(refine.file)
+    return fmt.SegmentRecord(segment_id, rel, n, 0, size, header_crc, refine), ids

@@ -20,10 +20,14 @@ from .validation import as_matrix, as_query, normalize_ids, positive_int, unique
 from .view import StoreView
 
 
-def search_options(k, shortlist, nprobe) -> SearchOptions:
+def search_options(k, shortlist, nprobe, refine=True, refine_k=None) -> SearchOptions:
+    if not isinstance(refine, (bool, np.bool_)):
+        raise InvalidArgument(f"refine must be True or False, got {refine!r}")
     return SearchOptions(k=positive_int(k, "k", maximum=MAX_K),
                          shortlist=positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K),
-                         nprobe=positive_int(nprobe, "nprobe", allow_none=True))
+                         nprobe=positive_int(nprobe, "nprobe", allow_none=True),
+                         refine=bool(refine),
+                         refine_k=positive_int(refine_k, "refine_k", allow_none=True, maximum=MAX_K))
 
 
 class Reader:
@@ -88,12 +92,13 @@ class Reader:
 
     # --- search and rerank -----------------------------------------------------------------
 
-    def _filtered(self, snap: Snapshot, txn, queries, opts, filter_ids, flt):
+    def _filtered(self, snap: Snapshot, txn, queries, opts, filter_ids, flt, refined_rows=None):
         """search_snapshot, restricted by a payload filter when one is given."""
         if flt is None:
-            return search_snapshot(snap, queries, opts, self.metric, filter_ids)
+            return search_snapshot(snap, queries, opts, self.metric, filter_ids, refined_out=refined_rows)
         sel = select_rows(snap, txn, flt, filter_ids, root=self.view.root)
-        return search_snapshot(snap, queries, opts, self.metric, rows=None if sel is None else sel.rows)
+        return search_snapshot(snap, queries, opts, self.metric, rows=None if sel is None else sel.rows,
+                               refined_out=refined_rows)
 
     def _open_index_table(self, flt) -> None:
         """Open the catalog's payload index table if the store has indexes and this process
@@ -104,9 +109,9 @@ class Reader:
             self.view.catalog.open_optional(records.PINDEX)
 
     def search(self, query, k=10, *, shortlist=None, nprobe=None, filter_ids=None, filter=None,
-               with_payload=True) -> list[Hit]:
+               with_payload=True, refine=True, refine_k=None) -> list[Hit]:
         flt = None if filter is None else compile_filter(filter)  # a bad filter: before any work
-        opts = search_options(k, shortlist, nprobe)
+        opts = search_options(k, shortlist, nprobe, refine, refine_k)
         q = as_query(query, self.dim)
         self._open_index_table(flt)
         with self.view.reading() as (snap, txn):
@@ -115,24 +120,28 @@ class Reader:
             return self._hits(snap, tags[0][found], scores[0][found], with_payload, txn)
 
     def search_batch(self, queries, k=10, *, shortlist=None, nprobe=None,
-                     filter_ids=None, filter=None) -> tuple[np.ndarray, np.ndarray]:
+                     filter_ids=None, filter=None, refine=True, refine_k=None,
+                     refined_rows=None) -> tuple[np.ndarray, np.ndarray]:
         flt = None if filter is None else compile_filter(filter)
-        opts = search_options(k, shortlist, nprobe)
+        opts = search_options(k, shortlist, nprobe, refine, refine_k)
         q = as_matrix(queries, self.dim, "queries")
+        if refined_rows is not None and (not isinstance(refined_rows, np.ndarray)
+                                         or refined_rows.shape != (q.shape[0],)):
+            raise InvalidArgument(f"refined_rows must be an array of shape ({q.shape[0]},)")
         if flt is None:
             snap = self.view.current()
-            tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids)
+            tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids, refined_out=refined_rows)
         else:
             self._open_index_table(flt)
             with self.view.reading() as (snap, txn):
-                tags, scores = self._filtered(snap, txn, q, opts, filter_ids, flt)
+                tags, scores = self._filtered(snap, txn, q, opts, filter_ids, flt, refined_rows)
         str_ids = snap.id_type == "str"
         out_ids = np.full(tags.shape, None, dtype=object) if str_ids else np.full(tags.shape, -1, np.int64)
         found = tags >= 0
         out_ids[found] = snap.tags_to_ids(tags[found])
         return out_ids, scores
 
-    def rerank(self, query, ids, top_n=10, *, filter=None, with_payload=True) -> list[Hit]:
+    def rerank(self, query, ids, top_n=10, *, filter=None, with_payload=True, refine=True) -> list[Hit]:
         flt = None if filter is None else compile_filter(filter)
         top_n = positive_int(top_n, "top_n", maximum=MAX_K)
         q = as_query(query, self.dim)
@@ -151,7 +160,7 @@ class Reader:
                 keep = flt.mask(records.read_payloads(txn, ids_arr.tolist()))
                 seg_ord, rows = seg_ord[keep], rows[keep]
             tags = make_tags(seg_ord, rows)
-            order, scores = rerank_snapshot(snap, q, tags, top_n)
+            order, scores = rerank_snapshot(snap, q, tags, top_n, bool(refine))
             return self._hits(snap, tags[order], scores, with_payload, txn)
 
     def _hits(self, snap: Snapshot, tags, scores, with_payload: bool, txn) -> list[Hit]:

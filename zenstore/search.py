@@ -31,6 +31,7 @@ from .kernels.query import prepare_range, prepare_rows
 from .kernels.topk import top_mask
 from .planner import EXACT, LISTED, FilterPlan, choose, filtered_probe
 from .rotation import hadamard_block
+from .refinement import RefineRequest, can_refine, refine_top, refined_values
 from .segment import Segment
 from .snapshot import Snapshot, make_tags, split_tags, tag_base
 from .types import SearchOptions
@@ -268,22 +269,24 @@ def rank(values: np.ndarray, tags: np.ndarray, k: int) -> np.ndarray:
 
 
 def search_prepared(segments: list[Segment], codec: Codec, prep: PreparedQueries, k: int,
-                    shortlist: int, nprobe: int | None, probe: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    shortlist: int, nprobe: int | None, probe: np.ndarray | None = None,
+                    refine: RefineRequest | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run the whole pipeline. Returns (tags, scores), each (nq, k), best first; rows with
     fewer than k candidates are padded with tag -1 and score NaN. ``probe`` (nq, n_base)
-    replaces the ``nprobe`` nearest base rows when given (filtered searches)."""
+    replaces the ``nprobe`` nearest base rows when given (filtered searches); ``refine``:
+    refine the best rescored candidates with the store's refine tier (``refinement.py``)."""
     metric = codec.config.metric
     if probe is None:
         probe = probe_mask(prep, codec, nprobe)
     sl = coarse_pass(segments, prep, probe, shortlist, metric)
-    return best_of_shortlist(segments, prep, sl, k, metric)
+    return best_of_shortlist(segments, prep, sl, k, metric, refine)
 
 
 def best_of_shortlist(segments: list[Segment], prep: PreparedQueries, sl: Shortlist, k: int,
-                      metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rescore every query's shortlisted tags exactly; the best ``k`` (tags, scores), each
-    (nq, k), padded with tag -1 and score NaN."""
+                      metric: str, refine: RefineRequest | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rescore every query's shortlisted tags exactly -- and with ``refine``, refine the
+    best of them (``refinement.refine_top``); the best ``k`` (tags, scores), each (nq, k),
+    padded with tag -1 and score NaN."""
     nq, shortlist = sl.tags.shape
     filled = np.arange(shortlist)[None, :] < sl.size[:, None]
     qidx = np.nonzero(filled)[0]
@@ -294,10 +297,21 @@ def best_of_shortlist(segments: list[Segment], prep: PreparedQueries, sl: Shortl
     tags = np.full((nq, shortlist), np.iinfo(np.int64).max, dtype=np.int64)
     vals[filled] = values
     tags[filled] = flat_tags
-    order = np.lexsort((tags, -vals), axis=-1)[:, :k]
-    top_tags = np.take_along_axis(tags, order, axis=1)
-    top_vals = np.take_along_axis(vals, order, axis=1)
-    valid = np.take_along_axis(filled, order, axis=1)
+    if refine is not None:
+        order = np.lexsort((tags, -vals), axis=-1)
+        tags, vals, filled = (np.take_along_axis(a, order, axis=1) for a in (tags, vals, filled))
+        pos, top_vals, n_refined = refine_top(segments, refine.codec, prep.q, prep.qoff, prep.qsq, tags, vals,
+                                              filled, k, refine.refine_k)
+        if refine.out is not None:
+            refine.out[:] = n_refined
+        order = np.maximum(pos, 0)
+        top_tags = np.take_along_axis(tags, order, axis=1)
+        valid = pos >= 0
+    else:
+        order = np.lexsort((tags, -vals), axis=-1)[:, :k]
+        top_tags = np.take_along_axis(tags, order, axis=1)
+        top_vals = np.take_along_axis(vals, order, axis=1)
+        valid = np.take_along_axis(filled, order, axis=1)
     scores = to_scores(top_vals, prep.qsq[:, None], metric)
     scores[~valid] = np.nan
     top_tags[~valid] = -1
@@ -355,7 +369,8 @@ def group_counts(segments: list[Segment], rows: tuple, n_groups: int) -> tuple[n
 
 
 def search_rows(segments: list[Segment], codec: Codec, prep: PreparedQueries, k: int, shortlist: int,
-                nprobe: int | None, rows: tuple, plan: FilterPlan) -> tuple[np.ndarray, np.ndarray]:
+                nprobe: int | None, rows: tuple, plan: FilterPlan,
+                refine: RefineRequest | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``search_prepared`` over only ``rows`` (per segment, sorted live rows), the way
     ``plan`` says (planner.py). Same output."""
     metric = codec.config.metric
@@ -364,14 +379,14 @@ def search_rows(segments: list[Segment], codec: Codec, prep: PreparedQueries, k:
         every = np.concatenate([make_tags(i, r) for i, r in enumerate(rows) if len(r)])
         sl = Shortlist(np.zeros((nq, len(every)), np.float32), np.tile(every, (nq, 1)),
                        np.full(nq, len(every), dtype=np.int64))
-        return best_of_shortlist(segments, prep, sl, k, metric)
+        return best_of_shortlist(segments, prep, sl, k, metric, refine)
     stored, listed = group_counts(segments, rows, codec.n_base)
     probe = filtered_probe(closeness(prep, codec), stored, listed, nprobe, k)
     if plan.strategy == LISTED:
         sl = listed_pass(segments, prep, probe, shortlist, metric, rows)
-        return best_of_shortlist(segments, prep, sl, k, metric)
+        return best_of_shortlist(segments, prep, sl, k, metric, refine)
     shown = [seg.only_rows(r) for seg, r in zip(segments, rows)]
-    return search_prepared(shown, codec, prep, k, shortlist, nprobe, probe)
+    return search_prepared(shown, codec, prep, k, shortlist, nprobe, probe, refine)
 
 
 # --- entry points over a snapshot -----------------------------------------------------------
@@ -393,7 +408,8 @@ def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
 
 
 def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, metric: str,
-                    filter_ids=None, rows: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    filter_ids=None, rows: tuple | None = None,
+                    refined_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``opts.k`` (tags, scores) of each query, each (nq, k), padded with tag -1 and
     score NaN; ``queries`` validated (nq, dim) float32 in the original space.
 
@@ -421,22 +437,30 @@ def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, me
     chunk = max(1, WORK_BYTES // (48 * max(shortlist, k)))
     if plan is not None and plan.strategy == LISTED:  # private heaps of the parallel tasks
         chunk = max(1, min(chunk, GROUP_SCAN_HEAP_BYTES // (2 * numba.get_num_threads() * shortlist * 12)))
+    refine_k = min(opts.effective_refine_k, shortlist) if opts.refine and can_refine(segments) else None
+    if refined_out is not None:
+        refined_out[:] = 0
     for a in range(0, nq, chunk):
         prep = prepare(snap, queries[a : a + chunk])
+        refine = None if refine_k is None else RefineRequest(
+            snap.codec, refine_k, None if refined_out is None else refined_out[a : a + chunk])
         if plan is None:
-            tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe)
+            tags, scores = search_prepared(segments, snap.codec, prep, k, shortlist, opts.nprobe, refine=refine)
         else:
-            tags, scores = search_rows(segments, snap.codec, prep, k, shortlist, opts.nprobe, rows, plan)
+            tags, scores = search_rows(segments, snap.codec, prep, k, shortlist, opts.nprobe, rows, plan, refine)
         out_tags[a : a + chunk, :k] = tags
         out_scores[a : a + chunk, :k] = scores
     return out_tags, out_scores
 
 
-def rerank_snapshot(snap: Snapshot, query: np.ndarray, tags: np.ndarray, top_n: int):
-    """Exact dequantized scores of the rows ``tags`` for one validated (1, dim) query:
-    the positions (into ``tags``) of the best ``top_n``, best first, and their scores."""
+def rerank_snapshot(snap: Snapshot, query: np.ndarray, tags: np.ndarray, top_n: int, refine: bool = True):
+    """Exact dequantized scores of the rows ``tags`` for one validated (1, dim) query, or
+    with a refine tier (and ``refine``) their refined scores: the positions (into
+    ``tags``) of the best ``top_n``, best first, and their scores."""
     prep = prepare(snap, query)
-    values = exact_scores(list(snap.segments), prep, np.zeros(len(tags), np.int64), tags,
-                          snap.codec.config.metric)
+    qidx = np.zeros(len(tags), np.int64)
+    values = exact_scores(list(snap.segments), prep, qidx, tags, snap.codec.config.metric)
+    if refine and can_refine(list(snap.segments)):  # a few hundred rows at most: refine them all
+        values = refined_values(list(snap.segments), snap.codec, prep.q, prep.qoff, qidx, tags, values)
     order = rank(values, tags, top_n)
     return order, to_scores(values[order], prep.qsq[0], snap.codec.config.metric)

@@ -16,7 +16,9 @@ import numpy as np
 from . import format as fmt
 from .codec import Codec, EncodedBatch
 from .errors import CorruptStore
+from .faults import fault
 from .files import MappedFile, check_digest, open_framed_file, write_framed_file
+from .refinefile import RefineData, load_refine, write_refine
 
 SEGMENT_DIR = "segments"
 
@@ -32,8 +34,11 @@ def order_rows(groups: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def write_segment(root: str, segment_id: int, config: fmt.StoreConfig, n_groups: int,
-                  batch: EncodedBatch) -> fmt.SegmentRecord:
-    """Write an already (group, id)-ordered batch as a segment file; return its record."""
+                  batch: EncodedBatch, refine_rows: np.ndarray | None = None,
+                  created: list[str] | None = None) -> fmt.SegmentRecord:
+    """Write an already (group, id)-ordered batch as a segment file, and with a refine
+    tier its refine file (``refine_rows``, same order) after it; return its record.
+    ``created`` collects the files written, so a caller can remove them if it fails."""
     counts = np.bincount(batch.groups, minlength=n_groups)
     if counts.shape[0] != n_groups or np.any(np.diff(batch.groups) < 0):
         raise ValueError("segment rows must be sorted by group and groups < n_groups")
@@ -55,7 +60,17 @@ def write_segment(root: str, segment_id: int, config: fmt.StoreConfig, n_groups:
     }
     rel = segment_filename(segment_id)
     size, header_crc = write_framed_file(os.path.join(root, rel), fmt.FILE_KIND_SEGMENT, meta, sections)
-    return fmt.SegmentRecord(segment_id, rel, len(batch), 0, size, header_crc)
+    if created is not None:
+        created.append(rel)
+    refine = None
+    if config.refine is not None:
+        if refine_rows is None or refine_rows.shape[0] != len(batch):
+            raise ValueError("a store with a refine tier needs a refine row for every segment row")
+        fault("segment.refine")  # segment in place, its refine file not yet written
+        refine = write_refine(root, segment_id, config, header_crc, refine_rows)
+        if created is not None:
+            created.append(refine.file)
+    return fmt.SegmentRecord(segment_id, rel, len(batch), 0, size, header_crc, refine)
 
 
 @dataclass
@@ -76,6 +91,7 @@ class Segment:
     sorted_ids: np.ndarray = field(repr=False, default=None)
     sorted_rows: np.ndarray = field(repr=False, default=None)
     dead: np.ndarray = field(default=None)  # (rows,) uint8, or empty when nothing deleted
+    refine: RefineData | None = field(default=None)  # the mapped refine records (refine tier only)
     # payload indexes loaded for this segment, {(field, kind): payload_index.SegmentIndex}:
     # one dict shared by every copy (with_tombstones, restricted) -- a live row's entries
     # never change, and rows that die are hidden by ``dead`` (selection.py)
@@ -140,7 +156,9 @@ class Segment:
 
 def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, codec: Codec,
                  ids: np.ndarray, dead_rows: np.ndarray, *, verify: bool = True,
-                 fd: int | None = None) -> Segment:
+                 fd: int | None = None, refine_fd: int | None = None) -> Segment:
+    """Map (and with ``verify`` checksum) a segment and its refine file. ``fd`` /
+    ``refine_fd``: descriptors of them opened earlier (``files.open_data_file``)."""
     path = os.path.join(root, record.file)
     mapped = open_framed_file(path, fmt.FILE_KIND_SEGMENT, verify=verify, fd=fd)
     meta = mapped.header.meta
@@ -176,7 +194,12 @@ def load_segment(root: str, record: fmt.SegmentRecord, config: fmt.StoreConfig, 
     scales = scales16.astype(np.float32)
     if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(rowlam)) and np.all(np.isfinite(rowterm))):
         raise CorruptStore(f"{path}: non-finite scale or aux values")
-    seg = Segment(record, mapped, offsets, codes, scales16, scales, aux16, rowlam, rowterm, groups, ids)
+    if (record.refine is None) != (config.refine is None):
+        raise CorruptStore(f"{path}: the catalog {'lists no' if record.refine is None else 'lists a'} refine "
+                           f"file for it, the store config has {'a' if config.refine else 'no'} refine tier")
+    refine = None if record.refine is None else load_refine(root, record, config, verify=verify, fd=refine_fd)
+    seg = Segment(record, mapped, offsets, codes, scales16, scales, aux16, rowlam, rowterm, groups, ids,
+                  refine=refine)
     if dead_rows.size:
         seg = seg.with_tombstones(dead_rows, record)
     return seg

@@ -96,7 +96,11 @@ class Snapshot:
         return np.concatenate(parts)
 
     def decode_rows(self, seg: Segment, rows) -> np.ndarray:
-        """Dequantized vectors (original space) of ``rows`` of ``seg``."""
+        """Dequantized vectors (original space) of ``rows`` of ``seg``: the refined vectors
+        where the store has a refine tier, else the hot code's."""
+        if seg.refine is not None:
+            return self.codec.decode_refined(self.codec.config.refine_tier, seg.groups[rows], seg.codes[rows],
+                                             seg.scales16[rows], seg.aux16[rows], seg.refine.rows[rows])
         return self.codec.decode(seg.groups[rows], seg.codes[rows], seg.scales16[rows], seg.aux16[rows])
 
     def without_segments(self) -> Snapshot:

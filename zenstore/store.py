@@ -47,7 +47,10 @@ class Store:
 
         Options are the fields of :class:`zenstore.format.StoreConfig`: ``n_base``,
         ``scale_blocks``, ``scale_estimator``, ``rotation``, ``train_sample``,
-        ``min_rows_per_base``, ``segment_fanout``, ``seed``.
+        ``min_rows_per_base``, ``segment_fanout``, ``seed``, and ``refine``: None (no refine
+        tier), ``"int8"`` or ``"magnitude<bits>"`` (``"magnitude4"`` is the cheapest that
+        kept NDCG@10 on every set measured, docs/refine.md): more bits per vector kept in
+        a refine file beside each segment and read only for the rows a search shortlists.
         """
         path = os.fspath(path)
         unknown = set(options) - set(fmt.StoreConfig.__dataclass_fields__) - {"dim", "metric"}
@@ -225,7 +228,8 @@ class Store:
         return self._reader.ids(filter)
 
     def search(self, query, k: int = 10, *, shortlist: int | None = None,
-               nprobe: int | None = None, filter_ids=None, filter=None, with_payload: bool = True) -> list[Hit]:
+               nprobe: int | None = None, filter_ids=None, filter=None, with_payload: bool = True,
+               refine: bool = True, refine_k: int | None = None) -> list[Hit]:
         """The ``k`` best stored vectors for one query, best first.
 
         ``shortlist``: candidates kept by the Hamming pass for exact rescoring (default
@@ -233,29 +237,39 @@ class Store:
         rows of the ``nprobe`` base rows nearest the query (default: all). ``filter_ids``:
         only these ids are candidates (unknown ids are ignored). ``filter``: only rows
         whose payload matches this filter (``zenstore.filters``; InvalidFilter if it is
-        malformed), answered by payload indexes where they can.
+        malformed), answered by payload indexes where they can. On a store with a refine
+        tier, ``refine`` (default True) rescores the best ``refine_k`` candidates (default
+        100) with it, as many of them as the hot estimate's error bound leaves in doubt;
+        ``refine=False`` returns the hot ranking, as a store without a tier would.
         """
         return self._reader.search(query, k, shortlist=shortlist, nprobe=nprobe,
-                                   filter_ids=filter_ids, filter=filter, with_payload=with_payload)
+                                   filter_ids=filter_ids, filter=filter, with_payload=with_payload,
+                                   refine=refine, refine_k=refine_k)
 
     def search_batch(self, queries, k: int = 10, *, shortlist: int | None = None,
-                     nprobe: int | None = None, filter_ids=None, filter=None) -> tuple[np.ndarray, np.ndarray]:
+                     nprobe: int | None = None, filter_ids=None, filter=None, refine: bool = True,
+                     refine_k: int | None = None,
+                     refined_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Search many queries at once (one ``filter`` for all); returns (ids, scores),
         each (nq, k).
 
         Rows with fewer than k results are padded with id -1 (int stores) or None (str
-        stores) and score NaN. Options as for :meth:`search`.
+        stores) and score NaN. Options as for :meth:`search`; ``refined_rows``, an (nq,)
+        int64 array, receives how many rows each query refined.
         """
         return self._reader.search_batch(queries, k, shortlist=shortlist, nprobe=nprobe,
-                                         filter_ids=filter_ids, filter=filter)
+                                         filter_ids=filter_ids, filter=filter, refine=refine,
+                                         refine_k=refine_k, refined_rows=refined_rows)
 
-    def rerank(self, query, ids, top_n: int = 10, *, filter=None, with_payload: bool = True) -> list[Hit]:
+    def rerank(self, query, ids, top_n: int = 10, *, filter=None, with_payload: bool = True,
+               refine: bool = True) -> list[Hit]:
         """Exact dequantized scores of the given stored ids for ``query``, best first;
-        with ``filter``, only the given ids whose payload matches.
+        with ``filter``, only the given ids whose payload matches; with a refine tier (and
+        ``refine``), their refined scores.
 
         Unknown ids raise IdNotFound; repeated ids are scored once.
         """
-        return self._reader.rerank(query, ids, top_n, filter=filter, with_payload=with_payload)
+        return self._reader.rerank(query, ids, top_n, filter=filter, with_payload=with_payload, refine=refine)
 
     # --- payload indexes --------------------------------------------------------------------
 
@@ -279,8 +293,9 @@ class Store:
     # --- introspection --------------------------------------------------------------------
 
     def stats(self) -> dict:
-        """Counts and bytes. ``bytes_per_vector`` is vector data only (codes + scales + aux
-        term); ``bytes_on_disk`` splits every byte of the directory by part."""
+        """Counts and bytes. ``bytes_per_vector`` is the hot vector data only (codes + scales
+        + aux term); ``refine_bytes_per_vector`` and ``refine_file_bytes`` are the refine
+        tier's, apart; ``bytes_on_disk`` splits every byte of the directory by part."""
         return store_stats(self._view)
 
     def verify(self) -> list[str]:

@@ -75,7 +75,8 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
                 ids = records.read_id_column(txn, rec, manifest.id_type, path)
                 dead = records.read_tombstones(txn, rec, path)
                 if codec is not None:
-                    load_segment(path, rec, config, codec, ids, dead, verify=True, fd=fds[rec.id])
+                    load_segment(path, rec, config, codec, ids, dead, verify=True, fd=fds[rec.id][0],
+                                 refine_fd=fds[rec.id][1])
             except (CorruptStore, FormatVersionError, StoreIOError) as exc:  # e.g. a file it may not read
                 problems.append(str(exc))
                 continue
@@ -87,8 +88,10 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
                     problems.append(f"id {v!r} is live in segments {seen[v]} and {rec.id}")
                 seen[v] = rec.id
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        for pair in fds.values():
+            for fd in pair:
+                if fd is not None:
+                    os.close(fd)
     want = {records.segment_key(r.id) for r in manifest.segments}
     id_keys = records.id_column_keys(txn)
     if id_keys != want:
@@ -117,17 +120,25 @@ def _check_state(txn, path: str, config: fmt.StoreConfig) -> tuple[list[str], li
     return problems, vanished
 
 
-def _open_all(path: str, segments, problems: list[str], vanished: list[str]) -> dict[int, int]:
-    """A descriptor per listed segment file, opened back to back: checking one file takes
-    long enough for a merge to remove the next, an open descriptor outlives the unlink."""
-    fds: dict[int, int] = {}
+def _open_all(path: str, segments, problems: list[str], vanished: list[str]) -> dict[int, tuple]:
+    """(segment, refine file or None) descriptors per listed segment, opened back to back:
+    checking one file takes long enough for a merge to remove the next, an open
+    descriptor outlives the unlink."""
+    fds: dict[int, tuple] = {}
     for rec in segments:
+        opened = []
         try:
-            fds[rec.id] = open_data_file(os.path.join(path, rec.file))
+            for rel in rec.files:  # the segment, then its refine file
+                opened.append(open_data_file(os.path.join(path, rel)))
         except FileMissing as exc:
             vanished.append(str(exc))
         except (CorruptStore, StoreIOError) as exc:
             problems.append(str(exc))
+        else:
+            fds[rec.id] = (opened[0], opened[1] if len(opened) > 1 else None)
+            continue
+        for fd in opened:
+            os.close(fd)
     return fds
 
 

@@ -52,10 +52,12 @@ def build_snapshot(txn, prev: Snapshot, root: str, config: StoreConfig, verify: 
     old = {s.record.id: s for s in prev.segments}
     new_files = [rec for rec in manifest.segments
                  if rec.id not in old or old[rec.id].record.rows != rec.rows]
-    fds = {}
+    fds, refine_fds = {}, {}
     try:
         for rec in new_files:  # all opened before any is read: a merge may unlink the next
             fds[rec.id] = open_data_file(os.path.join(root, rec.file))
+            if rec.refine is not None:
+                refine_fds[rec.id] = open_data_file(os.path.join(root, rec.refine.file))
         segments = []
         for rec in manifest.segments:
             seg = old.get(rec.id)
@@ -67,9 +69,10 @@ def build_snapshot(txn, prev: Snapshot, root: str, config: StoreConfig, verify: 
                 segments.append(seg.with_tombstones(dead, rec))
                 continue
             ids = records.read_id_column(txn, rec, manifest.id_type, root)
-            segments.append(load_segment(root, rec, config, codec, ids, dead, verify=verify, fd=fds[rec.id]))
+            segments.append(load_segment(root, rec, config, codec, ids, dead, verify=verify, fd=fds[rec.id],
+                                         refine_fd=refine_fds.get(rec.id)))
     finally:
-        for fd in fds.values():
+        for fd in (*fds.values(), *refine_fds.values()):
             os.close(fd)
     return Snapshot(manifest, codec, tuple(segments))
 

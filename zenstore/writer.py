@@ -37,6 +37,7 @@ from .errors import (CorruptStore, DuplicateId, IdNotFound, IdTypeMismatch, Inva
 from .faults import fault
 from .files import TMP_SUFFIX, fsync_dir
 from .merge import merge_segments, plan_merge
+from .refine import to_rows
 from .rotation import Rotation
 from .segment import SEGMENT_DIR, Segment, load_segment, order_rows, write_segment
 from .snapshot import Snapshot, tombstone_updates
@@ -336,13 +337,19 @@ class Writer:
                 if codec is None:
                     codec, base_rec = self._train(snap, x)
                     created.append(base_rec.file)
-                batch = codec.encode(x)
+                tier = self.config.refine_tier
+                refine_rows = None
+                if tier is None:
+                    batch = codec.encode(x)
+                else:
+                    batch, refined = codec.encode_with_refine(x, tier)
                 order = order_rows(batch.groups, ids_arr)
                 batch = batch.take(order)
+                if tier is not None:  # the refine rows in the segment's row order
+                    refine_rows = to_rows(tier, refined.take(order), self.config.coded_dim, self.config.metric)
                 ids_sorted = ids_arr[order]
                 seg_id = snap.manifest.next_segment_id
-                rec = write_segment(self.root, seg_id, self.config, codec.n_base, batch)
-                created.append(rec.file)
+                rec = write_segment(self.root, seg_id, self.config, codec.n_base, batch, refine_rows, created)
                 fault("add.segment")  # segment file in place, catalog not yet committed
                 seg_records, tombs = tombstone_updates(snap, seg_ord[existing], rows[existing])
                 manifest = fmt.Manifest(generation, seg_id + 1, id_type, base_rec, tuple(seg_records) + (rec,),
@@ -421,7 +428,8 @@ class Writer:
             fault("delete.committed")  # emptied segments' files not yet removed
             for s in snap.segments:
                 if s.record.id in emptied:
-                    unlink_quietly(os.path.join(self.root, s.record.file))
+                    for rel in s.record.files:  # the segment, then its refine file
+                        unlink_quietly(os.path.join(self.root, rel))
             kept = tuple(s for s in _with_tombstones(snap.segments, tombs) if s.record.id not in emptied)
             self.view.install(Snapshot(manifest, snap.codec, kept))
             return int(found.sum())
@@ -502,7 +510,8 @@ class Writer:
         snap = self.view.snapshot
         codec = snap.codec
         seg_id = snap.manifest.next_segment_id
-        rec, ids = merge_segments(self.root, seg_id, self.config, codec.n_base, victims)
+        created: list[str] = []
+        rec, ids = merge_segments(self.root, seg_id, self.config, codec.n_base, victims, created)
         fault("merge.segment")  # merged file in place, catalog still lists the victims
         gone = {s.record.id for s in victims}
         keep = [s for s in snap.segments if s.record.id not in gone]
@@ -520,18 +529,20 @@ class Writer:
                 records.put_manifest(txn, manifest)
                 fault("merge.commit")
         except BaseException:
-            self._discard_uncommitted(manifest.generation, [rec.file])
+            self._discard_uncommitted(manifest.generation, created)
             raise
         fault("merge.committed")  # the merged-away files are still on disk
         for s in victims:
-            unlink_quietly(os.path.join(self.root, s.record.file))
-            fault("merge.unlinked")
+            for rel in s.record.files:  # the segment, then its refine file
+                unlink_quietly(os.path.join(self.root, rel))
+                fault("merge.unlinked")
         new = []
         if rec.rows:
             new = [load_segment(self.root, rec, self.config, codec, ids, np.zeros(0, np.int64), verify=False)]
             new[0].payload_indexes.update(indexes)
         else:
-            unlink_quietly(os.path.join(self.root, rec.file))
+            for rel in rec.files:
+                unlink_quietly(os.path.join(self.root, rel))
         self.view.install(Snapshot(manifest, codec, tuple(keep) + tuple(new)))
 
     # --- leftovers --------------------------------------------------------------------------------
@@ -539,7 +550,7 @@ class Writer:
     def remove_orphans(self) -> None:
         """Delete files no committed manifest references (left by a crash mid-write)."""
         manifest = self.view.snapshot.manifest
-        wanted = {s.file for s in manifest.segments}
+        wanted = {f for s in manifest.segments for f in s.files}
         if manifest.base:
             wanted.add(manifest.base.file)
         seg_dir = os.path.join(self.root, SEGMENT_DIR)
@@ -552,7 +563,7 @@ class Writer:
             rel = rel.replace(os.sep, "/")
             if os.path.islink(os.path.join(self.root, rel)):
                 continue
-            if rel not in wanted and (rel.endswith((".zseg", ".zbase", TMP_SUFFIX))):
+            if rel not in wanted and (rel.endswith((".zseg", ".zref", ".zbase", TMP_SUFFIX))):
                 log.warning("removing orphaned file %s", rel)
                 unlink_quietly(os.path.join(self.root, rel))
                 fault("orphan.removed")
