@@ -86,6 +86,46 @@ def npy_dataset(path: str, n: int, dim: int):
         functools.partial(read_rows, path, header, dim), batch_size=4096, batch_format="numpy")
 
 
+def _tree_ticks() -> dict:
+    """{pid: utime + stime in clock ticks} of this process and all its descendants (with
+    a local ``ray.init`` that is every Ray process: GCS, raylet, workers, actors)."""
+    stats = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
+    children: dict = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = {}, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            out[pid] = stats[pid][1]
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+class TreeCpu:
+    """CPU seconds used by this process and its descendants (Ray's) while a block runs:
+    the work a loader did, whatever share of a contended machine it got. Processes that
+    ended inside the block are missed (the shard actors and Ray Data's workers live on)."""
+
+    def __enter__(self):
+        self.t0 = _tree_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        t1 = _tree_ticks()
+        hz = os.sysconf("SC_CLK_TCK")
+        self.seconds = sum(v - self.t0.get(pid, 0) for pid, v in t1.items()) / hz
+        self.descendants = self.seconds - (t1.get(os.getpid(), 0) - self.t0.get(os.getpid(), 0)) / hz
+
+
 def latencies(search, queries) -> np.ndarray:
     out = np.empty(len(queries))
     for i, q in enumerate(queries):
@@ -269,22 +309,28 @@ def main(argv=None) -> dict:
             result["ingest_machine_load"] = prev["machine"].get("loadavg_at_start")
         else:
             shutil.rmtree(single_path, ignore_errors=True)
-            with Store.create(single_path, dim=args.dim) as single, _common.CpuWatch() as cw:
+            with Store.create(single_path, dim=args.dim) as single, _common.CpuWatch() as cw, TreeCpu() as tc:
                 t = time.perf_counter()
                 ingest(single, [docs], IngestOptions(batch_size=4096))
                 dt = time.perf_counter() - t
             result["ingest"].append({"store": "single", "shards": 0, "seconds": dt, "rows_per_s": args.n / dt,
-                                     "others_cpu": cw.others})
+                                     "others_cpu": cw.others, "cpu_seconds": tc.seconds,
+                                     "cpu_us_per_row": 1e6 * tc.seconds / args.n})
             print(f"single store ingest: {args.n / dt:,.0f} rows/s", flush=True)
             for s, path in paths_by_s.items():
                 shutil.rmtree(path, ignore_errors=True)
-                with ShardedStore.create(path, dim=args.dim, shards=s) as store, _common.CpuWatch() as cw:
+                with ShardedStore.create(path, dim=args.dim, shards=s) as store, _common.CpuWatch() as cw, \
+                        TreeCpu() as tc:
                     t = time.perf_counter()
                     summary = store.ingest(npy_dataset(docs, args.n, args.dim), batch_size=4096, name="bench")
                     dt = time.perf_counter() - t
                     assert summary.rows_added == args.n and len(store) == args.n
                 result["ingest"].append({"store": "sharded", "shards": s, "seconds": dt, "rows_per_s": args.n / dt,
-                                         "others_cpu": cw.others, "per_shard": list(summary.per_shard_added),
+                                         "others_cpu": cw.others, "cpu_seconds": tc.seconds,
+                                         "others_cpu_without_ray": max(0.0, cw.others - tc.descendants
+                                                                       / (dt * (os.cpu_count() or 1))),
+                                         "cpu_us_per_row": 1e6 * tc.seconds / args.n,
+                                         "per_shard": list(summary.per_shard_added),
                                          "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                          * 1024})
                 print(f"{s} shards ingest: {args.n / dt:,.0f} rows/s", flush=True)
@@ -340,7 +386,9 @@ def report(r: dict) -> None:
     for x in r["ingest"]:
         name = "single store" if x["store"] == "single" else f"{x['shards']} shards (Ray Data)"
         print(f"  {name:<26}{x['rows_per_s']:>10,.0f}   {x['rows_per_s'] / single_ingest:5.2f}x single"
-              f"   (other processes used {100 * (x['others_cpu'] or 0):.0f}% of the CPUs)")
+              f"   (other processes used {100 * x.get('others_cpu_without_ray', x['others_cpu'] or 0):.0f}%"
+              " of the CPUs)"
+              + (f"; {x['cpu_us_per_row']:,.0f} CPU us/row, Ray's processes included" if "cpu_us_per_row" in x else ""))
     print("\nreads: single-query p50 / p99 (ms), batch QPS, QPS vs single store")
     singles = {x["nprobe"]: x for x in r["reads"] if x["store"] == "single"}
     for x in r["reads"]:
