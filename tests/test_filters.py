@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
-from zenstore import filters as filters_module
+from zenstore.filters import evaluate as filter_evaluation
 from zenstore.errors import InvalidArgument, InvalidFilter, ZenstoreError
 from zenstore.filters import (FLOAT, INT, KEYWORD, MAX_DEPTH, Filter, IndexEntry, Intersection, Range, Terms, Union,
                               compile_filter, index_entry)
@@ -174,7 +174,7 @@ def test_mask_evaluating_subsets_equals_the_reference(spec, docs):
     # big batches evaluate the rest of an $and / $or on the still-undecided rows only;
     # with the threshold at one row, small generated batches take that path too
     f = compile_filter(spec)
-    with mock.patch.object(filters_module, "_NARROW_MIN_ROWS", 1):
+    with mock.patch.object(filter_evaluation, "NARROW_MIN_ROWS", 1):
         assert f.mask(docs).tolist() == [ref_match(spec, d) for d in docs]
 
 

@@ -150,7 +150,7 @@ def test_signals_at_random_moments(tmp_path, stats, mode):
     rnd = random.Random(17 if mode == "die" else 19)
     seeds = iter(range(7000 if mode == "die" else 8000, 9000))
     chain = SignalChain(tmp_path, next(seeds), stats)
-    runs = 24 if SLOW else 6
+    runs = 24 if SLOW else 4
     for _ in range(runs):
         if chain.finished:
             chain = SignalChain(tmp_path, next(seeds), stats)
@@ -172,7 +172,8 @@ def test_sigint_and_sigterm_against_zenstore_ingest(tmp_path, stats):
     src = tmp_path / "x.npy"
     np.save(src, x)
     rnd = random.Random(23)
-    stores = 6 if not SLOW else 12
+    # normal runs: a SIGTERM and a SIGINT right after a commit, and one at a random moment
+    stores = 3 if not SLOW else 12
     for k in range(stores):
         store = tmp_path / f"s{k}.zen"
         cmd = [sys.executable, "-m", "zenstore", "ingest", str(store), str(src), "--dim", str(DIM),
