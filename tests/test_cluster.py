@@ -28,8 +28,8 @@ from zenstore import Store
 from zenstore.cluster import PartialWrite, ShardedStore, ShardUnavailable
 from zenstore.cluster.manifest import CLUSTER_FORMAT_VERSION, MANIFEST_FILE, ClusterManifest, read_manifest
 from zenstore.cluster.routing import key_hash, shard_of
-from zenstore.errors import (CorruptStore, FormatVersionError, IngestError, InvalidArgument, NotAStore, ReadOnlyStore,
-                             StoreClosed, StoreExists, StoreLocked)
+from zenstore.errors import (CorruptStore, FormatVersionError, IdNotFound, IngestError, InvalidArgument, NotAStore,
+                             ReadOnlyStore, StoreClosed, StoreExists, StoreLocked)
 
 from .conftest import scale
 
@@ -312,6 +312,9 @@ def test_lifecycle_errors(tmp_path):
     store.close()
     with pytest.raises(StoreClosed):
         len(store)
+    for bad in (0, 3, 1.5, True):
+        with pytest.raises(InvalidArgument, match="reader_actors"):
+            ShardedStore.open(path, readonly=True, backend="ray", reader_actors=bad)
     with ShardedStore.open(path, readonly=True) as ro:
         assert len(ro) == 2 and ro.readonly and ro.backend == "local"
         with pytest.raises(ReadOnlyStore):
@@ -386,6 +389,20 @@ def pids(store):
     return ray.get([a.pid.remote() for a in store.actors])
 
 
+def kill_for_good(actor, timeout=60.0):
+    """``ray.kill(no_restart=True)`` and wait until the actor is gone: the kill is
+    asynchronous, and on a loaded machine a call sent right after it can still be run."""
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ray.get(actor.pid.remote(), timeout=timeout)
+        except ray.exceptions.RayError:
+            return
+        assert time.monotonic() < deadline, "a killed actor still answers"
+        time.sleep(0.1)
+
+
 def wait_for_free_cpus(total=2.0, timeout=60.0):
     """Until actors of earlier tests (or of a killed driver) have released their CPUs: a
     Ray Data read task needs a whole one."""
@@ -409,7 +426,7 @@ def test_ray_results_equal_a_single_store_and_partial_search(tmp_path):
         got = store.search_batch(q, k=10, shortlist=len(x))
         assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
         assert store.search(q[0], k=5, shortlist=len(x)) == single.search(q[0], k=5, shortlist=len(x))
-        ray.kill(store.actors[1], no_restart=True)  # shard 1 down for good
+        kill_for_good(store.actors[1])  # shard 1 down for good
         with pytest.raises(ShardUnavailable, match=r"shard\(s\) \[1\]") as err:
             store.search(q[0], k=5)
         assert err.value.answered == (0, 2) and set(err.value.failed) == {1}
@@ -422,6 +439,38 @@ def test_ray_results_equal_a_single_store_and_partial_search(tmp_path):
         with pytest.raises(PartialWrite) as err:
             store.upsert(list(range(30)), x[:30])
         assert 1 in err.value.failed and 1 in err.value.unknown and set(err.value.committed) <= {0, 2}
+    single.close()
+
+
+@needs_ray
+@pytest.mark.usefixtures("ray_cluster")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_ray_reader_actors_serve_shard_groups_with_per_shard_failures(tmp_path):
+    single, sharded, x = pair(tmp_path, n=900, shards=3, metric="cosine", backend="local")
+    sharded.close()
+    q = data(12, seed=5)
+    want = single.search_batch(q, k=10, shortlist=len(x))
+    with ShardedStore.open(tmp_path / "sharded", readonly=True, backend="ray", timeout=120) as store:
+        assert len(store.actors) == 1  # one node: one reader actor answers for every shard
+        got = store.search_batch(q, k=10, shortlist=len(x))
+        assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and got.answered == (0, 1, 2)
+    with ShardedStore.open(tmp_path / "sharded", readonly=True, backend="ray", reader_actors=2,
+                           timeout=120) as store:
+        assert len(store.actors) == 2 and len(store) == len(x)  # shards 0 and 2 on actor 0, shard 1 on actor 1
+        assert store.search(q[0], k=5, shortlist=len(x)) == single.search(q[0], k=5, shortlist=len(x))
+        assert store.get(7).payload == {"n": 7}
+        with pytest.raises(IdNotFound):  # a shard's own error comes back as it is
+            store.get(10**6)
+        with pytest.raises(ReadOnlyStore):
+            store.add([10**6], x[:1])
+        kill_for_good(store.actors[1])  # the actor of shard 1 down for good
+        with pytest.raises(ShardUnavailable, match=r"shard\(s\) \[1\]") as err:
+            store.search(q[0], k=5)
+        assert err.value.answered == (0, 2) and set(err.value.failed) == {1}
+        part = store.search_batch(q, k=10, shortlist=len(x), partial=True)
+        assert part.answered == (0, 2) and set(part.failed) == {1}
+        owned = set(np.flatnonzero(store.shard_of(list(range(len(x)))) != 1).tolist())
+        assert set(part.ids.ravel().tolist()) <= owned
     single.close()
 
 

@@ -133,7 +133,8 @@ class ShardedStore:
     @classmethod
     def open(cls, path, readonly: bool = False, *, backend: str | None = None, ray_address: str | None = None,
              actor_options: dict | None = None, local_reads: bool = True, timeout: float | None = None,
-             restart_wait: float = RESTART_WAIT, threads: int | None = None, verify: bool = True) -> ShardedStore:
+             restart_wait: float = RESTART_WAIT, threads: int | None = None, verify: bool = True,
+             reader_actors: int | None = None) -> ShardedStore:
         """Open a sharded store.
 
         ``backend``: ``"ray"`` (one Ray actor per shard owns it; the default for writable
@@ -142,10 +143,12 @@ class ShardedStore:
         (writable opens) reads run in this process on read-only handles of the shards
         beside the writer actors (no inter-process hop; needs the shard files reachable
         from here), else they are sent to the actors. A ``readonly`` open with the ray
-        backend starts one reader actor per shard. ``timeout``: seconds a read waits for a shard before calling
-        it down. ``restart_wait``: seconds a call waits for a shard actor that Ray is
-        restarting (the call is sent again when it is back; writes are resent as
-        ``upsert``, which is idempotent). ``threads``: numba threads per shard actor.
+        backend starts ``reader_actors`` reader actors (default: one per Ray node), each
+        answering for its share of the shards in one call (``readers.py``). ``timeout``:
+        seconds a read waits for a shard before calling it down. ``restart_wait``: seconds
+        a call waits for a shard actor that Ray is restarting (the call is sent again when
+        it is back; writes are resent as ``upsert``, which is idempotent). ``threads``:
+        numba threads per shard (or reader) actor.
         A second writer gets ``StoreLocked``.
         """
         root = os.path.abspath(os.fspath(path))
@@ -158,6 +161,10 @@ class ShardedStore:
                 raise CorruptStore(f"{root}: shard {i} ({shard_dir(i)}) is missing")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if reader_actors is not None and (not isinstance(reader_actors, int) or isinstance(reader_actors, bool)
+                                          or not 1 <= reader_actors <= manifest.shards):
+            raise InvalidArgument(f"reader_actors must be an int in 1..{manifest.shards} (the shards), "
+                                  f"got {reader_actors!r}")
         if not (isinstance(restart_wait, (int, float)) and restart_wait >= 0):
             raise InvalidArgument(f"restart_wait must be a number of seconds >= 0, got {restart_wait!r}")
         lock_fd = None if readonly else _take_lock(root)
@@ -171,7 +178,13 @@ class ShardedStore:
                 from .actor import ActorShards, ensure_ray
 
                 ray_started = ensure_ray(ray_address)
-                actors = ActorShards(paths, readonly, threads=threads, verify=verify, actor_options=actor_options)
+                if readonly:
+                    from .readers import ReaderGroups
+
+                    actors = ReaderGroups(paths, groups=reader_actors, threads=threads, verify=verify,
+                                          actor_options=actor_options)
+                else:
+                    actors = ActorShards(paths, readonly, threads=threads, verify=verify, actor_options=actor_options)
                 writes = None if readonly else actors
                 reads = actors
                 if local_reads and not readonly:
