@@ -16,9 +16,11 @@ then measures, on the same queries and the same cores:
 * for every sharded store two read paths: in-process reads over read-only handles of the
   shards (the ``local`` backend; a writable Ray-backed store reads the same way by
   default, ``local_reads=True``) and Ray reader actors (``ShardedStore.open(readonly=True,
-  backend="ray")``); the **Ray overhead per query** is the actor path's p50 minus the
-  in-process path's p50 over the same shards, and the bare round trip of a scatter of
-  no-op calls to the S actors is measured too. All stores are open at once and measured in
+  backend="ray")``: one reader actor per node answers for all its shards in one call;
+  with ``--per-shard-readers`` also one actor per shard, ``reader_actors=S``); the **Ray
+  overhead per query** is the actor path's p50 minus the in-process path's p50 over the
+  same shards, and the bare round trip of a scatter of no-op calls to the actors is
+  measured too. All stores are open at once and measured in
   interleaved rounds, so the load of a shared machine drifts alike for all of them;
 * each shard's own single-query latency distribution (4 shards, or the largest S), from
   which it simulates the scatter-gather tail: p50/p99 of the max over S shards for
@@ -28,6 +30,8 @@ Targets (issue 16): Ray overhead per query < 1 ms at p50; sharded batch QPS >= 0
 single store's; ingest rows/s >= the single store's. The report says which were met.
 
     python benchmarks/cluster.py --n 100000 --work-dir /tmp/zc  # ~10 min on 2 quiet cores
+    python benchmarks/cluster.py --n 300000 --work-dir /tmp/zc --ingest-only --out /tmp/zc/ingest.json
+    python benchmarks/cluster.py --n 300000 --work-dir /tmp/zc --reuse /tmp/zc/ingest.json
     python benchmarks/cluster.py --n 100000 --work-dir /tmp/zc --reuse docs/benchmarks/cluster-n100000.json
     python benchmarks/cluster.py --n 20000 --shards 1 2 --queries 100
     python benchmarks/cluster.py --n 3000 --dim 256 --data-dir /tmp/zc --out /tmp/zc/cluster.json
@@ -80,6 +84,46 @@ def npy_dataset(path: str, n: int, dim: int):
     blocks = max(1, n // 8192)
     return ray.data.range(n, override_num_blocks=blocks).map_batches(
         functools.partial(read_rows, path, header, dim), batch_size=4096, batch_format="numpy")
+
+
+def _tree_ticks() -> dict:
+    """{pid: utime + stime in clock ticks} of this process and all its descendants (with
+    a local ``ray.init`` that is every Ray process: GCS, raylet, workers, actors)."""
+    stats = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
+    children: dict = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = {}, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            out[pid] = stats[pid][1]
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+class TreeCpu:
+    """CPU seconds used by this process and its descendants (Ray's) while a block runs:
+    the work a loader did, whatever share of a contended machine it got. Processes that
+    ended inside the block are missed (the shard actors and Ray Data's workers live on)."""
+
+    def __enter__(self):
+        self.t0 = _tree_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        t1 = _tree_ticks()
+        hz = os.sysconf("SC_CLK_TCK")
+        self.seconds = sum(v - self.t0.get(pid, 0) for pid, v in t1.items()) / hz
+        self.descendants = self.seconds - (t1.get(os.getpid(), 0) - self.t0.get(os.getpid(), 0)) / hz
 
 
 def latencies(search, queries) -> np.ndarray:
@@ -206,6 +250,10 @@ def main(argv=None) -> dict:
                    "latency distribution of the tail simulation (default 3)")
     p.add_argument("--tail-only", action="store_true", help="with --reuse: only measure the per-shard "
                    "latencies and simulate the tail (reads of the earlier result kept)")
+    p.add_argument("--per-shard-readers", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure Ray reads with one reader actor per shard (default: on)")
+    p.add_argument("--ingest-only", action="store_true", help="build the stores, record the ingest figures and "
+                   "stop (measure the reads later with --reuse; needs --work-dir)")
     p.add_argument("--reuse", default=None, metavar="JSON",
                    help="skip the ingests: reuse the stores in --work-dir and the ingest figures of this "
                         "earlier result file")
@@ -243,6 +291,8 @@ def main(argv=None) -> dict:
         p.error("--reuse needs the --work-dir of the run that built the stores")
     if args.tail_only and not args.reuse:
         p.error("--tail-only needs --reuse")
+    if args.ingest_only and (args.reuse or not args.work_dir):
+        p.error("--ingest-only builds the stores: it needs --work-dir and no --reuse")
     result = {"machine": machine, "ray_worker_niceness": args.ray_niceness, "n": args.n, "dim": args.dim,
               "queries": args.queries, "k": args.k,
               "ingest": [], "reads": [], "rerun": _common.rerun_command("benchmarks/cluster.py", argv)}
@@ -256,28 +306,37 @@ def main(argv=None) -> dict:
                 prev = json.load(f)
             result["ingest"] = prev["ingest"]
             result["ingest_from"] = args.reuse
+            result["ingest_machine_load"] = prev["machine"].get("loadavg_at_start")
         else:
             shutil.rmtree(single_path, ignore_errors=True)
-            with Store.create(single_path, dim=args.dim) as single, _common.CpuWatch() as cw:
+            with Store.create(single_path, dim=args.dim) as single, _common.CpuWatch() as cw, TreeCpu() as tc:
                 t = time.perf_counter()
                 ingest(single, [docs], IngestOptions(batch_size=4096))
                 dt = time.perf_counter() - t
             result["ingest"].append({"store": "single", "shards": 0, "seconds": dt, "rows_per_s": args.n / dt,
-                                     "others_cpu": cw.others})
+                                     "others_cpu": cw.others, "cpu_seconds": tc.seconds,
+                                     "cpu_us_per_row": 1e6 * tc.seconds / args.n})
             print(f"single store ingest: {args.n / dt:,.0f} rows/s", flush=True)
             for s, path in paths_by_s.items():
                 shutil.rmtree(path, ignore_errors=True)
-                with ShardedStore.create(path, dim=args.dim, shards=s) as store, _common.CpuWatch() as cw:
+                with ShardedStore.create(path, dim=args.dim, shards=s) as store, _common.CpuWatch() as cw, \
+                        TreeCpu() as tc:
                     t = time.perf_counter()
                     summary = store.ingest(npy_dataset(docs, args.n, args.dim), batch_size=4096, name="bench")
                     dt = time.perf_counter() - t
                     assert summary.rows_added == args.n and len(store) == args.n
                 result["ingest"].append({"store": "sharded", "shards": s, "seconds": dt, "rows_per_s": args.n / dt,
-                                         "others_cpu": cw.others, "per_shard": list(summary.per_shard_added),
+                                         "others_cpu": cw.others, "cpu_seconds": tc.seconds,
+                                         "others_cpu_without_ray": max(0.0, cw.others - tc.descendants
+                                                                       / (dt * (os.cpu_count() or 1))),
+                                         "cpu_us_per_row": 1e6 * tc.seconds / args.n,
+                                         "per_shard": list(summary.per_shard_added),
                                          "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                          * 1024})
                 print(f"{s} shards ingest: {args.n / dt:,.0f} rows/s", flush=True)
 
+        if args.ingest_only:
+            raise _Done
         if args.tail_only:
             result["reads"] = prev["reads"]
             measure_tail(result, Store, paths_by_s[max(args.shards)], max(args.shards), queries, args)
@@ -291,12 +350,15 @@ def main(argv=None) -> dict:
                                                                                     backend="local")
             stores[("sharded", s, "ray reader actors")] = ShardedStore.open(
                 path, readonly=True, backend="ray", actor_options={"num_cpus": 0.01})
+            if s > 1 and args.per_shard_readers:
+                stores[("sharded", s, "ray reader actors, one per shard")] = ShardedStore.open(
+                    path, readonly=True, backend="ray", reader_actors=s, actor_options={"num_cpus": 0.01})
             result.setdefault("same_base_as_single", {})[s] = bool(
                 np.array_equal(stores[("sharded", s, "ray reader actors")].base().matrix, base.matrix))
         try:
             result["reads"] = measure_interleaved(stores, queries, args.k, nprobes, args.rounds)
             for (kind, s, path), store in stores.items():
-                if path == "ray reader actors":
+                if path.startswith("ray reader actors"):
                     rtt = scatter_rtt(ray, store.actors, queries)
                     for r in result["reads"]:
                         if r["shards"] == s and r["path"] == path:
@@ -324,19 +386,21 @@ def report(r: dict) -> None:
     for x in r["ingest"]:
         name = "single store" if x["store"] == "single" else f"{x['shards']} shards (Ray Data)"
         print(f"  {name:<26}{x['rows_per_s']:>10,.0f}   {x['rows_per_s'] / single_ingest:5.2f}x single"
-              f"   (other processes used {100 * (x['others_cpu'] or 0):.0f}% of the CPUs)")
+              f"   (other processes used {100 * x.get('others_cpu_without_ray', x['others_cpu'] or 0):.0f}%"
+              " of the CPUs)"
+              + (f"; {x['cpu_us_per_row']:,.0f} CPU us/row, Ray's processes included" if "cpu_us_per_row" in x else ""))
     print("\nreads: single-query p50 / p99 (ms), batch QPS, QPS vs single store")
     singles = {x["nprobe"]: x for x in r["reads"] if x["store"] == "single"}
     for x in r["reads"]:
         ref = singles[x["nprobe"]]
         name = "single store" if x["store"] == "single" else f"{x['shards']} shards, {x['path']}"
         extra = ""
-        if x["path"] == "ray reader actors":
+        if x["path"].startswith("ray reader actors"):
             local = next(y for y in r["reads"] if y["shards"] == x["shards"] and y["nprobe"] == x["nprobe"]
                          and y["path"] == "in-process (local backend)")
             extra = (f"   Ray overhead p50 {x['p50_ms'] - local['p50_ms']:+.2f} ms (no-op scatter "
                      f"{x['scatter_noop']['p50_ms']:.2f} ms)")
-        print(f"  nprobe {str(x['nprobe']):<5}{name:<44}{x['p50_ms']:8.2f} {x['p99_ms']:8.2f} "
+        print(f"  nprobe {str(x['nprobe']):<5}{name:<54}{x['p50_ms']:8.2f} {x['p99_ms']:8.2f} "
               f"{x['batch_qps']:9.1f} {x['batch_qps'] / ref['batch_qps']:6.2f}x{extra}")
     if "tail_simulation" in r:
         ps = r["per_shard_latency"]

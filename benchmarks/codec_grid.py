@@ -152,7 +152,7 @@ def measure(point: CodecOptions, seed: int, data: dict, args) -> dict:
                     "base_bytes_per_doc": st["bytes_on_disk"]["base"] / st["count"]}
             extra = 0 if "qrels" not in data or args.keep_identical_ids else 1  # the query's own id
             for sl in args.shortlists:
-                ids, _ = store.search_batch(queries, k=K + extra, shortlist=sl)
+                ids, _ = store.search_batch(queries, k=K + extra, shortlist=sl, nprobe="all")
                 key = "default" if sl is None else str(sl)
                 row["recall@10"][key] = _common.recall_at(ids, data["truth"], K)
                 if "qrels" in data:

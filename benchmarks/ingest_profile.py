@@ -133,6 +133,7 @@ def install(timer: StageTimer) -> None:
     _patch(timer, writer.records, "put_id_column", "id column + catalog puts")
     _patch(timer, writer.records, "put_checkpoint", "id column + catalog puts")
     _patch(timer, writer.records, "put_manifest", "id column + catalog puts")
+    _patch(timer, writer.Writer, "_calibrate", "calibrate the default search")
     catalog.Catalog.write = timer.wrap_cm("catalog transaction + commit (LMDB sync)", catalog.Catalog.write)
     files.os.fsync = timer.wrap("fsync (data files, dirs)", files.os.fsync)
     # a zenstore that has them: the read-ahead thread and the batch pipeline

@@ -28,7 +28,7 @@ set before anything loads OpenMP (benchmarks/_env.py).
     python benchmarks/search.py --n 1000000               # ~1-2 h; 30 GB input, streamed
     python benchmarks/search.py --n 2000 --dim 256 --nq 20 --data-dir /tmp/zb --out /tmp/zb/s.json
     python benchmarks/search.py --n 100000 --methods zenstore flat ivfrabitq zenstore-refine ivfrabitq-refine \
-        hnsw --shortlists 100 --nprobes none 32 --rabitq-nprobes 16 64 --refine-ks 30 100 \
+        hnsw --shortlists 100 --nprobes none 32 --rabitq-nprobes 16 64 --refine-ks 100 \
         --out docs/benchmarks/search-refine-n100000-d7680.json           # the refine tiers (issue 12)
 
 Writes docs/benchmarks/search-n<N>-d<D>.json and .png (recall vs QPS).
@@ -159,22 +159,49 @@ def zenstore_store(args, spec, src: str) -> tuple[str, dict]:
     return path, {**info, "reused": False}
 
 
+def calibrated(path: str, src: str) -> dict:
+    """The store's calibration (the default ``search()`` setting); a store built before
+    calibrations existed learns one here from 20,000 of its rows (ids = row numbers of
+    ``src``, as ``zenstore ingest`` assigns them), timed."""
+    import zenstore
+
+    with zenstore.Store.open(path, readonly=True) as s:
+        cal = s.snapshot().codec.calibration
+    seconds = None
+    if cal is None:
+        docs = np.load(src, mmap_mode="r")
+        rows = np.sort(np.random.default_rng(0).choice(len(docs), min(len(docs), 20_000), replace=False))
+        with zenstore.Store.open(path) as s:
+            t0 = time.perf_counter()
+            cal = s.calibrate(rows, np.asarray(docs[rows]))
+            seconds = time.perf_counter() - t0
+    return {**cal.to_dict(), "calibrate_seconds": seconds}
+
+
 def bench_zenstore(args, spec, src, Q, gt) -> list[dict]:
     import zenstore
 
     path, build = zenstore_store(args, spec, src)
+    cal = calibrated(path, src)
+    log(f"zenstore: calibration {cal}")
     rows = []
     with zenstore.Store.open(path, readonly=True) as store:
         st = store.stats()
         bpv, all_in = st["bytes_per_vector"], st["bytes_on_disk"]["total"] / st["count"]
+        m = measure("zenstore default", lambda q: store.search_batch(q, k=K)[0],
+                    lambda q: [h.id for h in store.search(q, k=K, with_payload=False)], Q, gt, args)
+        rows.append({"method": "zenstore", "config": f"default (calibrated: shortlist={cal['shortlist']} "
+                     f"nprobe={cal['nprobe'] or 'all'})", "shortlist": cal["shortlist"], "nprobe": cal["nprobe"],
+                     "default": True, "calibration": cal, "bytes_per_vector": bpv, "bytes_all_in": all_in,
+                     "n_base": st["n_base"], "build": build, **m})
         for nprobe in args.nprobes:
             for sl in args.shortlists:
                 label = f"shortlist={sl} nprobe={nprobe or 'all'}"
 
-                def batch_fn(q, sl=sl, nprobe=nprobe):
+                def batch_fn(q, sl=sl, nprobe=nprobe or "all"):
                     return store.search_batch(q, k=K, shortlist=sl, nprobe=nprobe)[0]
 
-                def single_fn(q, sl=sl, nprobe=nprobe):
+                def single_fn(q, sl=sl, nprobe=nprobe or "all"):
                     return [h.id for h in store.search(q, k=K, shortlist=sl, nprobe=nprobe, with_payload=False)]
 
                 m = measure("zenstore " + label, batch_fn, single_fn, Q, gt, args)

@@ -93,7 +93,9 @@ def test_search_benchmark_all_methods(tmp_path, capsys):
     flat = next(row for row in r["rows"] if row["method"] == "faiss IndexFlatIP")
     assert flat["recall@10"] == pytest.approx(1.0)  # exact search reproduces the streamed ground truth
     zs = [row for row in r["rows"] if row["method"] == "zenstore"]
-    assert len(zs) == 4 and all(row["bytes_per_vector"] == 256 // 8 + 4 for row in zs)
+    assert len(zs) == 5 and all(row["bytes_per_vector"] == 256 // 8 + 4 for row in zs)
+    default = [row for row in zs if row.get("default")]  # the calibrated default search, its own row
+    assert len(default) == 1 and default[0]["calibration"]["version"] == 1
     assert max(row["recall@10"] for row in zs) > 0.5
     assert "recall_at_equal_bytes" in r["targets"]
     # the plot needs matplotlib (the `bench` extra); CI installs only `dev`
@@ -356,3 +358,26 @@ def test_search_benchmark_refine_tiers_beside_faiss_refine_and_hnsw(tmp_path, ca
     assert pts["zenstore + int8"]["total"] == 256 // 8 + 4 + 256 + 4
     assert pts["zenstore + int8"]["recall@10"] == z["recall@10"]
     assert [p["total"] for p in cs["points"]] == sorted(p["total"] for p in cs["points"])
+
+
+def test_rescore_benchmark_compares_both_paths_on_the_same_pairs(tmp_path, capsys):
+    bench = _load("benchmarks/rescore.py", "bench_rescore")
+    import numba
+
+    from zenstore import Store
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((700, 128)).astype(np.float32)
+    with Store.create(tmp_path / "s.zen", dim=128, n_base=8, segment_fanout=100) as s:
+        for i in range(0, 700, 350):
+            s.add(range(i, i + 350), x[i : i + 350])
+    np.save(tmp_path / "q.npy", x[:15])
+    threads = numba.get_num_threads()
+    r = bench.main([str(tmp_path / "s.zen"), "--queries", str(tmp_path / "q.npy"), "--nq", "15",
+                    "--configs", "2:30", "8:60", "--repeats", "2"])
+    assert numba.get_num_threads() == threads  # restored
+    assert [(row["nprobe"], row["shortlist"]) for row in r["rows"]] == [(2, 30), (8, 60)]
+    for row in r["rows"]:
+        assert row["pairs"] > 0 and row["max_rel_diff"] < 1e-4
+        assert row["tables_us"]["best"] >= 0 and row["in place_us"]["best"] >= 0
+    assert "rerun: OMP_WAIT_POLICY=passive python benchmarks/rescore.py" in capsys.readouterr().out

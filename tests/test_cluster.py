@@ -28,8 +28,8 @@ from zenstore import Store
 from zenstore.cluster import PartialWrite, ShardedStore, ShardUnavailable
 from zenstore.cluster.manifest import CLUSTER_FORMAT_VERSION, MANIFEST_FILE, ClusterManifest, read_manifest
 from zenstore.cluster.routing import key_hash, shard_of
-from zenstore.errors import (CorruptStore, FormatVersionError, IngestError, InvalidArgument, NotAStore, ReadOnlyStore,
-                             StoreClosed, StoreExists, StoreLocked)
+from zenstore.errors import (CorruptStore, FormatVersionError, IdNotFound, IngestError, InvalidArgument, NotAStore,
+                             ReadOnlyStore, StoreClosed, StoreExists, StoreLocked)
 
 from .conftest import scale
 
@@ -167,6 +167,35 @@ def test_full_scan_equals_a_single_store(tmp_path, metric):
         assert np.array_equal(got.vector, single.get(33).vector) and got.payload == {"n": 33}
 
 
+def test_default_search_is_one_setting_for_every_shard(tmp_path, monkeypatch):
+    """Shards calibrate on their own rows; the driver sends all of them the most demanding
+    setting, and ``nprobe="all"`` reaches the shards as a full scan, not as their default."""
+    from zenstore.calibration import Calibration
+    from zenstore.cluster import worker
+
+    single, sharded, x = pair(tmp_path, shards=3)
+    learnt = {0: Calibration(2, 100, 0.9, 0.9, 500, 50), 1: Calibration(5, 100, 0.9, 0.9, 500, 50),
+              2: Calibration(3, 300, 0.9, 0.9, 500, 50)}
+    monkeypatch.setattr(worker.ShardWorker, "calibration", lambda self: learnt[int(self.path[-4:])])
+    q = data(20, seed=4)
+    n = len(x)
+    with single, sharded:
+        sharded._default_at = None
+        got = sharded.search_batch(q, k=10)
+        assert np.array_equal(got[0], sharded.search_batch(q, k=10, nprobe=5, shortlist=300)[0])
+        one = sharded.search(q[0], k=10)
+        assert [h.id for h in one] == got[0][0].tolist()
+        # a shard's own default never applies: an explicit full scan equals one store's
+        a_ids, a_scores = single.search_batch(q, k=10, shortlist=n, nprobe="all")
+        b_ids, b_scores = sharded.search_batch(q, k=10, shortlist=n, nprobe="all")
+        assert np.array_equal(a_ids, b_ids) and np.array_equal(a_scores, b_scores)
+        learnt[1] = None  # a shard without a calibration: the full scan for all
+        sharded._default_at = None
+        assert np.array_equal(sharded.search_batch(q, k=10)[0], sharded.search_batch(q, k=10, nprobe="all")[0])
+        sharded.delete([0])  # this handle's write: the setting is read again at the next search
+        assert sharded._default_at is None
+
+
 def test_str_ids_padding_filters_and_deletes(tmp_path):
     ids = [f"doc-{i}" for i in range(300)]
     single, sharded, x = pair(tmp_path, n=300, shards=3, ids=ids)
@@ -283,6 +312,9 @@ def test_lifecycle_errors(tmp_path):
     store.close()
     with pytest.raises(StoreClosed):
         len(store)
+    for bad in (0, 3, 1.5, True):
+        with pytest.raises(InvalidArgument, match="reader_actors"):
+            ShardedStore.open(path, readonly=True, backend="ray", reader_actors=bad)
     with ShardedStore.open(path, readonly=True) as ro:
         assert len(ro) == 2 and ro.readonly and ro.backend == "local"
         with pytest.raises(ReadOnlyStore):
@@ -357,6 +389,20 @@ def pids(store):
     return ray.get([a.pid.remote() for a in store.actors])
 
 
+def kill_for_good(actor, timeout=60.0):
+    """``ray.kill(no_restart=True)`` and wait until the actor is gone: the kill is
+    asynchronous, and on a loaded machine a call sent right after it can still be run."""
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ray.get(actor.pid.remote(), timeout=timeout)
+        except ray.exceptions.RayError:
+            return
+        assert time.monotonic() < deadline, "a killed actor still answers"
+        time.sleep(0.1)
+
+
 def wait_for_free_cpus(total=2.0, timeout=60.0):
     """Until actors of earlier tests (or of a killed driver) have released their CPUs: a
     Ray Data read task needs a whole one."""
@@ -380,7 +426,7 @@ def test_ray_results_equal_a_single_store_and_partial_search(tmp_path):
         got = store.search_batch(q, k=10, shortlist=len(x))
         assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
         assert store.search(q[0], k=5, shortlist=len(x)) == single.search(q[0], k=5, shortlist=len(x))
-        ray.kill(store.actors[1], no_restart=True)  # shard 1 down for good
+        kill_for_good(store.actors[1])  # shard 1 down for good
         with pytest.raises(ShardUnavailable, match=r"shard\(s\) \[1\]") as err:
             store.search(q[0], k=5)
         assert err.value.answered == (0, 2) and set(err.value.failed) == {1}
@@ -393,6 +439,38 @@ def test_ray_results_equal_a_single_store_and_partial_search(tmp_path):
         with pytest.raises(PartialWrite) as err:
             store.upsert(list(range(30)), x[:30])
         assert 1 in err.value.failed and 1 in err.value.unknown and set(err.value.committed) <= {0, 2}
+    single.close()
+
+
+@needs_ray
+@pytest.mark.usefixtures("ray_cluster")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_ray_reader_actors_serve_shard_groups_with_per_shard_failures(tmp_path):
+    single, sharded, x = pair(tmp_path, n=900, shards=3, metric="cosine", backend="local")
+    sharded.close()
+    q = data(12, seed=5)
+    want = single.search_batch(q, k=10, shortlist=len(x))
+    with ShardedStore.open(tmp_path / "sharded", readonly=True, backend="ray", timeout=120) as store:
+        assert len(store.actors) == 1  # one node: one reader actor answers for every shard
+        got = store.search_batch(q, k=10, shortlist=len(x))
+        assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and got.answered == (0, 1, 2)
+    with ShardedStore.open(tmp_path / "sharded", readonly=True, backend="ray", reader_actors=2,
+                           timeout=120) as store:
+        assert len(store.actors) == 2 and len(store) == len(x)  # shards 0 and 2 on actor 0, shard 1 on actor 1
+        assert store.search(q[0], k=5, shortlist=len(x)) == single.search(q[0], k=5, shortlist=len(x))
+        assert store.get(7).payload == {"n": 7}
+        with pytest.raises(IdNotFound):  # a shard's own error comes back as it is
+            store.get(10**6)
+        with pytest.raises(ReadOnlyStore):
+            store.add([10**6], x[:1])
+        kill_for_good(store.actors[1])  # the actor of shard 1 down for good
+        with pytest.raises(ShardUnavailable, match=r"shard\(s\) \[1\]") as err:
+            store.search(q[0], k=5)
+        assert err.value.answered == (0, 2) and set(err.value.failed) == {1}
+        part = store.search_batch(q, k=10, shortlist=len(x), partial=True)
+        assert part.answered == (0, 2) and set(part.failed) == {1}
+        owned = set(np.flatnonzero(store.shard_of(list(range(len(x)))) != 1).tolist())
+        assert set(part.ids.ravel().tolist()) <= owned
     single.close()
 
 

@@ -293,8 +293,9 @@ REFINE_SPECS = ["add.segment@2>orphan.removed", "segment.refine@2", "file.sectio
                 "file.renamed@6", "add.commit@3", "add.committed@2", "delete.committed@2",
                 "segment.refine@6", "merge.segment", "merge.commit", "merge.unlinked@2",
                 "merge.committed@2>orphan.removed@2"]
-REFINE_SPECS_FAST = ["segment.refine@2", "add.segment@2>orphan.removed", "file.written@4",
-                     "segment.refine@6", "merge.unlinked@2", "merge.committed@2>orphan.removed@2"]
+# normal runs: between a segment and its refine file, orphaned pairs, and a merge's removals
+REFINE_SPECS_FAST = ["segment.refine@2", "add.segment@2>orphan.removed", "merge.unlinked@2",
+                     "merge.committed@2>orphan.removed@2"]
 
 
 def test_kill_at_named_points_with_refine_tier(tmp_path, stats):

@@ -326,6 +326,45 @@ def test_rescore_matches_dequantized_reference(seed, n, shape, ip_w, nq, chunks)
         np.testing.assert_allclose(out[qrow == i], expect, atol=2e-6 * scale * np.sqrt(dim), rtol=1e-5)
 
 
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 80),
+       shape=st.sampled_from([(64, 1), (128, 2), (960, 3), (7680, 1), (7680, 2)]),
+       ip_w=ip_weights, pairs=st.integers(0, 120), nq=st.integers(1, 4), chunks=st.integers(1, 5))
+def test_rescore_rows_in_place_matches_the_dequantized_reference(seed, n, shape, ip_w, pairs, nq, chunks):
+    """kernels.signs against its numpy twin, and against the table kernels on the same
+    pairs (float32 rounding apart); the parallel split and read-only (mapped) segment
+    arrays change nothing."""
+    from zenstore.kernels import rescore_rows, rescore_rows_range
+
+    dim, blocks = shape
+    n_groups = 3
+    codes, offsets, scales, rowlam, rowterm = _segment(seed, n, dim, blocks, n_groups)
+    rng = np.random.default_rng(seed + 5)
+    base = rng.standard_normal((n_groups, dim)).astype(np.float32)
+    queries = rng.standard_normal((nq, dim)).astype(np.float32)
+    rows = rng.integers(0, n, pairs).astype(np.int64)
+    qslot = np.sort(rng.integers(0, nq, pairs)).astype(np.int64)
+    groups = np.searchsorted(offsets, rows, side="right") - 1
+    qoff = (queries @ base.T).astype(np.float32)[qslot, groups]
+    ro = _read_only(codes.view(np.uint32), scales, rowlam, rowterm)
+    args = (*ro, rows, qoff, qslot, queries, np.float32(ip_w))
+    serial = np.empty(pairs, np.float32)
+    rescore_rows_range(*args, serial, 0, pairs)
+    out = np.full(pairs, np.nan, np.float32)
+    rescore_rows(*args, out, chunks)
+    np.testing.assert_array_equal(out, serial)
+    want = ref.rescore_rows_ref(codes, scales, rowlam, rowterm, rows, qoff, qslot, queries, ip_w)
+    scale = np.abs(queries).sum(axis=1).max() * scales.max() + np.abs(want).max(initial=0) + 1
+    np.testing.assert_allclose(out, want, atol=2e-6 * scale * np.sqrt(dim), rtol=1e-5)
+    if pairs:  # the nibble-table kernel on the same (gathered) pairs
+        luts = np.empty((nq, dim // 4, 16), np.float32)
+        build_nibble_luts(queries, luts)
+        qsums = queries.reshape(nq, blocks, -1).sum(axis=2).astype(np.float32)
+        tables = np.empty(pairs, np.float32)
+        rescore_range(codes.view(np.uint8)[rows], scales[rows], rowlam[rows], rowterm[rows], qoff, qslot,
+                      luts, qsums, np.float32(ip_w), tables, 0, pairs)
+        np.testing.assert_allclose(out, tables, atol=2e-6 * scale * np.sqrt(dim), rtol=1e-5)
+
+
 @given(seed=st.integers(0, 2**31), m=st.integers(1, 5), n=st.integers(1, 50),
        dim=st.sampled_from(DIMS), chunks=st.integers(1, 7))
 def test_dot_rows_f16_matches_numpy(seed, m, n, dim, chunks):

@@ -332,8 +332,8 @@ def test_search_reads_only_the_refined_records(tmp_path, data, monkeypatch):
             seen.append(len(tags))
         return real(segments, tags, records)
 
-    monkeypatch.setattr(refinement, "_gather", spy)
     with make(tmp_path / "s", "int8", docs[:2000]) as s:
+        monkeypatch.setattr(refinement, "_gather", spy)  # after the add: its calibration searches refine too
         refined = np.zeros(len(queries), np.int64)
         s.search_batch(queries, k=10, refined_rows=refined)
         assert sum(seen) == refined.sum() and refined.sum() < 100 * len(queries)

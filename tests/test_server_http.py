@@ -67,6 +67,10 @@ def test_search_filter_and_nprobe(client):
     assert len(hits) == 5 and all(h["payload"]["topic"] == "music" and h["payload"]["n"] < 100 for h in hits)
     hits = client.post("/v1/search", json={"query": doc_text(3), "k": 2, "nprobe": 2, "shortlist": 50}).json()["hits"]
     assert hits[0]["id"] == 3
+    full = client.post("/v1/search", json={"query": doc_text(3), "k": 4, "nprobe": "all"}).json()["hits"]
+    assert full[0]["id"] == 3 and len(full) == 4
+    r = client.post("/v1/search", json={"query": doc_text(3), "nprobe": "most"})
+    assert r.status_code == 422
 
 
 def test_upsert_get_delete_round_trip(client):

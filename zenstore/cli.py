@@ -39,6 +39,15 @@ VECTOR_BATCH_SIZE = 8192  # --batch-size default for vector inputs
 TEXT_BATCH_SIZE = 1024  # and for texts (--embedder): an embedder is slower than a file read
 
 
+
+def _nprobe(text: str):
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"nprobe must be a positive int or 'all', got {text!r}") from None
+
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -682,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", required=True, metavar="FILE.npy", help="(dim,) or (nq, dim) float array")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--shortlist", type=int, default=None)
-    p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--nprobe", type=_nprobe, default=None, help="base rows to probe, or 'all' (default: calibrated)")
     p.add_argument("--where", default=None, metavar="JSON",
                    help='only rows whose payload matches this filter, e.g. \'{"lang": "en"}\' (docs/api.md, "Filters")')
     p.add_argument("--json", action="store_true", help="one JSON object per query")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import coarse
 from .errors import InvalidVector
 from .format import StoreConfig
 import numba
@@ -83,6 +84,8 @@ class Codec:
         self.base = base.astype(np.float32)  # rotated space
         self.base_sqnorm = np.einsum("ij,ij->i", self.base, self.base, dtype=np.float64)
         self.block_dims = width // config.scale_blocks
+        self._projection: coarse.BaseProjection | None = None
+        self.calibration = None  # calibration.Calibration: the search default learnt for this base
         self.nearest = NearestRow(self.base, self.base_sqnorm, coarse=not rotation.is_identity)
         # numba's registries load here, with Ctrl-C deferred, not inside the first search's
         # compilation, where an interrupt breaks numba for the process (kernels/_kernel.py)
@@ -91,6 +94,23 @@ class Codec:
     @property
     def n_base(self) -> int:
         return self.base.shape[0]
+
+    def projection(self) -> coarse.BaseProjection:
+        """The base's low-rank projection for the coarse step (``coarse.py``), derived
+        from the base on first use and kept for the codec's life. No lock: two threads
+        that both find it missing derive the same (deterministic) projection, and a child
+        forked mid-derivation cannot inherit a held lock."""
+        proj = self._projection
+        if proj is None:
+            proj = coarse.derive_projection(self.base, coarse.projection_rank(self.n_base, self.base.shape[1]))
+            self._projection = proj
+        return proj
+
+    def probe(self, xr: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """(qoff, mask) of rotated queries: exact ``q . c`` on each query's candidate base
+        rows (NaN elsewhere) and its ``nprobe`` nearest base rows (``coarse.probe_rows``)."""
+        return coarse.probe_rows(self.projection(), self.base16, self.base_sqnorm, xr, nprobe,
+                                 self.config.metric == "l2")
 
     # --- vectors in, rotated space -------------------------------------------------------
 

@@ -20,14 +20,34 @@ from .validation import as_matrix, as_query, normalize_ids, positive_int, unique
 from .view import StoreView
 
 
-def search_options(k, shortlist, nprobe, refine=True, refine_k=None) -> SearchOptions:
+def search_options(k, shortlist, nprobe, refine=True, refine_k=None, *,
+                   default: tuple[int | None, int] | None = None) -> SearchOptions:
+    """Validated options. ``nprobe="all"`` scans everything; a search that gives neither
+    ``nprobe`` nor ``shortlist`` takes ``default``, the store's calibrated (nprobe,
+    shortlist) (``calibration.py``; None, as for filtered searches or a store without
+    one: a full scan with ``SearchOptions``' default shortlist, as does a search giving
+    only one of them)."""
     if not isinstance(refine, (bool, np.bool_)):
         raise InvalidArgument(f"refine must be True or False, got {refine!r}")
-    return SearchOptions(k=positive_int(k, "k", maximum=MAX_K),
-                         shortlist=positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K),
-                         nprobe=positive_int(nprobe, "nprobe", allow_none=True),
-                         refine=bool(refine),
-                         refine_k=positive_int(refine_k, "refine_k", allow_none=True, maximum=MAX_K))
+    k = positive_int(k, "k", maximum=MAX_K)
+    shortlist = positive_int(shortlist, "shortlist", allow_none=True, maximum=MAX_K)
+    refine_k = positive_int(refine_k, "refine_k", allow_none=True, maximum=MAX_K)
+    if isinstance(nprobe, str) and nprobe == "all":
+        nprobe = None
+    else:
+        nprobe = positive_int(nprobe, "nprobe", allow_none=True)
+        if default is not None and nprobe is None and shortlist is None:
+            nprobe, shortlist = default[0], max(default[1], 10 * k)
+    return SearchOptions(k=k, shortlist=shortlist, nprobe=nprobe, refine=bool(refine), refine_k=refine_k)
+
+
+def _default_from(snap: Snapshot, filter_ids, flt) -> tuple[int | None, int] | None:
+    """The calibrated setting an unconfigured search of ``snap`` uses: none for filtered
+    searches (the calibration measured unfiltered probes; they keep the full scan)."""
+    cal = None if snap.codec is None else snap.codec.calibration
+    if cal is None or filter_ids is not None or flt is not None:
+        return None
+    return cal.nprobe, cal.shortlist
 
 
 class Reader:
@@ -111,10 +131,11 @@ class Reader:
     def search(self, query, k=10, *, shortlist=None, nprobe=None, filter_ids=None, filter=None,
                with_payload=True, refine=True, refine_k=None) -> list[Hit]:
         flt = None if filter is None else compile_filter(filter)  # a bad filter: before any work
-        opts = search_options(k, shortlist, nprobe, refine, refine_k)
+        search_options(k, shortlist, nprobe, refine, refine_k)  # bad arguments fail before anything is read
         q = as_query(query, self.dim)
         self._open_index_table(flt)
         with self.view.reading() as (snap, txn):
+            opts = search_options(k, shortlist, nprobe, refine, refine_k, default=_default_from(snap, filter_ids, flt))
             tags, scores = self._filtered(snap, txn, q, opts, filter_ids, flt)
             found = tags[0] >= 0
             return self._hits(snap, tags[0][found], scores[0][found], with_payload, txn)
@@ -123,17 +144,19 @@ class Reader:
                      filter_ids=None, filter=None, refine=True, refine_k=None,
                      refined_rows=None) -> tuple[np.ndarray, np.ndarray]:
         flt = None if filter is None else compile_filter(filter)
-        opts = search_options(k, shortlist, nprobe, refine, refine_k)
+        search_options(k, shortlist, nprobe, refine, refine_k)
         q = as_matrix(queries, self.dim, "queries")
         if refined_rows is not None and (not isinstance(refined_rows, np.ndarray)
                                          or refined_rows.shape != (q.shape[0],)):
             raise InvalidArgument(f"refined_rows must be an array of shape ({q.shape[0]},)")
         if flt is None:
             snap = self.view.current()
+            opts = search_options(k, shortlist, nprobe, refine, refine_k, default=_default_from(snap, filter_ids, flt))
             tags, scores = search_snapshot(snap, q, opts, self.metric, filter_ids, refined_out=refined_rows)
         else:
             self._open_index_table(flt)
             with self.view.reading() as (snap, txn):
+                opts = search_options(k, shortlist, nprobe, refine, refine_k, default=_default_from(snap, filter_ids, flt))
                 tags, scores = self._filtered(snap, txn, q, opts, filter_ids, flt, refined_rows)
         str_ids = snap.id_type == "str"
         out_ids = np.full(tags.shape, None, dtype=object) if str_ids else np.full(tags.shape, -1, np.int64)

@@ -12,6 +12,7 @@ sub-database    key                         value
 ``meta``        ``config``                  JSON: :class:`format.StoreConfig`
 ``meta``        ``manifest``                JSON: :class:`format.Manifest`
 ``meta``        ``generation``              uint64 LE, the manifest's generation
+``meta``        ``calibration``             JSON: :class:`calibration.Calibration` (optional)
 ``ids``         segment key (uint64 BE)     id column of the segment (row order)
 ``tombstones``  segment key                 sorted uint32 deleted rows
 ``payloads``    id key                      zstd JSON object
@@ -24,6 +25,7 @@ sub-database    key                         value
 from __future__ import annotations
 
 import json
+import logging
 import struct
 
 import numpy as np
@@ -31,6 +33,8 @@ import numpy as np
 from . import format as fmt
 from .catalog import Catalog
 from .errors import CorruptStore, FormatVersionError, InvalidArgument, NotAStore
+
+log = logging.getLogger("zenstore")
 
 META, IDS, TOMBSTONES, PAYLOADS, JOBS = "meta", "ids", "tombstones", "payloads", "jobs"
 SUB_DATABASES = (META, IDS, TOMBSTONES, PAYLOADS, JOBS)
@@ -48,6 +52,7 @@ _FORMAT_KEY = b"format"
 _CONFIG_KEY = b"config"
 _MANIFEST_KEY = b"manifest"
 _GENERATION_KEY = b"generation"
+_CALIBRATION_KEY = b"calibration"
 MAX_CHECKPOINT_NAME_BYTES = 400
 
 
@@ -300,3 +305,25 @@ def put_checkpoint(txn, encoded: tuple[bytes, bytes]) -> None:
 def read_checkpoint(txn, name: str) -> dict | None:
     raw = txn.get(JOBS, checkpoint_key(name))
     return None if raw is None else fmt.loads_json(raw, f"checkpoint {name!r}")
+
+
+# --- the default search setting (calibration.py) --------------------------------------------------
+
+
+def put_calibration(txn, cal) -> None:
+    txn.put(META, _CALIBRATION_KEY, fmt.dumps_json(cal.to_dict()))
+
+
+def read_calibration(txn):
+    """The store's calibration, or None (none recorded, or a version this reader does not
+    know, or a damaged record: the search default is then a full scan)."""
+    from .calibration import Calibration
+
+    raw = txn.get(META, _CALIBRATION_KEY)
+    if raw is None:
+        return None
+    try:
+        return Calibration.from_dict(json.loads(bytes(raw)))
+    except ValueError:
+        log.warning("ignoring a malformed calibration record")
+        return None

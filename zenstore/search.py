@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import coarse
 from .codec import Codec
 from .errors import IdTypeMismatch
-from .kernels import (build_nibble_lut, build_nibble_luts, rescore, rescore_by_query, rescore_range,
+from .kernels import (rescore_rows, rescore_rows_range,
                       scan_batch_by_group, scan_batch_by_query_block, scan_listed_by_group, scan_query_parallel,
                       scan_query_serial)
 from .kernels.query import prepare_range, prepare_rows
@@ -44,7 +45,7 @@ PARALLEL_SCAN_ROWS = 16384  # smaller single-query scans run on one thread
 PARALLEL_RESCORE = 64  # fewer (query, row) pairs: one thread (~1 us of work each)
 PARALLEL_PREPARE = 16  # fewer queries: one thread
 GROUP_SCAN_HEAP_BYTES = 64 << 20  # private heaps of scan_batch_by_group; larger: scan_batch_by_query_block
-GATHER_BYTES = 32 << 20  # candidate rows copied out of their segments per rescoring slice
+GATHER_BYTES = 32 << 20  # bounds the (query, row) pairs scored per rescoring slice
 
 
 def ip_weight(metric: str) -> np.float32:
@@ -60,13 +61,21 @@ class PreparedQueries:
     qoff: np.ndarray  # (nq, n_base) float32 q . base[g]
     qsq: np.ndarray  # (nq,) float32 ||q||^2
     qsums: np.ndarray  # (nq, blocks) float32 sum of q over each block
+    probe: np.ndarray | None = None  # (nq, n_base) bool when chosen at preparation (coarse.py)
+    nprobe: int | None = None  # ... for this nprobe; qoff is then exact only on candidates
 
     def __len__(self) -> int:
         return self.q.shape[0]
 
 
-def prepare_queries(codec: Codec, queries: np.ndarray) -> PreparedQueries:
-    """Queries must already be validated (2-d, right dim, finite, nonzero for cosine)."""
+def prepare_queries(codec: Codec, queries: np.ndarray, nprobe: int | None = None,
+                    projected: bool | None = None) -> PreparedQueries:
+    """Queries must already be validated (2-d, right dim, finite, nonzero for cosine).
+
+    With ``nprobe``, the probed base rows are chosen here by the projected coarse step
+    (``coarse.py``) where it is cheaper (``projected`` None) or always (True): ``q . c``
+    is then exact only on each query's candidates. Otherwise (False, or no ``nprobe``)
+    it is exact on every base row and ``probe_mask`` chooses."""
     x = np.ascontiguousarray(queries, dtype=np.float32)
     nq, d = x.shape
     nb = codec.config.scale_blocks
@@ -82,6 +91,11 @@ def prepare_queries(codec: Codec, queries: np.ndarray) -> PreparedQueries:
         prepare_range(*args, 0, nq)
     else:
         prepare_rows(*args, 4 * numba.get_num_threads())
+    if projected is None:
+        projected = nprobe is not None and coarse.worthwhile(codec.n_base, d, nprobe)
+    if projected and nprobe is not None and nprobe < codec.n_base:
+        qoff, probe = codec.probe(q, nprobe)
+        return PreparedQueries(q, codes, alpha, qoff, qsq, qsums, probe, nprobe)
     qoff = codec.base_dots(q).astype(np.float32, copy=False)
     return PreparedQueries(q, codes, alpha, qoff, qsq, qsums)
 
@@ -95,6 +109,10 @@ def closeness(prep: PreparedQueries, codec: Codec) -> np.ndarray:
 
 def probe_mask(prep: PreparedQueries, codec: Codec, nprobe: int | None) -> np.ndarray:
     """(nq, n_base) bool: the base rows each query scans."""
+    if prep.probe is not None:
+        if nprobe != prep.nprobe:
+            raise ValueError(f"queries prepared for nprobe={prep.nprobe} cannot probe {nprobe}")
+        return prep.probe
     nq, g = prep.qoff.shape
     if nprobe is None or nprobe >= g:
         return np.ones((nq, g), dtype=np.bool_)
@@ -204,55 +222,29 @@ def exact_scores(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarra
 
 def _score_slice(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
                  tags: np.ndarray, ip_w: np.float32) -> np.ndarray:
-    """Ranking values of pairs sorted by query (one slice of ``exact_scores``)."""
-    n = len(tags)
-    codes, scales, rowlam, rowterm, qoff = _gather_candidates(segments, prep, qidx, tags)
-    res = np.empty(n, dtype=np.float32)
-    threads = numba.get_num_threads()
-    q_lo, q_hi = int(qidx[0]), int(qidx[-1]) + 1
-    queries, qsums = prep.q[q_lo:q_hi], prep.qsums[q_lo:q_hi]
-    if q_hi - q_lo < 2 * threads:
-        # a few queries: build their tables once and split the pairs across threads
-        luts = np.empty((q_hi - q_lo, queries.shape[1] // 4, 16), dtype=np.float32)
-        if q_hi - q_lo == 1:
-            build_nibble_lut(queries[0], luts[0])
-        else:
-            build_nibble_luts(queries, luts)
-        args = (codes, scales, rowlam, rowterm, qoff, qidx - q_lo, luts, qsums, ip_w, res)
-        if n < PARALLEL_RESCORE:
-            rescore_range(*args, 0, n)
-        else:
-            rescore(*args, 4 * threads)
-    else:
-        qstart = np.searchsorted(qidx, np.arange(q_lo, q_hi + 1), side="left")
-        rescore_by_query(codes, scales, rowlam, rowterm, qoff, qstart, queries, qsums, ip_w, res,
-                         min(q_hi - q_lo, 4 * threads))
-    return res
-
-
-def _gather_candidates(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarray,
-                       tags: np.ndarray):
-    """Per pair: its row's code bytes, scales, base coefficient, additive term, and
-    q . base[g] for its query and group, copied out of whichever segment holds it."""
+    """Ranking values of pairs sorted by query (one slice of ``exact_scores``), each
+    segment's pairs scored in place from its mapped codes (``kernels.signs``)."""
     n = len(tags)
     ords, rows = split_tags(tags)
-    seg0 = segments[int(ords[0])]
-    codes = np.empty((n, seg0.codes.shape[1] * 8), dtype=np.uint8)
-    scales = np.empty((n, seg0.scales.shape[1]), dtype=np.float32)
-    rowlam = np.empty(n, dtype=np.float32)
-    rowterm = np.empty(n, dtype=np.float32)
-    qoff = np.empty(n, dtype=np.float32)
-    for ordinal in np.unique(ords).tolist():
-        sel = np.flatnonzero(ords == ordinal)
+    res = np.empty(n, dtype=np.float32)
+    threads = numba.get_num_threads()
+    present = np.unique(ords).tolist()
+    for ordinal in present:
+        sel = None if len(present) == 1 else np.flatnonzero(ords == ordinal)
         seg = segments[ordinal]
-        r = rows[sel]
-        codes[sel] = seg.codes.view(np.uint8)[r]
-        scales[sel] = seg.scales[r]
-        rowlam[sel] = seg.rowlam[r]
-        rowterm[sel] = seg.rowterm[r]
+        r = np.ascontiguousarray(rows if sel is None else rows[sel], dtype=np.int64)
+        q = np.ascontiguousarray(qidx if sel is None else qidx[sel], dtype=np.int64)
         groups = np.searchsorted(seg.group_offsets, r, side="right") - 1
-        qoff[sel] = prep.qoff[qidx[sel], groups]
-    return codes, scales, rowlam, rowterm, qoff
+        qoff = np.ascontiguousarray(prep.qoff[q, groups], dtype=np.float32)
+        out = res if sel is None else np.empty(len(r), dtype=np.float32)
+        args = (seg.codes.view(np.uint32), seg.scales, seg.rowlam, seg.rowterm, r, qoff, q, prep.q, ip_w, out)
+        if len(r) < PARALLEL_RESCORE:
+            rescore_rows_range(*args, 0, len(r))
+        else:
+            rescore_rows(*args, min(len(r), 4 * threads))
+        if sel is not None:
+            res[sel] = out
+    return res
 
 
 def to_scores(values: np.ndarray, prep_qsq: np.ndarray, metric: str) -> np.ndarray:
@@ -392,9 +384,11 @@ def search_rows(segments: list[Segment], codec: Codec, prep: PreparedQueries, k:
 # --- entry points over a snapshot -----------------------------------------------------------
 
 
-def prepare(snap: Snapshot, queries: np.ndarray) -> PreparedQueries:
+def prepare(snap: Snapshot, queries: np.ndarray, nprobe: int | None = None,
+            projected: bool | None = None) -> PreparedQueries:
     """Validated (nq, dim) float32 queries -> prepared queries (metric checks included)."""
-    return prepare_queries(snap.codec, for_metric(queries, snap.codec.config.metric, "query"))
+    return prepare_queries(snap.codec, for_metric(queries, snap.codec.config.metric, "query"), nprobe,
+                           projected)
 
 
 def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
@@ -409,9 +403,14 @@ def searchable(snap: Snapshot, filter_ids=None) -> list[Segment]:
 
 def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, metric: str,
                     filter_ids=None, rows: tuple | None = None,
-                    refined_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    refined_out: np.ndarray | None = None, exact_probe: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``opts.k`` (tags, scores) of each query, each (nq, k), padded with tag -1 and
     score NaN; ``queries`` validated (nq, dim) float32 in the original space.
+
+    ``exact_probe`` chooses the probed base rows by the exact product against every base
+    row even where the projected step (``coarse.py``) would be used: the calibration's
+    searches, which must not derive the projection inside an ``add``.
 
     ``rows`` (per segment of ``snap``, its sorted live rows that may be returned: a
     resolved payload filter, ``selection.py``) restricts the search to those rows, run as
@@ -441,7 +440,8 @@ def search_snapshot(snap: Snapshot, queries: np.ndarray, opts: SearchOptions, me
     if refined_out is not None:
         refined_out[:] = 0
     for a in range(0, nq, chunk):
-        prep = prepare(snap, queries[a : a + chunk])
+        prep = prepare(snap, queries[a : a + chunk], opts.nprobe if plan is None else None,
+                       False if exact_probe else None)
         refine = None if refine_k is None else RefineRequest(
             snap.codec, refine_k, None if refined_out is None else refined_out[a : a + chunk])
         if plan is None:

@@ -186,6 +186,13 @@ class Store:
         None removes the old payload). Atomic like ``add``."""
         self._write().write_batch(ids, vectors, payloads, upsert=True, checkpoint=checkpoint)
 
+    def calibrate(self, ids, vectors):
+        """Learn the default search setting again from stored rows (their ids and original
+        vectors; e.g. a sample of the last bulk load) and record it in the catalog; returns
+        the :class:`zenstore.calibration.Calibration`. ``add`` does this by itself when the
+        store is trained and whenever it has grown 4x (docs/api.md, "Default search")."""
+        return self._write().calibrate(ids, vectors)
+
     def delete(self, ids, *, missing_ok: bool = False) -> int:
         """Delete ids (tombstones; space is reclaimed by merges and ``compact``).
 

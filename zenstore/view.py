@@ -47,6 +47,8 @@ def build_snapshot(txn, prev: Snapshot, root: str, config: StoreConfig, verify: 
     elif prev.codec is None or prev.manifest.base != manifest.base:
         base, rotation = load_base(root, manifest.base, config)
         codec = Codec(config, base, rotation)
+    if codec is not None:
+        codec.calibration = records.read_calibration(txn)
     if manifest.segments and codec is None:
         raise CorruptStore(f"{root}: manifest lists segments but no base matrix")
     old = {s.record.id: s for s in prev.segments}

@@ -28,7 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import format as fmt
-from . import index_writes, records
+from . import calibration, index_writes, records
 from .basefile import BaseMatrix, write_base
 from .catalog import CATALOG_FILE, WRITER_LOCK
 from .codec import FP16_MAX, Codec
@@ -39,10 +39,12 @@ from .files import TMP_SUFFIX, fsync_dir
 from .merge import merge_segments, plan_merge
 from .refine import to_rows
 from .rotation import Rotation
+from .search import search_snapshot
 from .segment import SEGMENT_DIR, Segment, load_segment, order_rows, write_segment
 from .snapshot import Snapshot, tombstone_updates
 from .train import effective_n_base, train_base
 from .filters import INDEX_KINDS
+from .types import SearchOptions
 from .validation import as_matrix, encode_payloads, for_metric, normalize_ids, unique_keep_order
 from .view import StoreView
 
@@ -382,6 +384,58 @@ class Writer:
                 self._maybe_merge()
             except Exception:  # the batch is committed; a failed merge only costs speed
                 log.warning("background merge failed; the store stays valid unmerged", exc_info=True)
+            if calibration.due(codec.calibration, self.view.current().count, len(ids_arr)):
+                try:
+                    self._calibrate(ids_arr, x)
+                except Exception:  # the batch is committed; the old default stays
+                    log.warning("calibrating the default search failed", exc_info=True)
+
+    def calibrate(self, ids, vectors) -> calibration.Calibration:
+        """``Store.calibrate``: validate stored ids and their original vectors, then learn."""
+        with self.view.mutex:
+            snap = self._base_snapshot()
+            if snap.codec is None:
+                raise InvalidArgument("calibrate needs a trained store with rows")
+            ids_arr, kind = normalize_ids(ids)
+            x = self._metric_rows(as_matrix(vectors, self.config.dim), "vectors")
+            if x.shape[0] != len(ids_arr):
+                raise InvalidArgument(f"got {len(ids_arr)} ids but {x.shape[0]} vectors")
+            if len(ids_arr) < 2:
+                raise InvalidArgument("calibrate needs at least 2 rows")
+            if not snap.accepts(kind) or (snap.locate(ids_arr)[1] < 0).any():
+                raise IdNotFound("calibrate needs ids that are stored (with their original vectors)")
+            return self._calibrate(ids_arr, x)
+
+    def _calibrate(self, ids_arr: np.ndarray, x: np.ndarray) -> calibration.Calibration:
+        """Learn the default search setting from stored rows ``ids_arr`` and their validated
+        vectors ``x`` (``calibration.py``) and record it."""
+        with self.view.mutex:
+            snap = self._base_snapshot()
+            rng = np.random.default_rng([self.config.seed, snap.generation])
+            n = len(ids_arr)
+            corpus = np.sort(rng.choice(n, min(n, calibration.MAX_CORPUS), replace=False))
+            qpos = rng.choice(len(corpus), min(len(corpus) - 1, calibration.QUERIES), replace=False)
+            truth = calibration.exact_neighbours(x, corpus, qpos, self.config.metric)
+            queries = np.ascontiguousarray(x[corpus[qpos]], dtype=np.float32)
+            position = {v: i for i, v in enumerate(ids_arr[corpus].tolist())}
+            allowed = None if len(corpus) == snap.count else ids_arr[corpus]
+
+            def recall_of(nprobe, shortlist):
+                opts = SearchOptions(k=calibration.K + 1, shortlist=shortlist, nprobe=nprobe)
+                tags, _ = search_snapshot(snap, queries, opts, self.config.metric, allowed, exact_probe=True)
+                found = np.full(tags.shape, -1, dtype=np.int64)
+                hit = tags >= 0
+                found[hit] = [position.get(v, -1) for v in snap.tags_to_ids(tags[hit]).tolist()]
+                found[found == qpos[:, None]] = -1  # the query's own row
+                return calibration.recall(found, truth)
+
+            cal = calibration.choose(recall_of, snap.codec.n_base, snap.count, len(queries))
+            with self.catalog.write() as txn:
+                records.put_calibration(txn, cal)
+            snap.codec.calibration = cal
+            log.info("calibrated: nprobe %s, shortlist %d (recall %.3f, full scan %.3f)",
+                     cal.nprobe, cal.shortlist, cal.recall, cal.full_recall)
+            return cal
 
     def set_checkpoint(self, name: str, record: dict) -> None:
         with self.view.mutex:

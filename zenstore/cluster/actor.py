@@ -73,6 +73,22 @@ def actor_cpus(ray, shards: int) -> float:
     return round(min(DEFAULT_ACTOR_OPTIONS["num_cpus"], 0.5 * total / shards), 4) or 0.0001
 
 
+def blas_env(ray, options: dict) -> dict:
+    """``options`` with ``OMP_NUM_THREADS`` set to the node's CPU count on a one-node
+    cluster (unless the caller set it). Ray sets it to an actor's whole ``num_cpus``
+    (at least 1) in every worker, so OpenBLAS in a shard actor would run one thread --
+    half the speed of the query products on 2 cores, and a different summation order
+    than the in-process store's (scores then differ in the last bit). On several nodes
+    their CPU counts may differ, and Ray's default is kept."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    env = dict((options.get("runtime_env") or {}).get("env_vars") or {})
+    if len(nodes) != 1 or "OMP_NUM_THREADS" in env:
+        return options
+    cpus = int(nodes[0].get("Resources", {}).get("CPU", 1)) or 1
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(cpus)
+    return {**options, "runtime_env": {**(options.get("runtime_env") or {}), "env_vars": env}}
+
+
 def _unwrap(ray, exc: BaseException) -> Failure:
     """A Ray error -> the shard's own exception (it raised), or the system error (it died)."""
     if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc, ray.exceptions.RayActorError):
@@ -95,6 +111,7 @@ class ActorShards(ShardCalls):
         options = {**DEFAULT_ACTOR_OPTIONS, **({"max_task_retries": -1} if readonly else {}), **(actor_options or {})}
         if "num_cpus" not in (actor_options or {}):
             options["num_cpus"] = actor_cpus(self.ray, self.shards)
+        options = blas_env(self.ray, options)
         cls = self.ray.remote(ShardWorker)
         self.actors = [cls.options(**options).remote(os.path.abspath(p), readonly, threads, verify) for p in paths]
 
@@ -110,6 +127,11 @@ class ActorShards(ShardCalls):
             return {}, {}
         ray = self.ray
         refs = list(pending.values())
+        if timeout is None:  # the common case: one wait for all the answers
+            try:
+                return dict(zip(pending, ray.get(refs))), {}
+            except ray.exceptions.RayError:
+                pass  # some shard failed: sort out which, below
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         ready = set(ready)
         results, failures = {}, {}

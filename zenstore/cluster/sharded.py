@@ -19,10 +19,12 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import time
 
 import numpy as np
 
 from ..basefile import BaseMatrix
+from ..calibration import most_demanding
 from ..errors import (CorruptStore, DuplicateId, IdNotFound, IdTypeMismatch, InvalidArgument, NotAStore,
                       ReadOnlyStore, StoreClosed, StoreExists, StoreLocked, ZenstoreError)
 from ..format import StoreConfig
@@ -43,6 +45,7 @@ from .routing import shard_of, split
 
 BACKENDS = ("ray", "local")
 RESTART_WAIT = 60.0  # seconds a call waits for a restarting shard actor
+DEFAULT_TTL = 30.0  # seconds a handle keeps the shards' default search setting (its own writes: none)
 # errors that mean "the caller's input", re-raised as they are when a shard raises them
 _CALLER_ERRORS = (InvalidArgument, IdNotFound, ReadOnlyStore)
 
@@ -53,6 +56,12 @@ def _preview(values) -> str:
 
 def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _probe_arg(opts) -> int | str:
+    """``nprobe`` as sent to a shard: "all" for a full scan, never None, which would let the
+    shard apply its own calibration."""
+    return "all" if opts.nprobe is None else opts.nprobe
 
 
 class ShardedStore:
@@ -74,6 +83,8 @@ class ShardedStore:
         self._closed = False
         self._id_type: str | None = None
         self._digests: dict[int, str | None] = {}
+        self._default: tuple[int | None, int] | None = None  # the shards' combined calibration
+        self._default_at: float | None = None  # when it was read (None: read it at the next search)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -122,7 +133,8 @@ class ShardedStore:
     @classmethod
     def open(cls, path, readonly: bool = False, *, backend: str | None = None, ray_address: str | None = None,
              actor_options: dict | None = None, local_reads: bool = True, timeout: float | None = None,
-             restart_wait: float = RESTART_WAIT, threads: int | None = None, verify: bool = True) -> ShardedStore:
+             restart_wait: float = RESTART_WAIT, threads: int | None = None, verify: bool = True,
+             reader_actors: int | None = None) -> ShardedStore:
         """Open a sharded store.
 
         ``backend``: ``"ray"`` (one Ray actor per shard owns it; the default for writable
@@ -131,10 +143,12 @@ class ShardedStore:
         (writable opens) reads run in this process on read-only handles of the shards
         beside the writer actors (no inter-process hop; needs the shard files reachable
         from here), else they are sent to the actors. A ``readonly`` open with the ray
-        backend starts one reader actor per shard. ``timeout``: seconds a read waits for a shard before calling
-        it down. ``restart_wait``: seconds a call waits for a shard actor that Ray is
-        restarting (the call is sent again when it is back; writes are resent as
-        ``upsert``, which is idempotent). ``threads``: numba threads per shard actor.
+        backend starts ``reader_actors`` reader actors (default: one per Ray node), each
+        answering for its share of the shards in one call (``readers.py``). ``timeout``:
+        seconds a read waits for a shard before calling it down. ``restart_wait``: seconds
+        a call waits for a shard actor that Ray is restarting (the call is sent again when
+        it is back; writes are resent as ``upsert``, which is idempotent). ``threads``:
+        numba threads per shard (or reader) actor.
         A second writer gets ``StoreLocked``.
         """
         root = os.path.abspath(os.fspath(path))
@@ -147,6 +161,10 @@ class ShardedStore:
                 raise CorruptStore(f"{root}: shard {i} ({shard_dir(i)}) is missing")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if reader_actors is not None and (not isinstance(reader_actors, int) or isinstance(reader_actors, bool)
+                                          or not 1 <= reader_actors <= manifest.shards):
+            raise InvalidArgument(f"reader_actors must be an int in 1..{manifest.shards} (the shards), "
+                                  f"got {reader_actors!r}")
         if not (isinstance(restart_wait, (int, float)) and restart_wait >= 0):
             raise InvalidArgument(f"restart_wait must be a number of seconds >= 0, got {restart_wait!r}")
         lock_fd = None if readonly else _take_lock(root)
@@ -160,7 +178,13 @@ class ShardedStore:
                 from .actor import ActorShards, ensure_ray
 
                 ray_started = ensure_ray(ray_address)
-                actors = ActorShards(paths, readonly, threads=threads, verify=verify, actor_options=actor_options)
+                if readonly:
+                    from .readers import ReaderGroups
+
+                    actors = ReaderGroups(paths, groups=reader_actors, threads=threads, verify=verify,
+                                          actor_options=actor_options)
+                else:
+                    actors = ActorShards(paths, readonly, threads=threads, verify=verify, actor_options=actor_options)
                 writes = None if readonly else actors
                 reads = actors
                 if local_reads and not readonly:
@@ -297,6 +321,7 @@ class ShardedStore:
         self._check_open()
         if self._writes is None:
             raise ReadOnlyStore(f"{self._root}: store was opened read-only")
+        self._default_at = None  # a write may recalibrate a shard
         return self._writes
 
     def _read(self, what: str, jobs: dict, *, partial: bool = False) -> tuple[dict, dict]:
@@ -521,7 +546,10 @@ class ShardedStore:
         options = DatasetIngestOptions(batch_size, id_column, vector_column,
                                        None if payload_columns is None else tuple(payload_columns), on_error,
                                        report_path, name, train_sample, max_in_flight)
-        return ingest_dataset(self, dataset, options, progress)
+        try:
+            return ingest_dataset(self, dataset, options, progress)
+        finally:
+            self._default_at = None  # the shards calibrated during the load
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -584,13 +612,15 @@ class ShardedStore:
         ShardUnavailable naming it, unless ``partial``: then the hits of the shards
         that answered are returned and ``failed`` says which did not."""
         self._check_open()
-        opts = search_options(k, shortlist, nprobe)
+        search_options(k, shortlist, nprobe)  # bad arguments fail before any shard is asked
         q = as_query(query, self.dim)
         for_metric(q, self.metric, "query")
         q = self._unpadded(q)
         targets, _ = self._targets(filter_ids)
+        opts = self._options(k, shortlist, nprobe, filter_ids, partial)
         qref = self._reads.shared(q)
-        jobs = {s: ("search", (qref, opts.k, opts.shortlist, opts.nprobe, f, with_payload)) for s, f in targets.items()}
+        jobs = {s: ("search", (qref, opts.k, opts.shortlist, _probe_arg(opts), f, with_payload))
+                for s, f in targets.items()}
         results, failures = self._read("search", jobs, partial=partial)
         hits = merge_hits([results[s] for s in sorted(results)], opts.k, self.metric)
         return Hits(hits, answered=sorted(results), failed={s: str(f) for s, f in failures.items()})
@@ -601,17 +631,40 @@ class ShardedStore:
         ``Store.search_batch`` (id -1 or None, score NaN), with ``answered`` /
         ``failed`` as for :meth:`search`."""
         self._check_open()
-        opts = search_options(k, shortlist, nprobe)
+        search_options(k, shortlist, nprobe)
         q = as_matrix(queries, self.dim, "queries")
         for_metric(q, self.metric, "query")
         q = self._unpadded(q)
         targets, _ = self._targets(filter_ids)
+        opts = self._options(k, shortlist, nprobe, filter_ids, partial)
         qref = self._reads.shared(q)
-        jobs = {s: ("search_batch", (qref, opts.k, opts.shortlist, opts.nprobe, f)) for s, f in targets.items()}
+        jobs = {s: ("search_batch", (qref, opts.k, opts.shortlist, _probe_arg(opts), f)) for s, f in targets.items()}
         results, failures = self._read("search_batch", jobs, partial=partial)
         ids, scores = merge_batches([results[s] for s in sorted(results)], opts.k, self.metric, len(q),
                                     self._id_type)
         return BatchResult(ids, scores, answered=sorted(results), failed={s: str(f) for s, f in failures.items()})
+
+    def _options(self, k, shortlist, nprobe, filter_ids, partial: bool = False):
+        """The search's options, one setting for every shard. Each shard calibrates on its
+        own rows and so may learn another default than its neighbours; a search that gives
+        neither ``nprobe`` nor ``shortlist`` therefore takes the most demanding of the
+        shards' calibrations (``calibration.most_demanding``; a full scan if a shard has
+        none), read from the shards at most every ``DEFAULT_TTL`` seconds and after this
+        handle's writes (with ``partial``, from the shards that answer). The shards all probe the same base rows (they share the base),
+        so the merged hits are those of one store searched with that setting, or better."""
+        default = None
+        if nprobe is None and shortlist is None and filter_ids is None:
+            now = time.monotonic()
+            if self._default_at is None or now - self._default_at > DEFAULT_TTL:
+                # named "search": a shard that is down fails the search as it would have
+                found, failures = self._read("search", {s: ("calibration", ()) for s in range(self.shards)},
+                                             partial=partial)
+                default = most_demanding([found[s] for s in sorted(found)]) if found else None
+                if failures:  # partial: the shards that answer; read all of them again next time
+                    return search_options(k, shortlist, nprobe, default=default)
+                self._default, self._default_at = default, now
+            default = self._default
+        return search_options(k, shortlist, nprobe, default=default)
 
     def rerank(self, query, ids, top_n: int = 10, *, with_payload: bool = True) -> Hits:
         """Exact dequantized scores of the given stored ids (each from its shard), best

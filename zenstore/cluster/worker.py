@@ -72,6 +72,11 @@ class ShardWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def calibration(self):
+        """The shard's calibrated default search setting (``calibration.Calibration``) or None."""
+        snap = self.store.snapshot()
+        return None if snap.codec is None else snap.codec.calibration
+
     def length(self) -> int:
         return len(self.store)
 

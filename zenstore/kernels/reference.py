@@ -80,6 +80,12 @@ def probe_covering_ref(closeness, group_rows, matches, nprobe, k):
     return (rank < take[:, None]) & (matches > 0)[None, :]
 
 
+def dot_listed_ref(a: np.ndarray, base: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """a[i] . base[idx[i, j]] in float64 (kernels/candidates.py)."""
+    b = np.asarray(base, dtype=np.float64)
+    return np.einsum("id,ijd->ij", np.asarray(a, dtype=np.float64), b[idx])
+
+
 def nearest_of_candidates_ref(x, base, base_sqnorm, cand):
     """For each row, the candidate base row nearest in L2, in float64 (first on ties)."""
     x = np.asarray(x, dtype=np.float64)
@@ -103,3 +109,15 @@ def encode_residuals_ref(xr, base, groups, nblocks):
     rb, cbk = r.reshape(n, nblocks, -1), c.reshape(n, nblocks, -1)
     sign = np.where(rb > 0, 1.0, -1.0)
     return (pack_signs_ref(r), np.abs(rb).sum(2), (rb * rb).sum(2), (cbk * sign).sum(2), (c * r).sum(1))
+
+
+def rescore_rows_ref(codes, scales, rowlam, rowterm, rows, qoff, qslot, queries, ip_w):
+    """``kernels.signs.rescore_rows`` in float64: ``codes`` the segment's uint64 words."""
+    signs = 2.0 * np.unpackbits(np.ascontiguousarray(codes[rows]).view(np.uint8), axis=1,
+                                bitorder="little").astype(np.float64) - 1.0  # (n, d)
+    q = np.asarray(queries, dtype=np.float64)[qslot]
+    n, d = signs.shape
+    blocks = scales.shape[1]
+    per_block = (signs * q).reshape(n, blocks, d // blocks).sum(axis=2)
+    ip = np.asarray(qoff, np.float64) * rowlam[rows] + (scales[rows].astype(np.float64) * per_block).sum(axis=1)
+    return ip_w * ip + rowterm[rows]

@@ -89,7 +89,8 @@ class SearchRequest(_Strict):
     vector: VectorIn | None = None
     k: int = 10
     filter: dict[str, Any] | None = Field(None, description="a zenstore payload filter (docs/api.md, Filters)")
-    nprobe: int | None = None
+    nprobe: Union[int, Literal["all"], None] = Field(
+        None, description='base rows to probe, or "all" for a full scan (default: the store\'s calibrated setting)')
     shortlist: int | None = None
     with_payload: bool = True
 

@@ -223,7 +223,8 @@ class ReadService:
         if (query is None) == (vector is None):
             raise ApiError(422, "invalid_argument", "give exactly one of 'query' (text) or 'vector'")
         k = self._count(k, "k", self.limits.max_k)
-        nprobe = None if nprobe is None else self._count(nprobe, "nprobe", 1 << 20)
+        if nprobe is not None and nprobe != "all":
+            nprobe = self._count(nprobe, "nprobe", 1 << 20)
         shortlist = None if shortlist is None else self._count(shortlist, "shortlist", MAX_K)
         if filter is not None and not isinstance(filter, dict):
             raise ApiError(422, "invalid_filter", "filter must be a JSON object")

@@ -1,0 +1,149 @@
+"""The default search setting a store learns from its own data.
+
+A search with neither ``nprobe`` nor ``shortlist`` uses the store's calibration: the
+cheapest (nprobe, shortlist) whose recall@10 reaches ``TARGET`` (99%) of the full scan's
+(nprobe all, shortlist 200: the old default), measured on held-out queries.
+
+When: at the add that trains the store and at any later add after which the store holds
+``GROWTH`` (4) times the rows it was calibrated on, if that add brings at least
+``MIN_ROWS`` rows (smaller stores keep the full scan, which is cheap there).
+
+How: ``QUERIES`` rows of the add's batch are the queries; the truth is the exact float
+top 10 of each among at most ``MAX_CORPUS`` rows of the batch (itself excluded), and the
+searches are restricted to those rows (``filter_ids``), so no original vector outside
+the batch is needed. A subset is sparser than the store, so its neighbours are farther
+apart and spread over more base rows: the setting chosen errs towards probing more.
+
+Cost of a setting: rows scanned (nprobe / n_base of the rows) plus ``RESCORE_WEIGHT``
+per shortlisted row (an exact rescoring costs ~10 Hamming scans; docs/benchmarks.md).
+For each shortlist, nprobe doubles from 1 until the target is reached.
+
+The record (catalog ``meta`` key ``calibration``, JSON, docs/format.md) carries a
+``version``; a reader ignores a record it does not know (and then scans everything).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+CALIBRATION_VERSION = 1
+TARGET = 0.99
+K = 10
+QUERIES = 100
+MIN_ROWS = 2000
+MAX_CORPUS = 20_000
+GROWTH = 4
+SHORTLISTS = (100, 200, 400)
+FULL_SHORTLIST = 200  # the full scan compared against: today's default shortlist
+RESCORE_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    nprobe: int | None  # None: the cheapest setting is a full scan
+    shortlist: int
+    recall: float  # recall@10 of this setting on the calibration queries
+    full_recall: float  # ... of the full scan
+    rows: int  # rows stored when calibrated
+    queries: int
+    version: int = CALIBRATION_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> Calibration | None:
+        """The record, or None for a version this reader does not know. Raises ValueError
+        on a malformed record of a known version."""
+        if not isinstance(d, dict) or d.get("version") != CALIBRATION_VERSION:
+            return None
+        try:
+            cal = Calibration(nprobe=d["nprobe"], shortlist=d["shortlist"], recall=float(d["recall"]),
+                              full_recall=float(d["full_recall"]), rows=d["rows"], queries=d["queries"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad calibration record: {exc}") from exc
+        ints = [cal.shortlist, cal.rows, cal.queries] + ([] if cal.nprobe is None else [cal.nprobe])
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in ints):
+            raise ValueError(f"bad calibration record: {d!r}")
+        return cal
+
+
+def due(calibration: Calibration | None, stored_rows: int, batch_rows: int) -> bool:
+    """Whether an add of ``batch_rows`` that left ``stored_rows`` stored should calibrate."""
+    if batch_rows < MIN_ROWS:
+        return False
+    return calibration is None or stored_rows >= GROWTH * calibration.rows
+
+
+def cost(nprobe: int | None, shortlist: int, n_base: int, rows: int) -> float:
+    scanned = rows if nprobe is None else rows * min(nprobe, n_base) / n_base
+    return scanned + RESCORE_WEIGHT * shortlist
+
+
+def choose(recall_of: Callable[[int | None, int], float], n_base: int, rows: int,
+           queries: int) -> Calibration:
+    """The cheapest setting reaching ``TARGET`` of the full scan's recall;
+    ``recall_of(nprobe, shortlist)`` measures one (nprobe None: everything)."""
+    full = recall_of(None, FULL_SHORTLIST)
+    goal = TARGET * full
+    best = (cost(None, FULL_SHORTLIST, n_base, rows), None, FULL_SHORTLIST, full)
+    for shortlist in SHORTLISTS:
+        nprobe = 1
+        # cost grows with nprobe: stop once it reaches the best setting found so far
+        while nprobe < n_base and cost(nprobe, shortlist, n_base, rows) < best[0]:
+            r = recall_of(nprobe, shortlist)
+            if r >= goal:
+                best = (cost(nprobe, shortlist, n_base, rows), nprobe, shortlist, r)
+                break
+            nprobe *= 2
+    _, nprobe, shortlist, r = best
+    return Calibration(nprobe, shortlist, float(r), float(full), rows, queries)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+
+
+def exact_neighbours(x: np.ndarray, corpus: np.ndarray, self_rows: np.ndarray, metric: str,
+                     chunk: int = 4096) -> np.ndarray:
+    """(nq, K) positions in ``corpus`` (rows of ``x``) nearest each query ``x[corpus[self_rows]]``
+    (exact float), each query's own position excluded. The corpus is read in chunks: slices
+    of ``x`` where the corpus is all of it (no copy), and cosine divides each column by its
+    row's norm instead of normalising a copy of the rows."""
+    q = np.asarray(x[corpus[self_rows]], dtype=np.float32)
+    if metric == "cosine":
+        q = _unit(q)
+    whole = len(corpus) == len(x)  # corpus is 0..n-1 (sorted, no repeats)
+    s = np.empty((len(q), len(corpus)), dtype=np.float32)
+    for a in range(0, len(corpus), chunk):
+        b = min(len(corpus), a + chunk)
+        block = np.asarray(x[a:b] if whole else x[corpus[a:b]], dtype=np.float32)
+        part = q @ block.T
+        if metric != "ip":
+            sq = np.einsum("ij,ij->i", block, block)
+            part = part / np.maximum(np.sqrt(sq), 1e-30)[None, :] if metric == "cosine" else 2 * part - sq[None, :]
+        s[:, a:b] = part
+    s[np.arange(len(q)), self_rows] = -np.inf
+    top = np.argpartition(-s, K, axis=1)[:, :K]
+    order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean |found ∩ truth| / K over queries (found: rows, -1 for none)."""
+    return float(np.mean([len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth)]) / K)
+
+
+def most_demanding(calibrations: list[Calibration | None]) -> tuple[int | None, int] | None:
+    """One (nprobe, shortlist) for stores that share a base but hold different rows (the
+    shards of a cluster): the largest nprobe (None, a full scan, is largest) and the
+    largest shortlist of theirs, so every store searches at least as deeply as its own
+    calibration asks. None when any of them has no calibration (then: a full scan)."""
+    if not calibrations or any(c is None for c in calibrations):
+        return None
+    nprobes = [c.nprobe for c in calibrations]
+    nprobe = None if None in nprobes else max(nprobes)
+    return nprobe, max(c.shortlist for c in calibrations)

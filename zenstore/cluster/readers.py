@@ -1,0 +1,153 @@
+"""Read-only shards on Ray served by a few reader actors, one round trip per actor per call.
+
+A read scatters to every shard. With one actor per shard, a query costs S Ray round
+trips, and each round trip is a chain of thread and process wake-ups (driver -> actor's
+RPC thread -> its task thread -> back), which on a busy machine costs milliseconds, not
+the work of the search. A reader needs no ownership (only a shard's writer must be
+unique), so a read-only Ray open groups the shards: ``groups`` actors (default: one per
+Ray node), each holding read-only handles of its shards (``LocalShards``: searched on a
+thread pool, the numba kernels release the GIL) and answering all of them in one call.
+A query then costs one round trip per group -- on one machine, one in all.
+
+Shard ``s`` belongs to group ``s % groups``; the actors are spread over the nodes
+(``SPREAD``). They restart when their process dies and Ray retries their calls (every
+call is a read). Failures stay per shard: a shard's own error comes back as that shard's
+failure; a group actor that died or did not answer in time fails each of its shards.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .actor import DEFAULT_ACTOR_OPTIONS, _unwrap, blas_env, import_ray
+from .calls import Failure, ShardCalls
+from .local import LocalShards
+
+
+class ShardGroupWorker:
+    """Read-only handles of some shards (``{shard: path}``) and the calls on them."""
+
+    def __init__(self, paths: dict, verify: bool = True, threads: int | None = None) -> None:
+        if threads is not None:
+            import numba
+
+            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        self.shards = sorted(paths)
+        self.local = LocalShards([paths[s] for s in self.shards], True, verify=verify)
+
+    def call(self, jobs: dict) -> tuple[dict, dict]:
+        """Run ``{shard: (method, args)}`` on this group's shards in parallel; returns
+        ``({shard: result}, {shard: the exception it raised})``."""
+        index = {s: i for i, s in enumerate(self.shards)}
+        results, failures = self.local.run({index[s]: job for s, job in jobs.items()})
+        return ({self.shards[i]: r for i, r in results.items()},
+                {self.shards[i]: f.error for i, f in failures.items()})
+
+    def length(self) -> int:
+        """Rows in this group's shards (also a cheap no-op call for round-trip timing)."""
+        return int(sum(w.length() for w in self.local.workers))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def close(self) -> None:
+        self.local.close()
+
+
+class _Job:
+    """A call on one shard, sent (with its group's other calls) when gathered."""
+
+    __slots__ = ("method", "args")
+
+    def __init__(self, method: str, args: tuple) -> None:
+        self.method, self.args = method, args
+
+
+def default_groups(ray, shards: int) -> int:
+    """One reader actor per alive Ray node (at most one per shard)."""
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
+    return max(1, min(shards, nodes or 1))
+
+
+class ReaderGroups(ShardCalls):
+    """``groups`` reader actors over the shards at ``paths`` (see the module docstring)."""
+
+    def __init__(self, paths: list[str], *, groups: int | None = None, threads: int | None = None,
+                 verify: bool = True, actor_options: dict | None = None) -> None:
+        self.ray = import_ray()
+        self.shards = len(paths)
+        self.groups = groups or default_groups(self.ray, self.shards)
+        options = {**DEFAULT_ACTOR_OPTIONS, "max_task_retries": -1, "scheduling_strategy": "SPREAD",
+                   **(actor_options or {})}
+        if "num_cpus" not in (actor_options or {}):
+            total = float(self.ray.cluster_resources().get("CPU", 1.0))
+            options["num_cpus"] = round(min(DEFAULT_ACTOR_OPTIONS["num_cpus"], 0.5 * total / self.groups), 4) or 0.0001
+        options = blas_env(self.ray, options)
+        cls = self.ray.remote(ShardGroupWorker)
+        self.members = [{s: os.path.abspath(paths[s]) for s in range(g, self.shards, self.groups)}
+                        for g in range(self.groups)]
+        self.actors = [cls.options(**options).remote(m, verify, threads) for m in self.members]
+
+    def group_of(self, shard: int) -> int:
+        return shard % self.groups
+
+    def submit(self, shard: int, method: str, *args):
+        return _Job(method, args)
+
+    def shared(self, value):
+        return value  # one copy per group call: nothing to share
+
+    def gather(self, pending: dict, timeout: float | None = None) -> tuple[dict, dict]:
+        if not pending:
+            return {}, {}
+        ray = self.ray
+        by_group: dict[int, dict] = {}
+        for s, job in pending.items():
+            by_group.setdefault(self.group_of(s), {})[s] = (job.method, job.args)
+        refs = {g: self.actors[g].call.remote(jobs) for g, jobs in by_group.items()}
+        answers, down = {}, {}
+        try:
+            if timeout is None:  # the common case: one wait for every group's answer
+                answers = dict(zip(refs, ray.get(list(refs.values()))))
+        except ray.exceptions.RayError:
+            answers = {}
+        if len(answers) < len(refs):
+            ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+            ready = set(ready)
+            for g, ref in refs.items():
+                if ref not in ready:
+                    down[g] = Failure(ray.exceptions.GetTimeoutError(
+                        f"reader actor {g}: no answer within {timeout} s"), False)
+                    continue
+                try:
+                    answers[g] = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    down[g] = _unwrap(ray, exc)
+        results, failures = {}, {}
+        for g, jobs in by_group.items():
+            if g in down:
+                failures.update({s: down[g] for s in jobs})
+                continue
+            done, raised = answers[g]
+            results.update(done)
+            failures.update({s: Failure(exc, True) for s, exc in raised.items()})
+        return results, failures
+
+    @property
+    def handles(self) -> tuple:
+        return tuple(self.actors)
+
+    def close(self) -> None:
+        ray = self.ray
+        if not self.actors:
+            return
+        refs = [a.close.remote() for a in self.actors]
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=30)
+        finally:
+            for a in self.actors:
+                try:
+                    ray.kill(a, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            self.actors = []
