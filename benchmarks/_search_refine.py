@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import mmap
 import os
-import shutil
-import sys
 import time
 
 import numpy as np
@@ -79,38 +76,6 @@ def add_arguments(p) -> None:
 
 
 # --- zenstore with a refine tier -------------------------------------------------------------
-
-
-def refine_store(args, spec, src: str, tier: str) -> tuple[str, dict]:
-    """The store with refine tier ``tier`` (reused when it matches), built by the ingest CLI."""
-    import zenstore
-
-    path = os.path.join(args.data_dir, f"search-{spec.fingerprint()}-n{args.n}-b{args.n_base}-{tier}.zen")
-    if os.path.exists(path) and not args.rebuild:
-        try:
-            with zenstore.Store.open(path, readonly=True) as s:
-                if len(s) == args.n and s.config.n_base == args.n_base and s.config.refine == tier:
-                    info_path = path + ".build.json"
-                    info = json.load(open(info_path)) if os.path.exists(info_path) else {}
-                    log(f"zenstore refine={tier}: reusing {path}")
-                    return path, {**info, "reused": True}
-        except zenstore.ZenstoreError:
-            pass
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    cmd = [sys.executable, "-m", "zenstore", "ingest", path, src, "--dim", str(args.dim),
-           "--n-base", str(args.n_base), "--refine", tier, "--quiet", "--json"]
-    log("zenstore: " + " ".join(cmd))
-    res = _common.run_measured(cmd)
-    if res["returncode"] != 0:
-        raise SystemExit(f"zenstore ingest --refine {tier} failed (exit {res['returncode']}):\n{res['stderr']}")
-    summary = json.loads(res["stdout"].strip().splitlines()[-1])
-    info = {"command": " ".join(cmd), "build_seconds": summary["seconds"],
-            "rows_per_second": summary["rows_per_second"], "wall_seconds": round(res["wall_s"], 2),
-            "peak_rss_mib": round(res["peak_rss_bytes"] / 2**20, 1)}
-    with open(path + ".build.json", "w") as f:
-        json.dump(info, f)
-    return path, {**info, "reused": False}
 
 
 def resident_fraction(path: str) -> float | None:
@@ -182,12 +147,13 @@ def cold_latency(store, Q, n: int, **opts) -> dict:
                    "posix_fadvise DONTNEED); hot data cached; 1 thread"}
 
 
-def bench_zenstore_refine(args, spec, src, Q, gt, measure) -> list[dict]:
+def bench_zenstore_refine(args, spec, src, Q, gt, measure, store_of) -> list[dict]:
+    """``store_of(args, spec, src, refine=tier)``: search.py's store builder."""
     import zenstore
 
     rows = []
     for tier in args.refine_tiers:
-        path, build = refine_store(args, spec, src, tier)
+        path, build = store_of(args, spec, src, refine=tier)
         with zenstore.Store.open(path, readonly=True) as store:
             st = store.stats()
             hot, ref = st["bytes_per_vector"], st["refine_bytes_per_vector"]

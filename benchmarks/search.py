@@ -128,28 +128,37 @@ def measure(label: str, batch_fn, single_fn, Q: np.ndarray, gt: np.ndarray, args
 # --- zenstore --------------------------------------------------------------------------------
 
 
-def zenstore_store(args, spec, src: str) -> tuple[str, dict]:
-    path = args.store or os.path.join(args.data_dir, f"search-{spec.fingerprint()}-n{args.n}-b{args.n_base}.zen")
+def zenstore_store(args, spec, src: str, refine: str | None = None) -> tuple[str, dict]:
+    """The store of this data (with refine tier ``refine``), reused when it matches, else
+    built by the ingest CLI."""
     import zenstore
+    from zenstore.format import RefineTier
 
+    tier = RefineTier.parse(refine)
+    suffix = f"-{refine}" if refine else ""
+    default = os.path.join(args.data_dir, f"search-{spec.fingerprint()}-n{args.n}-b{args.n_base}{suffix}.zen")
+    path = (args.store if not refine else None) or default
+    label = f"zenstore refine={refine}" if refine else "zenstore"
     if os.path.exists(path) and not args.rebuild:
         try:
             with zenstore.Store.open(path, readonly=True) as s:
-                if len(s) == args.n and s.config.n_base == args.n_base:
+                if (len(s) == args.n and s.config.n_base == args.n_base
+                        and s.config.refine == (tier.to_dict() if tier else None)):
                     info_path = path + ".build.json"
                     info = json.load(open(info_path)) if os.path.exists(info_path) else {}
-                    log(f"zenstore: reusing {path} ({args.n:,} docs)")
+                    log(f"{label}: reusing {path} ({args.n:,} docs)")
                     return path, {**info, "reused": True}
         except zenstore.ZenstoreError:
             pass
     if os.path.exists(path):
         shutil.rmtree(path)
     cmd = [sys.executable, "-m", "zenstore", "ingest", path, src, "--dim", str(args.dim),
-           "--n-base", str(args.n_base), "--quiet", "--json"]
-    log("zenstore: " + " ".join(cmd))
+           "--n-base", str(args.n_base)] + (["--refine", refine] if refine else []) + ["--quiet", "--json"]
+    log(f"{label}: " + " ".join(cmd))
     res = _common.run_measured(cmd)
     if res["returncode"] != 0:
-        raise SystemExit(f"zenstore ingest failed (exit {res['returncode']}):\n{res['stderr']}")
+        what = f"zenstore ingest --refine {refine}" if refine else "zenstore ingest"
+        raise SystemExit(f"{what} failed (exit {res['returncode']}):\n{res['stderr']}")
     summary = json.loads(res["stdout"].strip().splitlines()[-1])
     info = {"command": " ".join(cmd), "build_seconds": summary["seconds"],
             "rows_per_second": summary["rows_per_second"], "wall_seconds": round(res["wall_s"], 2),
@@ -692,7 +701,7 @@ def main(argv=None) -> dict:
             gc.collect()
             _common.write_json(out, {**res, "partial": True})
         if "zenstore-refine" in args.methods:
-            rows += _search_refine.bench_zenstore_refine(args, spec, src, Q, gt, measure)
+            rows += _search_refine.bench_zenstore_refine(args, spec, src, Q, gt, measure, zenstore_store)
             gc.collect()
             _common.write_json(out, {**res, "partial": True})
         peers = [m for m in args.methods if m not in ("zenstore", "zenstore-refine")]
