@@ -89,6 +89,21 @@ def blas_env(ray, options: dict) -> dict:
     return {**options, "runtime_env": {**(options.get("runtime_env") or {}), "env_vars": env}}
 
 
+def close_actors(ray, actors) -> None:
+    """Ask every actor to close its stores (30 s at most), then end them for good."""
+    if not actors:
+        return
+    refs = [a.close.remote() for a in actors]
+    try:
+        ray.wait(refs, num_returns=len(refs), timeout=30)
+    finally:
+        for a in actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+
 def _unwrap(ray, exc: BaseException) -> Failure:
     """A Ray error -> the shard's own exception (it raised), or the system error (it died)."""
     if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc, ray.exceptions.RayActorError):
@@ -152,16 +167,7 @@ class ActorShards(ShardCalls):
 
     def close(self) -> None:
         """Close every shard's store (releasing its write lock), then end the actors."""
-        ray = self.ray
-        if not self.actors:
-            return
-        refs = [a.close.remote() for a in self.actors]
         try:
-            ray.wait(refs, num_returns=len(refs), timeout=30)
+            close_actors(self.ray, self.actors)
         finally:
-            for a in self.actors:
-                try:
-                    ray.kill(a, no_restart=True)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
             self.actors = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from .actor import DEFAULT_ACTOR_OPTIONS, _unwrap, blas_env, import_ray
+from .actor import DEFAULT_ACTOR_OPTIONS, _unwrap, blas_env, close_actors, import_ray
 from .calls import Failure, ShardCalls
 from .local import LocalShards
 
@@ -138,16 +138,7 @@ class ReaderGroups(ShardCalls):
         return tuple(self.actors)
 
     def close(self) -> None:
-        ray = self.ray
-        if not self.actors:
-            return
-        refs = [a.close.remote() for a in self.actors]
         try:
-            ray.wait(refs, num_returns=len(refs), timeout=30)
+            close_actors(self.ray, self.actors)
         finally:
-            for a in self.actors:
-                try:
-                    ray.kill(a, no_restart=True)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
             self.actors = []
