@@ -33,6 +33,8 @@ import pytest
 
 from zenstore import Store, verify_store
 
+from . import _crash_child as crash_child
+from . import _forkserver
 from ._crash_child import DIM, REFINE_ENV, make_plan, model_states, op_payloads, op_vectors
 from .conftest import scale, slow_run
 
@@ -85,10 +87,12 @@ class Chain:
 
     # --- running a writer -------------------------------------------------------------
 
-    def spawn(self, child: Path, extra_args: list[str], fault: str | None, while_running=None):
+    def spawn(self, child: Path, extra_args: list[str], fault: str | None, while_running=None,
+              forked=None):
         """Run one writer process (``child`` with the chain's arguments) from the first
         unapplied op; ``while_running(proc, ack)`` acts on it. Returns (exit code,
-        stderr, ack file text)."""
+        stderr, ack file text). With ``forked`` (the child's ``main``), the writer is a
+        fork of a warmed-up process (tests/_forkserver.py) instead of a fresh ``python``."""
         self.runs += 1
         ack = self.dir / f"ack-{self.runs}"
         env = {k: v for k, v in os.environ.items() if k not in ("ZENSTORE_FAULT", REFINE_ENV)}
@@ -96,10 +100,12 @@ class Chain:
             env[REFINE_ENV] = self.refine
         if fault:
             env["ZENSTORE_FAULT"] = fault
+        argv = [str(self.path), str(ack), str(self.seed), str(len(self.plan)), str(self.applied), *extra_args]
         with open(self.dir / f"stderr-{self.runs}", "w+") as err:
-            proc = subprocess.Popen(
-                [sys.executable, str(child), str(self.path), str(ack), str(self.seed),
-                 str(len(self.plan)), str(self.applied), *extra_args], env=env, stderr=err)
+            if forked is not None:
+                proc = _forkserver.ForkedWriter(forked, argv, env, err.name)
+            else:
+                proc = subprocess.Popen([sys.executable, str(child), *argv], env=env, stderr=err)
             if while_running is not None:
                 while_running(proc, ack)
             rc = proc.wait(timeout=180)
@@ -128,7 +134,8 @@ class Chain:
             time.sleep(kill_after)
             proc.send_signal(signal.SIGKILL)
 
-        rc, stderr, text = self.spawn(CHILD, self.child_args, fault, kill if kill_after is not None else None)
+        rc, stderr, text = self.spawn(CHILD, self.child_args, fault, kill if kill_after is not None else None,
+                                      forked=crash_child.main)
         lines = text.split()
         acked = [int(x) for x in lines if x.isdigit()]
         assert acked == list(range(self.applied, self.applied + len(acked))), lines
@@ -338,8 +345,10 @@ def test_kill_at_random_moments(tmp_path, stats):
         if chain.finished:
             chain = Chain(tmp_path, next(seeds), stats)
         leave = rnd.random() < 0.4  # the next child cleans up (and may be killed doing it)
-        if rnd.random() < 0.2:  # from spawn: lands in imports, open, orphan cleanup too
-            chain.run(kill_after=rnd.uniform(0.15, 0.6), from_spawn=True, leave_orphans=leave)
+        if rnd.random() < 0.2:  # from spawn: lands in open and orphan cleanup too
+            # (writers are forks of a warmed-up process, tests/_forkserver.py: they start
+            # writing a few ms after the spawn, so no kill lands in imports any more)
+            chain.run(kill_after=rnd.uniform(0.0, 0.3), from_spawn=True, leave_orphans=leave)
         else:
             chain.run(kill_after=rnd.uniform(0.0, 0.35), leave_orphans=leave)
     while not chain.finished:
@@ -358,7 +367,11 @@ def _ingest_state(store: Path, src: Path) -> tuple[int, list]:
 
 def test_kill_zenstore_ingest(tmp_path, stats):
     """The CLI loader: after every kill the store holds exactly the checkpointed rows, and
-    rerunning the same command finishes with every row once."""
+    rerunning the same command finishes with every row once. The killed loaders run
+    ``zenstore.cli.main`` in forks of a warmed-up process (tests/_forkserver.py); the final
+    rerun is a real ``python -m zenstore ingest``."""
+    from zenstore.cli import main as cli_main
+
     n = 1500
     x = np.random.default_rng(5).standard_normal((n, DIM)).astype(np.float32)
     src = tmp_path / "x.npy"
@@ -375,20 +388,22 @@ def test_kill_zenstore_ingest(tmp_path, stats):
         env = {k: v for k, v in os.environ.items() if k != "ZENSTORE_FAULT"}
         if fault:
             env["ZENSTORE_FAULT"] = fault
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        err_path = tmp_path / f"stderr-{k}"
+        proc = _forkserver.ForkedWriter(cli_main, cmd[3:], env, str(err_path))
         if fault is None:  # a random moment after the loader got going
             deadline = time.monotonic() + 60
             while proc.poll() is None and not store.exists() and time.monotonic() < deadline:
                 time.sleep(0.005)
             time.sleep(rnd.uniform(0.0, 0.5))
             proc.send_signal(signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)
-        if proc.returncode == 0:  # finished before the fault: start over to keep killing
+        rc = proc.wait(timeout=120)
+        err = err_path.read_bytes()
+        if rc == 0:  # finished before the fault: start over to keep killing
             stats["not_reached"] += 1
             print(f"ingest: {fault} not reached")
             shutil.rmtree(store)
             continue
-        assert proc.returncode == -signal.SIGKILL, err.decode()
+        assert rc == -signal.SIGKILL, err.decode()
         stats["kills"] += 1
         if not store.exists():
             continue
