@@ -44,11 +44,13 @@ def context():
     return _context
 
 
-def _child(target, argv: list[str], env: dict, stderr_path: str) -> None:
-    """In the forked writer: the environment and stderr the exec'd writer had, then run."""
-    fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(fd, 2)
-    os.close(fd)
+def _child(target, argv: list[str], env: dict, stderr_path: str, stdout_path: str | None) -> None:
+    """In the forked writer: the environment and stdio the exec'd writer had, then run."""
+    for path, std in ((stderr_path, 2), (stdout_path, 1)):
+        if path is not None:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(fd, std)
+            os.close(fd)
     os.environ.clear()
     os.environ.update(env)
     # the start method an exec'd writer has: multiprocessing forces the server's
@@ -58,14 +60,18 @@ def _child(target, argv: list[str], env: dict, stderr_path: str) -> None:
     from zenstore import faults
 
     faults.arm(env.get("ZENSTORE_FAULT", ""))  # read at import: in the server, unset
-    sys.exit(target(argv))
+    rc = target(argv)
+    sys.stdout.flush()
+    sys.exit(rc)
 
 
 class ForkedWriter:
     """The part of ``subprocess.Popen`` the harnesses use, for a forked writer."""
 
-    def __init__(self, target, argv: list[str], env: dict, stderr_path: str) -> None:
-        self._proc = context().Process(target=_child, args=(target, list(argv), dict(env), stderr_path))
+    def __init__(self, target, argv: list[str], env: dict, stderr_path: str,
+                 stdout_path: str | None = None) -> None:
+        self._proc = context().Process(target=_child, args=(target, list(argv), dict(env), stderr_path,
+                                                            stdout_path))
         self._proc.start()
         self.pid = self._proc.pid
 
