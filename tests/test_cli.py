@@ -36,11 +36,32 @@ def store_ids(path):
         return sorted(s.ids().tolist()), s.stats()
 
 
+# every command's --help, printed by one process (a process per command spent ~1 s each
+# importing numba and zenstore); `zenstore --version` and a bad command run as real commands
+_HELPS = r"""
+import contextlib, io, json, sys
+from zenstore.cli import main
+out = {}
+for cmd in sys.argv[1:]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            main([cmd, "--help"])
+        except SystemExit as exc:
+            out[cmd] = [exc.code, buf.getvalue()]
+print(json.dumps(out))
+"""
+
+
 def test_version_and_help():
     assert run("--version").stdout.startswith("zenstore ")
-    for cmd in ("ingest", "stats", "search", "verify", "compact", "export", "demo"):
-        out = run(cmd, "--help").stdout
-        assert "usage:" in out and "example" in out
+    cmds = ("ingest", "stats", "search", "verify", "compact", "export", "demo")
+    proc = subprocess.run([sys.executable, "-c", _HELPS, *cmds], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    helps = json.loads(proc.stdout)
+    assert sorted(helps) == sorted(cmds)
+    for cmd, (code, out) in helps.items():
+        assert code == 0 and "usage:" in out and "example" in out, cmd
     assert run("nonsense", check=False).returncode == 2
 
 
