@@ -91,8 +91,9 @@ class Chain:
               forked=None):
         """Run one writer process (``child`` with the chain's arguments) from the first
         unapplied op; ``while_running(proc, ack)`` acts on it. Returns (exit code,
-        stderr, ack file text). With ``forked`` (the child's ``main``), the writer is a
-        fork of a warmed-up process (tests/_forkserver.py) instead of a fresh ``python``."""
+        stderr, ack file text). With ``forked(argv, env, stderr_path)``, which starts a
+        fork of a warmed-up process (tests/_forkserver.py, tests/_zygote.py) running the
+        child, instead of a fresh ``python``."""
         self.runs += 1
         ack = self.dir / f"ack-{self.runs}"
         env = {k: v for k, v in os.environ.items() if k not in ("ZENSTORE_FAULT", REFINE_ENV)}
@@ -103,7 +104,7 @@ class Chain:
         argv = [str(self.path), str(ack), str(self.seed), str(len(self.plan)), str(self.applied), *extra_args]
         with open(self.dir / f"stderr-{self.runs}", "w+") as err:
             if forked is not None:
-                proc = _forkserver.ForkedWriter(forked, argv, env, err.name)
+                proc = forked(argv, env, err.name)
             else:
                 proc = subprocess.Popen([sys.executable, str(child), *argv], env=env, stderr=err)
             if while_running is not None:
@@ -135,7 +136,7 @@ class Chain:
             proc.send_signal(signal.SIGKILL)
 
         rc, stderr, text = self.spawn(CHILD, self.child_args, fault, kill if kill_after is not None else None,
-                                      forked=crash_child.main)
+                                      forked=self.fork_writer)
         lines = text.split()
         acked = [int(x) for x in lines if x.isdigit()]
         assert acked == list(range(self.applied, self.applied + len(acked))), lines
@@ -148,6 +149,10 @@ class Chain:
         self.stats["kills"] += 1
         self.applied = self.check_after_kill(self.applied + len(acked), leave_orphans)
         return "killed"
+
+    @staticmethod
+    def fork_writer(argv: list[str], env: dict, stderr_path: str):
+        return _forkserver.ForkedWriter(crash_child.main, argv, env, stderr_path)
 
     # --- checking ---------------------------------------------------------------------
 

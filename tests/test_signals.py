@@ -36,6 +36,7 @@ from zenstore import Store, verify_store
 
 from . import test_crash as crash
 from ._crash_child import DIM
+from ._zygote import Zygote
 
 CHILD = Path(__file__).with_name("_signal_child.py")
 SLOW = os.environ.get("ZENSTORE_SLOW") == "1"
@@ -65,7 +66,8 @@ class SignalChain(crash.Chain):
                     break
                 proc.send_signal(sig)
 
-        rc, stderr, text = self.spawn(CHILD, [mode], fault, send if signals else None)
+        rc, stderr, text = self.spawn(CHILD, [mode], fault, send if signals else None,
+                                      forked=lambda argv, env, err: ZYGOTE.start("signal_child", argv, env, err))
         lines = text.split("\n")
         acked = [int(x) for x in lines if x.isdigit()]
         assert acked == list(range(self.applied, self.applied + len(acked))), lines
@@ -80,6 +82,16 @@ class SignalChain(crash.Chain):
         self.stats["kills"] += 1
         self.applied = self.check_after_kill(self.applied + len(acked))
         return "interrupted", ""
+
+
+# writers are forks of one warmed-up process that exit like a real python (tests/_zygote.py)
+ZYGOTE = Zygote()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def zygote():
+    yield ZYGOTE
+    ZYGOTE.close()
 
 
 @pytest.fixture
@@ -166,7 +178,9 @@ def test_signals_at_random_moments(tmp_path, stats, mode):
 def test_sigint_and_sigterm_against_zenstore_ingest(tmp_path, stats):
     """``zenstore ingest --batch-size 20`` interrupted by real SIGINT / SIGTERM at random
     moments and right after commits: every store opens and verifies clean, holds exactly
-    the checkpointed rows, and rerunning the same command resumes to every row once."""
+    the checkpointed rows, and rerunning the same command resumes to every row once.
+    The interrupted commands run in forks of a warmed-up process that exit as
+    ``python -m zenstore`` would (tests/_zygote.py); each rerun is a real one."""
     n = 1200
     x = np.random.default_rng(8).standard_normal((n, DIM)).astype(np.float32)
     src = tmp_path / "x.npy"
@@ -183,14 +197,16 @@ def test_sigint_and_sigterm_against_zenstore_ingest(tmp_path, stats):
             env = dict(clean_env)
             if attempt == 0 and k % 2 == 0:  # right after a commit returned
                 env["ZENSTORE_FAULT"] = f"catalog.committed@{rnd.randint(3, 30)}:{'INT' if k % 4 else 'TERM'}"
-            proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+            err_path = tmp_path / f"stderr-{k}-{attempt}"
+            proc = ZYGOTE.start("cli", cmd[3:], env, err_path)
             if "ZENSTORE_FAULT" not in env:
                 deadline = time.monotonic() + 60
                 while proc.poll() is None and not store.exists() and time.monotonic() < deadline:
                     time.sleep(0.005)
                 time.sleep(rnd.uniform(0.05, 0.6))
                 proc.send_signal(rnd.choice([signal.SIGINT, signal.SIGTERM]))
-            _, err = proc.communicate(timeout=180)
+            proc.wait(timeout=180)
+            err = err_path.read_bytes()
             if proc.returncode == 0:
                 stats["not_reached"] += 1
                 continue
