@@ -17,7 +17,8 @@ the request's status file. It never runs a kernel, so its children run the paral
 kernel builds (GNU OpenMP was never started before the fork).
 
 Request (one JSON line): ``{"kind": "signal_child" | "cli", "argv": [...], "env": {...},
-"stderr": path, "status": path}``; reply: ``"<pid>\\n"`` on stdout.
+"stderr": path, "stdout": path or null, "cwd": path or null, "status": path}``; reply:
+``"<pid>\\n"`` on stdout.
 """
 
 from __future__ import annotations
@@ -57,9 +58,13 @@ def _become_the_writer(req: dict) -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    fd = os.open(req["stderr"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(fd, 2)
-    os.close(fd)
+    for std, path in ((2, req["stderr"]), (1, req.get("stdout"))):
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(fd, std)
+            os.close(fd)
+    if req.get("cwd"):
+        os.chdir(req["cwd"])
     sys.stdin = open(0, closefd=False)
     os.environ.clear()
     os.environ.update(req["env"])
@@ -82,7 +87,8 @@ class Zygote:
         self._proc = None
         self._runs = 0
 
-    def start(self, kind: str, argv: list[str], env: dict, stderr_path: str) -> "Forked":
+    def start(self, kind: str, argv: list[str], env: dict, stderr_path: str, stdout_path: str | None = None,
+              cwd: str | None = None) -> "Forked":
         import subprocess
 
         if self._proc is None or self._proc.poll() is not None:
@@ -92,7 +98,8 @@ class Zygote:
         self._runs += 1
         status = f"{stderr_path}.status"
         req = {"kind": kind, "argv": [str(a) for a in argv], "env": dict(env), "stderr": str(stderr_path),
-               "status": status}
+               "status": status, "stdout": None if stdout_path is None else str(stdout_path),
+               "cwd": None if cwd is None else str(cwd)}
         self._proc.stdin.write(json.dumps(req) + "\n")
         self._proc.stdin.flush()
         return Forked(int(self._proc.stdout.readline()), status)
