@@ -1,23 +1,29 @@
-"""Writer processes forked from a warmed-up process that still end like a real ``python``.
+"""Test child processes forked from one warmed-up process, ending like a real ``python``.
 
-tests/test_signals.py interrupts writers with SIGINT / SIGTERM, which run Python code:
-the writer unwinds, and then the interpreter shuts down (atexit handlers, finalizers,
-module teardown, and for an uncaught KeyboardInterrupt the re-raised SIGINT). A
-``multiprocessing`` child skips that shutdown (it ends with ``os._exit``), so it cannot
-stand in for a writer there. A fresh ``python`` per writer spends ~1.6 CPU s importing
-numba and zenstore and loading numba's registries before its first write.
+The crash, signal, integrity and CLI tests run writers, readers and ``zenstore`` commands
+in processes of their own (a few hundred in a normal run) and SIGKILL / SIGINT / SIGTERM
+them. A fresh ``python`` spends ~1.6 CPU s importing numpy, numba and zenstore and
+loading numba's typing and lowering registries (``numba_ready``) before it touches a
+store; none of that is what those tests check.
 
-This script is started once (``python tests/_zygote.py``), does that warm-up, and then
-for each request on stdin forks a child. The child leaves the request loop and runs the
-writer (``_signal_child.main`` or zenstore's CLI) at the top level of this script, so it
-exits exactly as ``python tests/_signal_child.py ...`` / ``python -m zenstore ...`` would:
-through a normal interpreter shutdown, with the same exit statuses. The server waits for
+This script is started once per test session (``python tests/_zygote.py``, lazily, by
+:data:`SHARED`), does that warm-up, and then for each request on stdin forks a child.
+The child leaves the request loop and runs its entry point (see ``KINDS``) at the top
+level of this script, so it exits as ``python tests/_signal_child.py ...`` or
+``python -m zenstore ...`` would: through a normal interpreter shutdown (atexit
+handlers, finalizers, an uncaught KeyboardInterrupt re-raising SIGINT), with the same
+exit statuses -- SIGINT / SIGTERM run Python code up to the end, so a ``multiprocessing``
+child (which ends with ``os._exit``) could not stand in for one. The server waits for
 the child and writes its exit status (``waitpid`` convention: negative for a signal) to
-the request's status file. It never runs a kernel, so its children run the parallel
-kernel builds (GNU OpenMP was never started before the fork).
+the request's status file. It never runs a kernel, so GNU OpenMP is not started before
+a fork and the children run the parallel kernel builds (``serial_only()`` is False).
 
-Request (one JSON line): ``{"kind": "signal_child" | "cli", "argv": [...], "env": {...},
-"stderr": path, "stdout": path or null, "cwd": path or null, "status": path}``; reply:
+Not covered this way: a signal that lands while a child is still importing (nothing of
+a store is touched then). ``--version``, a bad command and the reruns of interrupted
+ingests stay fresh ``python -m zenstore`` processes.
+
+Request (one JSON line): ``{"kind": one of KINDS, "argv": [...], "env": {...}, "stderr":
+path, "stdout": path or null, "cwd": path or null, "status": path}``; reply:
 ``"<pid>\\n"`` on stdout.
 """
 
@@ -28,13 +34,25 @@ import os
 import sys
 
 
+# kind -> (module, function, whether ZENSTORE_FAULT is armed from the environment as
+# importing zenstore does: _signal_child.main takes it out of the environment before its
+# imports and arms it itself after its warm-up)
+KINDS = {
+    "cli": ("zenstore.cli", "main", True),
+    "crash_child": ("_crash_child", "main", True),
+    "signal_child": ("_signal_child", "main", False),
+    "integrity_child": ("_integrity_child", "raw_catalog_check", True),
+}
+
+
 def _serve() -> dict:
     """The request loop; returns (in a forked child only) the request to run."""
-    import zenstore  # noqa: F401
+    import importlib
+
     from zenstore.kernels._kernel import numba_ready
 
-    import _signal_child  # noqa: F401  (the writer's code, imported before the fork)
-
+    for module, _, _ in KINDS.values():  # the children's code, imported before the fork
+        importlib.import_module(module)
     numba_ready()
     print("ready", flush=True)
     for line in sys.stdin:
@@ -68,12 +86,10 @@ def _become_the_writer(req: dict) -> None:
     sys.stdin = open(0, closefd=False)
     os.environ.clear()
     os.environ.update(req["env"])
-    if req["kind"] == "cli":  # `python -m zenstore` reads ZENSTORE_FAULT when it imports zenstore
+    if KINDS[req["kind"]][2]:
         from zenstore import faults
 
         faults.arm(os.environ.get("ZENSTORE_FAULT", ""))  # in the server it was unset
-    # (_signal_child.main takes ZENSTORE_FAULT out of the environment before its imports and
-    # arms it itself after its warm-up)
     sys.argv = [req["kind"], *req["argv"]]
 
 
@@ -81,7 +97,8 @@ def _become_the_writer(req: dict) -> None:
 
 
 class Zygote:
-    """The server process, started on first use; ``close()`` ends it."""
+    """The server process, started on first use; ``close()`` ends it (and reaps it, so
+    that its children's CPU time is counted in the test run's)."""
 
     def __init__(self) -> None:
         self._proc = None
@@ -90,6 +107,8 @@ class Zygote:
     def start(self, kind: str, argv: list[str], env: dict, stderr_path: str, stdout_path: str | None = None,
               cwd: str | None = None) -> "Forked":
         import subprocess
+
+        assert kind in KINDS, kind
 
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE,
@@ -143,13 +162,14 @@ class Forked:
         return self.returncode
 
 
+SHARED = Zygote()  # the session's one server (closed by tests/conftest.py at the end)
+
+
 if __name__ == "__main__":
+    import importlib
+
     request = _serve()
     _become_the_writer(request)
-    if request["kind"] == "cli":
-        from zenstore.cli import main as cli_main
+    module, function, _ = KINDS[request["kind"]]
+    sys.exit(getattr(importlib.import_module(module), function)(request["argv"]))
 
-        raise SystemExit(cli_main(request["argv"]))
-    import _signal_child
-
-    sys.exit(_signal_child.main(request["argv"]))

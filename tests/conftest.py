@@ -42,6 +42,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _zygote_closed_at_the_end():
+    """Ends (and reaps) tests/_zygote.py's server if a test started it."""
+    yield
+    from tests._zygote import SHARED
+
+    SHARED.close()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -19,20 +19,9 @@ import pytest
 from zenstore import Store
 from zenstore.synth import SyntheticEmbeddings
 
-from ._zygote import Zygote
+from ._zygote import SHARED as ZYGOTE
 
 DIM = 128
-
-
-# the commands run in forks of a warmed-up process that exit as `python -m zenstore` would
-# (tests/_zygote.py): a fresh python spent ~1.6 CPU s importing numba and zenstore per command
-ZYGOTE = Zygote()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def zygote():
-    yield ZYGOTE
-    ZYGOTE.close()
 
 
 def run(*args, check=True, cwd=None, real=False):

@@ -1,6 +1,7 @@
 """Crash safety: writers killed with SIGKILL at named points and at random moments.
 
-A child process (tests/_crash_child.py) applies a deterministic plan of add / upsert /
+A child process (tests/_crash_child.py, forked from a warmed-up process:
+tests/_zygote.py) applies a deterministic plan of add / upsert /
 delete / compact / train calls (merges happen on their own: segment_fanout=3) and
 acknowledges each call after it returns. The parent kills it, then checks:
 
@@ -33,8 +34,7 @@ import pytest
 
 from zenstore import Store, verify_store
 
-from . import _crash_child as crash_child
-from . import _forkserver
+from ._zygote import SHARED as ZYGOTE
 from ._crash_child import DIM, REFINE_ENV, make_plan, model_states, op_payloads, op_vectors
 from .conftest import scale, slow_run
 
@@ -92,7 +92,7 @@ class Chain:
         """Run one writer process (``child`` with the chain's arguments) from the first
         unapplied op; ``while_running(proc, ack)`` acts on it. Returns (exit code,
         stderr, ack file text). With ``forked(argv, env, stderr_path)``, which starts a
-        fork of a warmed-up process (tests/_forkserver.py, tests/_zygote.py) running the
+        fork of a warmed-up process (tests/_zygote.py) running the
         child, instead of a fresh ``python``."""
         self.runs += 1
         ack = self.dir / f"ack-{self.runs}"
@@ -152,7 +152,7 @@ class Chain:
 
     @staticmethod
     def fork_writer(argv: list[str], env: dict, stderr_path: str):
-        return _forkserver.ForkedWriter(crash_child.main, argv, env, stderr_path)
+        return ZYGOTE.start("crash_child", argv, env, stderr_path)
 
     # --- checking ---------------------------------------------------------------------
 
@@ -351,7 +351,7 @@ def test_kill_at_random_moments(tmp_path, stats):
             chain = Chain(tmp_path, next(seeds), stats)
         leave = rnd.random() < 0.4  # the next child cleans up (and may be killed doing it)
         if rnd.random() < 0.2:  # from spawn: lands in open and orphan cleanup too
-            # (writers are forks of a warmed-up process, tests/_forkserver.py: they start
+            # (writers are forks of a warmed-up process, tests/_zygote.py: they start
             # writing a few ms after the spawn, so no kill lands in imports any more)
             chain.run(kill_after=rnd.uniform(0.0, 0.3), from_spawn=True, leave_orphans=leave)
         else:
@@ -373,9 +373,8 @@ def _ingest_state(store: Path, src: Path) -> tuple[int, list]:
 def test_kill_zenstore_ingest(tmp_path, stats):
     """The CLI loader: after every kill the store holds exactly the checkpointed rows, and
     rerunning the same command finishes with every row once. The killed loaders run
-    ``zenstore.cli.main`` in forks of a warmed-up process (tests/_forkserver.py); the final
+    ``zenstore.cli.main`` in forks of a warmed-up process (tests/_zygote.py); the final
     rerun is a real ``python -m zenstore ingest``."""
-    from zenstore.cli import main as cli_main
 
     n = 1500
     x = np.random.default_rng(5).standard_normal((n, DIM)).astype(np.float32)
@@ -394,7 +393,7 @@ def test_kill_zenstore_ingest(tmp_path, stats):
         if fault:
             env["ZENSTORE_FAULT"] = fault
         err_path = tmp_path / f"stderr-{k}"
-        proc = _forkserver.ForkedWriter(cli_main, cmd[3:], env, str(err_path))
+        proc = ZYGOTE.start("cli", cmd[3:], env, err_path)
         if fault is None:  # a random moment after the loader got going
             deadline = time.monotonic() + 60
             while proc.poll() is None and not store.exists() and time.monotonic() < deadline:

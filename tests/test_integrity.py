@@ -412,12 +412,11 @@ def test_catalog_file_replaced_by_garbage(store):
 def test_raw_bit_flips_in_the_catalog_file(store, tmp_path):
     """Bits flipped anywhere in catalog.mdb (LMDB pages have no checksums of their own).
     Each try runs in a process of its own (tests/_integrity_child.py, forked from a
-    warmed-up process: tests/_forkserver.py). Allowed: the same answers; a ZenstoreError;
+    warmed-up process: tests/_zygote.py). Allowed: the same answers; a ZenstoreError;
     changed answers only if verify() reports the damage. A Python exception of another
     kind fails. LMDB may also die of SIGBUS on a page pointer past the end of the file:
     that is counted and documented (docs/reliability.md), not hidden."""
-    from . import _forkserver
-    from ._integrity_child import raw_catalog_check
+    from ._zygote import SHARED as zygote
 
     path, _, _ = store
     raw = (path / "catalog.mdb").read_bytes()
@@ -426,7 +425,7 @@ def test_raw_bit_flips_in_the_catalog_file(store, tmp_path):
     def run(p):
         t = next(tries)
         out, err = tmp_path / f"out-{t}", tmp_path / f"err-{t}"
-        rc = _forkserver.ForkedWriter(raw_catalog_check, [str(p)], dict(os.environ), str(err), str(out)).wait(120)
+        rc = zygote.start("integrity_child", [str(p)], dict(os.environ), err, out).wait(120)
         return rc, out.read_text() if out.exists() else "", err.read_text() if err.exists() else ""
 
     rc, out, err = run(path)

@@ -7,7 +7,8 @@ write's cleanup scope. Until 2ccd506 that cleanup deleted the files the just-com
 manifest listed (issue 9, finding 1), and a handle kept in use after a caught interrupt
 committed manifests built on a stale snapshot (finding 2).
 
-Writers (tests/_signal_child.py) get signals at named fault points
+Writers (tests/_signal_child.py, in forks of a warmed-up process that exit as a fresh
+``python`` would: tests/_zygote.py) get signals at named fault points
 (``ZENSTORE_FAULT=<point>@<n>:INT|TERM``, including ``catalog.committed``: right after the
 commit returned) and at random moments from the parent. After each:
 
@@ -36,7 +37,7 @@ from zenstore import Store, verify_store
 
 from . import test_crash as crash
 from ._crash_child import DIM
-from ._zygote import Zygote
+from ._zygote import SHARED as ZYGOTE
 
 CHILD = Path(__file__).with_name("_signal_child.py")
 SLOW = os.environ.get("ZENSTORE_SLOW") == "1"
@@ -82,16 +83,6 @@ class SignalChain(crash.Chain):
         self.stats["kills"] += 1
         self.applied = self.check_after_kill(self.applied + len(acked))
         return "interrupted", ""
-
-
-# writers are forks of one warmed-up process that exit like a real python (tests/_zygote.py)
-ZYGOTE = Zygote()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def zygote():
-    yield ZYGOTE
-    ZYGOTE.close()
 
 
 @pytest.fixture
