@@ -104,6 +104,29 @@ def close_actors(ray, actors) -> None:
                 pass
 
 
+def collect(ray, refs: dict, timeout: float | None, what: str) -> tuple[dict, dict]:
+    """({key: answer}, {key: Failure}) of Ray calls ``{key: ref}``: one ``ray.get`` for all
+    in the common case (no timeout, no failure), else each sorted out by itself -- a call
+    without an answer within ``timeout`` fails as "<what> <key>: no answer"."""
+    if timeout is None:
+        try:
+            return dict(zip(refs, ray.get(list(refs.values())))), {}
+        except ray.exceptions.RayError:
+            pass  # some call failed: sort out which, below
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+    ready = set(ready)
+    answers, failures = {}, {}
+    for key, ref in refs.items():
+        if ref not in ready:
+            failures[key] = Failure(ray.exceptions.GetTimeoutError(f"{what} {key}: no answer within {timeout} s"), False)
+            continue
+        try:
+            answers[key] = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            failures[key] = _unwrap(ray, exc)
+    return answers, failures
+
+
 def _unwrap(ray, exc: BaseException) -> Failure:
     """A Ray error -> the shard's own exception (it raised), or the system error (it died)."""
     if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc, ray.exceptions.RayActorError):
@@ -140,26 +163,7 @@ class ActorShards(ShardCalls):
     def gather(self, pending: dict, timeout: float | None = None) -> tuple[dict, dict]:
         if not pending:
             return {}, {}
-        ray = self.ray
-        refs = list(pending.values())
-        if timeout is None:  # the common case: one wait for all the answers
-            try:
-                return dict(zip(pending, ray.get(refs))), {}
-            except ray.exceptions.RayError:
-                pass  # some shard failed: sort out which, below
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        ready = set(ready)
-        results, failures = {}, {}
-        for shard, ref in pending.items():
-            if ref not in ready:
-                late = ray.exceptions.GetTimeoutError(f"shard {shard}: no answer within {timeout} s")
-                failures[shard] = Failure(late, False)
-                continue
-            try:
-                results[shard] = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                failures[shard] = _unwrap(ray, exc)
-        return results, failures
+        return collect(self.ray, pending, timeout, "shard")
 
     @property
     def handles(self) -> tuple:

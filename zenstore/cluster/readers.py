@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from .actor import DEFAULT_ACTOR_OPTIONS, _unwrap, blas_env, close_actors, import_ray
+from .actor import DEFAULT_ACTOR_OPTIONS, blas_env, close_actors, collect, import_ray
 from .calls import Failure, ShardCalls
 from .local import LocalShards
 
@@ -105,24 +105,7 @@ class ReaderGroups(ShardCalls):
         for s, job in pending.items():
             by_group.setdefault(self.group_of(s), {})[s] = (job.method, job.args)
         refs = {g: self.actors[g].call.remote(jobs) for g, jobs in by_group.items()}
-        answers, down = {}, {}
-        try:
-            if timeout is None:  # the common case: one wait for every group's answer
-                answers = dict(zip(refs, ray.get(list(refs.values()))))
-        except ray.exceptions.RayError:
-            answers = {}
-        if len(answers) < len(refs):
-            ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
-            ready = set(ready)
-            for g, ref in refs.items():
-                if ref not in ready:
-                    down[g] = Failure(ray.exceptions.GetTimeoutError(
-                        f"reader actor {g}: no answer within {timeout} s"), False)
-                    continue
-                try:
-                    answers[g] = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    down[g] = _unwrap(ray, exc)
+        answers, down = collect(ray, refs, timeout, "reader actor")
         results, failures = {}, {}
         for g, jobs in by_group.items():
             if g in down:
