@@ -118,14 +118,9 @@ def refine_files(store) -> list:
 def store_files(store) -> dict:
     """{"hot": [...], "refine": [...]}: the files a search reads (segments and base; the
     segments' refine files) in the store's current snapshot."""
-    snap = store.snapshot()
-    hot, ref = [], []
-    for rec in snap.manifest.segments:
-        hot.append(os.path.join(store.path, rec.file))
-        if rec.refine is not None:
-            ref.append(os.path.join(store.path, rec.refine.file))
+    hot = [os.path.join(store.path, rec.file) for rec in store.snapshot().manifest.segments]
     base = [os.path.join(store.path, f) for f in os.listdir(store.path) if f.endswith(".zbase")]
-    return {"hot": hot + base, "refine": ref}
+    return {"hot": hot + base, "refine": [path for path, _ in refine_files(store)]}
 
 
 def _mean_resident(paths) -> float | None:
