@@ -272,10 +272,11 @@ class Prepared:
         out = np.empty(len(doc), np.float32)
         chunks = 4 * numba.get_num_threads()
         hot = self.hot_codes[doc]
+        at = np.arange(len(doc), dtype=np.int64)  # the gathered rows, in order
         if t.kind == "int8":
-            K.int8_dots(batch.codes.view(np.int8), self.Qr, qidx, out, chunks)
+            K.int8_dots(batch.codes.view(np.int8), at, self.Qr, qidx, out, chunks)
         else:
-            K.magnitude_dots(batch.codes, hot.view(np.uint8), t.bits, self.Qr, qidx, out, chunks)
+            K.magnitude_dots(batch.codes, hot.view(np.uint8), at, t.bits, self.Qr, qidx, out, chunks)
         base_ip = self.qoff[qidx, self.groups[doc]]
         ip = R.refined_ip(t, batch, self.Qr, qidx, hot_ip=hot_ip, base_ip=base_ip, hot_codes=hot, dots=out)
         return R.ranking_values(ip, batch, self.metric)

@@ -199,13 +199,27 @@ def test_int8_dots_match_reference(seed, n, dim, nq, kind, chunks):
     q, codes, qslot = _pairs(seed, n, dim, nq, kind)
     want = KR.int8_dots_ref(codes, q, qslot)
     tol = 1e-5 * np.abs(q).sum(1).max() * 128 + 1e-6
+    table, rows = _in_table(seed, codes.view(np.uint8), tail=4)
     for parallel in (False, True):
         out = np.full(n, np.nan, np.float32)
         if parallel:
-            K.int8_dots(codes, q, qslot, out, chunks)
+            K.int8_dots(table.view(np.int8), rows, q, qslot, out, chunks)
         else:
-            K.int8_dots_range(codes, q, qslot, out, 0, n)
+            K.int8_dots_range(table.view(np.int8), rows, q, qslot, out, 0, n)
         np.testing.assert_allclose(out, want, rtol=0, atol=tol)
+
+
+def _in_table(seed, records, tail):
+    """``records`` (n, b) placed at shuffled rows of a larger read-only table with ``tail``
+    junk bytes after each record, as in a mapped refine file: (table, rows) such that
+    ``table[rows, :b] == records``."""
+    rng = np.random.default_rng(seed + 7)
+    n, b = records.shape
+    table = rng.integers(0, 256, (2 * n + 3, b + tail)).astype(np.uint8)
+    rows = rng.permutation(len(table))[:n].astype(np.int64)
+    table[rows, :b] = records
+    table.flags.writeable = False
+    return table, rows
 
 
 @given(seed=st.integers(0, 2**31), n=st.integers(0, 40), dim=st.sampled_from(DIMS), nq=st.integers(1, 4),
@@ -226,12 +240,15 @@ def test_magnitude_dots_match_reference(seed, n, dim, nq, bits, kind, chunks):
         hot[1::2] = hot[0::2][: len(hot[1::2])] ^ (255 if kind == "negated" else 0)
     want = KR.magnitude_dots_ref(planes, hot, bits, q, qslot)
     tol = 1e-5 * np.abs(q).sum(1).max() * (1 << (bits + 1)) + 1e-6
+    ptable, rows = _in_table(seed, planes, tail=6)
+    htable = np.random.default_rng(seed).integers(0, 256, (len(ptable), dim // 8)).astype(np.uint8)
+    htable[rows] = hot
     for parallel in (False, True):
         out = np.full(n, np.nan, np.float32)
         if parallel:
-            K.magnitude_dots(planes, hot, bits, q, qslot, out, chunks)
+            K.magnitude_dots(ptable, htable, rows, bits, q, qslot, out, chunks)
         else:
-            K.magnitude_dots_range(planes, hot, bits, q, qslot, out, 0, n)
+            K.magnitude_dots_range(ptable, htable, rows, bits, q, qslot, out, 0, n)
         np.testing.assert_allclose(out, want, rtol=0, atol=tol)
 
 
@@ -240,8 +257,8 @@ def test_magnitude_kernel_refuses_other_bit_counts():
     out = np.empty(1, np.float32)
     for bits in (0, 5, 7):
         with pytest.raises(ValueError, match="bits"):
-            K.magnitude_dots_range(np.zeros((1, 64), np.uint8), np.zeros((1, 8), np.uint8), bits, q,
-                                   np.zeros(1, np.int64), out, 0, 1)
+            K.magnitude_dots_range(np.zeros((1, 64), np.uint8), np.zeros((1, 8), np.uint8), np.zeros(1, np.int64),
+                                   bits, q, np.zeros(1, np.int64), out, 0, 1)
 
 
 def test_magnitude_bit_layout():
@@ -256,7 +273,7 @@ def test_magnitude_bit_layout():
     q[0, 10] = 1.0
     q[0, 11] = 0.5  # sign -, u = 0 -> v = -1
     out = np.empty(1, np.float32)
-    K.magnitude_dots_range(planes, hot, 2, q, np.zeros(1, np.int64), out, 0, 1)
+    K.magnitude_dots_range(planes, hot, np.zeros(1, np.int64), 2, q, np.zeros(1, np.int64), out, 0, 1)
     assert out[0] == pytest.approx(7.0 - 0.5)
     assert KR.magnitude_dots_ref(planes, hot, 2, q, np.zeros(1, np.int64))[0] == pytest.approx(6.5)
 
@@ -278,9 +295,9 @@ def test_refined_scores_equal_float_reference(seed, n, dim, tier, metric, nq):
     want = 2 * ip_ref - (xr.astype(np.float64) ** 2).sum(1) if metric == "l2" else ip_ref
     out = np.empty(n, np.float32)
     if tier.kind == "int8":
-        K.int8_dots(b.codes.view(np.int8), q, qslot, out, 3)
+        K.int8_dots(b.codes.view(np.int8), np.arange(n), q, qslot, out, 3)
     else:
-        K.magnitude_dots(b.codes, hot.codes.view(np.uint8), tier.bits, q, qslot, out, 3)
+        K.magnitude_dots(b.codes, hot.codes.view(np.uint8), np.arange(n), tier.bits, q, qslot, out, 3)
     hot_ip = np.einsum("nd,nd->n", q[qslot], xh)
     base_ip = np.einsum("nd,nd->n", q[qslot], c)
     for dots in (None, out):  # numpy twin, then the kernel's dot products

@@ -320,20 +320,19 @@ def test_zenstore_stats_cli_reports_the_tier(tmp_path, data, capsys):
 
 
 def test_search_reads_only_the_refined_records(tmp_path, data, monkeypatch):
-    """The refine stage copies out exactly the records it refines (not the whole pool)."""
+    """The refine stage reads exactly the records it refines (not the whole pool)."""
     from zenstore import refinement
 
     docs, queries = data
     seen = []
-    real = refinement._gather
+    real = refinement._refine_dots
 
-    def spy(segments, tags, records=True):
-        if records:
-            seen.append(len(tags))
-        return real(segments, tags, records)
+    def spy(segments, tier, q, qidx, tags):
+        seen.append(len(tags))
+        return real(segments, tier, q, qidx, tags)
 
     with make(tmp_path / "s", "int8", docs[:2000]) as s:
-        monkeypatch.setattr(refinement, "_gather", spy)  # after the add: its calibration searches refine too
+        monkeypatch.setattr(refinement, "_refine_dots", spy)  # after the add: its calibration searches refine too
         refined = np.zeros(len(queries), np.int64)
         s.search_batch(queries, k=10, refined_rows=refined)
         assert sum(seen) == refined.sum() and refined.sum() < 100 * len(queries)

@@ -57,7 +57,8 @@ FP16_MAX = float(np.finfo(np.float16).max)
 class RefineBatch:
     """A structure of arrays: row i of each array is the refine data of vector i."""
 
-    codes: np.ndarray  # (n, code_bytes) uint8: int8 values, or magnitude bit planes
+    codes: np.ndarray | None  # (n, code_bytes) uint8: int8 values, or magnitude bit planes;
+    # None where the codes were read in place (``tail_fields``)
     scales: np.ndarray  # (n,) float32
     lam: np.ndarray  # (n,) float16 base coefficient (magnitude; zeros for int8)
     sqnorm: np.ndarray  # (n,) float32 ||x||^2 (stored for l2 only)
@@ -216,19 +217,32 @@ def from_rows(tier: RefineTier, rows, dim: int, metric: str) -> RefineBatch:
     want = tier.row_bytes(dim, metric)
     if rows.ndim != 2 or rows.shape[1] != want:
         raise CorruptStore(f"refine rows of tier {tier.name} must be {want} bytes, got shape {rows.shape}")
-    n, cb = rows.shape[0], tier.code_bytes(dim)
+    cb = tier.code_bytes(dim)
+    fields = tail_fields(tier, rows[:, cb:], metric)
+    return RefineBatch(np.ascontiguousarray(rows[:, :cb]), fields.scales, fields.lam, fields.sqnorm)
+
+
+def tail_fields(tier: RefineTier, tails, metric: str) -> RefineBatch:
+    """The scalar fields of records whose code bytes stay in the mapped file (search reads
+    those in place, ``kernels/refine.py``): ``tails`` (n, row_bytes - code_bytes) uint8 are
+    the bytes after each record's codes. The batch's ``codes`` are None."""
+    tails = np.asarray(tails, dtype=np.uint8)
+    want = tier.row_bytes(64, metric) - tier.code_bytes(64)  # the same at every width
+    if tails.ndim != 2 or tails.shape[1] != want:
+        raise CorruptStore(f"refine record tails of tier {tier.name} must be {want} bytes, got shape {tails.shape}")
+    n = tails.shape[0]
 
     def field(a, b, dtype):
-        return np.ascontiguousarray(rows[:, a:b]).view(dtype).reshape(n)
+        return np.ascontiguousarray(tails[:, a:b]).view(dtype).reshape(n)
 
-    scales = field(cb, cb + 4, "<f4").astype(np.float32)
-    pos = cb + 4
+    scales = field(0, 4, "<f4").astype(np.float32)
+    pos = 4
     lam = np.zeros(n, np.float16)
     if tier.kind == "magnitude":
         lam = field(pos, pos + 2, "<f2").astype(np.float16)
         pos += 2
     sqnorm = field(pos, pos + 4, "<f4").astype(np.float32) if metric == "l2" else np.zeros(n, np.float32)
-    return RefineBatch(np.ascontiguousarray(rows[:, :cb]), scales, lam, sqnorm)
+    return RefineBatch(None, scales, lam, sqnorm)
 
 
 # --- scoring --------------------------------------------------------------------------------
@@ -240,7 +254,7 @@ def refined_ip(tier: RefineTier, batch: RefineBatch, queries, qslot, *, hot_ip=N
     rotated query ``queries[qslot[t]]``.
 
     int8 needs ``hot_ip`` = q . x_hat of each pair (the hot rescoring computes it);
-    magnitude needs ``base_ip`` = q . c and ``hot_codes`` (uint64) of each pair. ``dots``
+    magnitude needs ``base_ip`` = q . c and, without ``dots``, ``hot_codes`` (uint64) of each pair. ``dots``
     (the kernel's integer-code dot products, see ``kernels/refine.py``) are computed
     with the numpy reference when not given.
     """
@@ -250,14 +264,21 @@ def refined_ip(tier: RefineTier, batch: RefineBatch, queries, qslot, *, hot_ip=N
         if hot_ip is None:
             raise InvalidArgument("the int8 refine tier needs hot_ip (q . x_hat of each pair)")
         if dots is None:
+            _need_codes(batch)
             dots = _ref.int8_dots_ref(batch.codes.view(np.int8), q, qslot)
         return (np.asarray(hot_ip, np.float32) + batch.scales * dots).astype(np.float32)
-    if base_ip is None or hot_codes is None:
+    if base_ip is None or (dots is None and hot_codes is None):
         raise InvalidArgument("the magnitude refine tier needs base_ip (q . c) and hot_codes of each pair")
     if dots is None:
+        _need_codes(batch)
         dots = _ref.magnitude_dots_ref(batch.codes, np.ascontiguousarray(hot_codes).view(np.uint8), tier.bits, q, qslot)
     lam = batch.lam.astype(np.float32)
     return ((1 + lam) * np.asarray(base_ip, np.float32) + batch.scales * dots).astype(np.float32)
+
+
+def _need_codes(batch: RefineBatch) -> None:
+    if batch.codes is None:
+        raise InvalidArgument("refined_ip needs the kernels' dots for a batch whose codes were read in place")
 
 
 def ranking_values(ip: np.ndarray, batch: RefineBatch, metric: str) -> np.ndarray:

@@ -46,28 +46,65 @@ def can_refine(segments: list[Segment]) -> bool:
     return bool(segments) and all(s.refine is not None for s in segments)
 
 
-def _gather(segments: list[Segment], tags: np.ndarray, records: bool = True):
-    """Per tag: refine record (None unless ``records``), hot code words, hot scales, base
-    row, additive term. Only with ``records`` is a refine file read."""
+def _by_segment(ords: np.ndarray):
+    """(ordinal, positions) of each segment's pairs; positions None when every pair is in
+    the one segment present."""
+    present = np.unique(ords).tolist()
+    if len(present) == 1:
+        yield present[0], None
+        return
+    for ordinal in present:
+        yield ordinal, np.flatnonzero(ords == ordinal)
+
+
+def _hot_fields(segments: list[Segment], tags: np.ndarray):
+    """Per tag: hot scales (n, blocks) and base row -- what the error bound needs."""
     n = len(tags)
     ords, rows = split_tags(tags)
-    seg0 = segments[int(ords[0])]
-    rec = np.empty((n, seg0.refine.rows.shape[1]), dtype=np.uint8) if records else None
-    codes = np.empty((n, seg0.codes.shape[1]), dtype=np.uint64)
-    scales = np.empty((n, seg0.scales.shape[1]), dtype=np.float32)
+    scales = np.empty((n, segments[int(ords[0])].scales.shape[1]), dtype=np.float32)
+    groups = np.empty(n, dtype=np.int64)
+    for ordinal, sel in _by_segment(ords):
+        seg = segments[ordinal]
+        r = rows if sel is None else rows[sel]
+        if sel is None:
+            scales[:], groups[:] = seg.scales[r], seg.groups[r]
+        else:
+            scales[sel], groups[sel] = seg.scales[r], seg.groups[r]
+    return scales, groups
+
+
+def _refine_dots(segments: list[Segment], tier, queries: np.ndarray, qidx: np.ndarray, tags: np.ndarray):
+    """The refine kernels' dot products of (query, tag) pairs, read in place from each
+    segment's mapped refine records, plus what turns them into scores: the records' tail
+    fields (a ``RefineBatch`` without codes), base rows and additive terms."""
+    n = len(tags)
+    ords, rows = split_tags(tags)
+    d = queries.shape[1]
+    cb = tier.code_bytes(d)
+    dots = np.empty(n, dtype=np.float32)
+    tails = np.empty((n, segments[int(ords[0])].refine.rows.shape[1] - cb), dtype=np.uint8)
     groups = np.empty(n, dtype=np.int64)
     rowterm = np.empty(n, dtype=np.float32)
-    for ordinal in np.unique(ords).tolist():
-        sel = np.flatnonzero(ords == ordinal)
+    chunks = 4 * numba.get_num_threads()
+    for ordinal, sel in _by_segment(ords):
         seg = segments[ordinal]
-        r = rows[sel]
-        if records:
-            rec[sel] = seg.refine.rows[r]  # reads only these records' pages
-        codes[sel] = seg.codes[r]
-        scales[sel] = seg.scales[r]
-        groups[sel] = seg.groups[r]
-        rowterm[sel] = seg.rowterm[r]
-    return rec, codes, scales, groups, rowterm
+        r = np.ascontiguousarray(rows if sel is None else rows[sel], dtype=np.int64)
+        qs = np.ascontiguousarray(qidx if sel is None else qidx[sel], dtype=np.int64)
+        out = dots if sel is None else np.empty(len(r), dtype=np.float32)
+        table = seg.refine.rows
+        if tier.kind == "int8":
+            args = (table.view(np.int8), r, queries, qs, out)
+            int8_dots(*args, chunks) if len(r) >= PARALLEL_PAIRS else int8_dots_range(*args, 0, len(r))
+        else:
+            args = (table, seg.codes.view(np.uint8), r, tier.bits, queries, qs, out)
+            magnitude_dots(*args, chunks) if len(r) >= PARALLEL_PAIRS else magnitude_dots_range(*args, 0, len(r))
+        where = slice(None) if sel is None else sel
+        tails[where] = table[r, cb:]  # a few bytes per record
+        groups[where] = seg.groups[r]
+        rowterm[where] = seg.rowterm[r]
+        if sel is not None:
+            dots[sel] = out
+    return dots, tails, groups, rowterm
 
 
 def refined_values(segments: list[Segment], codec: Codec, queries: np.ndarray, qoff: np.ndarray,
@@ -82,22 +119,15 @@ def refined_values(segments: list[Segment], codec: Codec, queries: np.ndarray, q
         return np.zeros(0, np.float32)
     cfg = codec.config
     tier = cfg.refine_tier
-    rec, codes, _scales, groups, rowterm = _gather(segments, tags)
-    batch = R.from_rows(tier, rec, cfg.coded_dim, cfg.metric)
     qidx = np.ascontiguousarray(qidx, dtype=np.int64)
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    dots = np.empty(n, dtype=np.float32)
-    chunks = 4 * numba.get_num_threads()
+    dots, tails, groups, rowterm = _refine_dots(segments, tier, q, qidx, tags)
+    batch = R.tail_fields(tier, tails, cfg.metric)
     if tier.kind == "int8":
-        args = (batch.codes.view(np.int8), q, qidx, dots)
-        int8_dots(*args, chunks) if n >= PARALLEL_PAIRS else int8_dots_range(*args, 0, n)
         hot_ip = hot_values if cfg.metric != "l2" else (hot_values - rowterm) / 2
         ip = R.refined_ip(tier, batch, q, qidx, hot_ip=hot_ip, dots=dots)
     else:
-        hot_bytes = codes.view(np.uint8)
-        args = (batch.codes, hot_bytes, tier.bits, q, qidx, dots)
-        magnitude_dots(*args, chunks) if n >= PARALLEL_PAIRS else magnitude_dots_range(*args, 0, n)
-        ip = R.refined_ip(tier, batch, q, qidx, base_ip=qoff[qidx, groups], hot_codes=codes, dots=dots)
+        ip = R.refined_ip(tier, batch, q, qidx, base_ip=qoff[qidx, groups], dots=dots)
     return R.ranking_values(ip, batch, cfg.metric)
 
 
@@ -118,7 +148,7 @@ def refine_top(segments: list[Segment], codec: Codec, queries: np.ndarray, qoff:
     qi_all = flat // pool
     slack = np.zeros((nq, pool), dtype=np.float32)
     if len(flat):
-        _, _, scales, groups, _ = _gather(segments, ptags.ravel()[flat], records=False)
+        scales, groups = _hot_fields(segments, ptags.ravel()[flat])
         slack.ravel()[flat] = R.error_slack(scales, qoff[qi_all, groups], codec.base_sqnorm[groups],
                                             qsq[qi_all], REFINE_SLACK, codec.config.metric)
 
