@@ -26,6 +26,44 @@ def test_choose_takes_the_cheapest_setting_reaching_99_percent_of_the_full_scan(
     assert (None, calibration.FULL_SHORTLIST) in seen
 
 
+def test_choose_only_tries_the_shortlists_given():
+    seen = []
+
+    def recall_of(nprobe, shortlist):
+        seen.append(shortlist)
+        return 0.9
+
+    cal = calibration.choose(recall_of, n_base=1024, rows=100_000, queries=50,
+                             shortlists=calibration.shortlists_for(True))
+    assert min(seen[1:]) == calibration.REFINE_MIN_SHORTLIST == 200  # seen[0]: the full scan
+    assert cal.shortlist >= calibration.REFINE_MIN_SHORTLIST
+    assert calibration.shortlists_for(False) == calibration.SHORTLISTS
+
+
+def test_a_refine_store_calibrates_a_shortlist_that_leaves_the_refine_pool_a_choice(tmp_path, monkeypatch):
+    """The refine pool is the best refine_k of the shortlist: a refine store's default
+    shortlist is at least twice the default pool, whatever the subset measured; a store
+    without a tier keeps every shortlist."""
+    from zenstore.types import SearchOptions
+
+    offered = []
+    real = calibration.choose
+
+    def spy(recall_of, n_base, rows, queries, shortlists=calibration.SHORTLISTS):
+        offered.append(shortlists)
+        return real(recall_of, n_base, rows, queries, shortlists)
+
+    monkeypatch.setattr(calibration, "choose", spy)
+    docs = _clustered(3000, 64)
+    with Store.create(tmp_path / "r.zen", dim=64, n_base=32, min_rows_per_base=8, refine="int8") as store:
+        store.add(np.arange(3000), docs)
+        cal = store.snapshot().codec.calibration
+        assert cal is not None and cal.shortlist >= 2 * SearchOptions.DEFAULT_REFINE_K
+    with Store.create(tmp_path / "h.zen", dim=64, n_base=32, min_rows_per_base=8) as store:
+        store.add(np.arange(3000), docs)
+    assert offered == [(200, 400), calibration.SHORTLISTS]
+
+
 def test_choose_falls_back_to_the_full_scan():
     cal = calibration.choose(lambda nprobe, sl: 1.0 if nprobe is None else 0.5, n_base=64, rows=5000, queries=10)
     assert cal.nprobe is None and cal.shortlist == calibration.FULL_SHORTLIST

@@ -14,6 +14,14 @@ searches are restricted to those rows (``filter_ids``), so no original vector ou
 the batch is needed. A subset is sparser than the store, so its neighbours are farther
 apart and spread over more base rows: the setting chosen errs towards probing more.
 
+A store with a refine tier calibrates with refinement on (a search's default) and only
+shortlists of at least ``REFINE_MIN_SHORTLIST`` (2 x the refine pool): refinement takes
+the best ``refine_k`` of the hot-rescored shortlist, so a shortlist equal to the pool lets
+the 1-bit Hamming pass alone pick what is refined. A calibration subset cannot see this --
+in 20k rows a shortlist of 100 holds the neighbours; among 1M rows it does not: at 1M x
+7680 generated docs (int8 tier) nprobe 32 with shortlist 100 reached recall@10 0.974, with
+200 0.992 (docs/refine.md, "At 1M").
+
 Cost of a setting: rows scanned (nprobe / n_base of the rows) plus ``RESCORE_WEIGHT``
 per shortlisted row (an exact rescoring costs ~10 Hamming scans; docs/benchmarks.md).
 For each shortlist, nprobe doubles from 1 until the target is reached.
@@ -29,6 +37,8 @@ from typing import Callable
 
 import numpy as np
 
+from .types import SearchOptions
+
 CALIBRATION_VERSION = 1
 TARGET = 0.99
 K = 10
@@ -37,6 +47,7 @@ MIN_ROWS = 2000
 MAX_CORPUS = 20_000
 GROWTH = 4
 SHORTLISTS = (100, 200, 400)
+REFINE_MIN_SHORTLIST = 2 * SearchOptions.DEFAULT_REFINE_K
 FULL_SHORTLIST = 200  # the full scan compared against: today's default shortlist
 RESCORE_WEIGHT = 10.0
 
@@ -83,14 +94,21 @@ def cost(nprobe: int | None, shortlist: int, n_base: int, rows: int) -> float:
     return scanned + RESCORE_WEIGHT * shortlist
 
 
+def shortlists_for(refine: bool) -> tuple[int, ...]:
+    """The shortlists a store calibrates over: with a refine tier, none below
+    ``REFINE_MIN_SHORTLIST``."""
+    return tuple(s for s in SHORTLISTS if s >= REFINE_MIN_SHORTLIST) if refine else SHORTLISTS
+
+
 def choose(recall_of: Callable[[int | None, int], float], n_base: int, rows: int,
-           queries: int) -> Calibration:
+           queries: int, shortlists: tuple[int, ...] = SHORTLISTS) -> Calibration:
     """The cheapest setting reaching ``TARGET`` of the full scan's recall;
-    ``recall_of(nprobe, shortlist)`` measures one (nprobe None: everything)."""
+    ``recall_of(nprobe, shortlist)`` measures one (nprobe None: everything), for each of
+    ``shortlists``."""
     full = recall_of(None, FULL_SHORTLIST)
     goal = TARGET * full
     best = (cost(None, FULL_SHORTLIST, n_base, rows), None, FULL_SHORTLIST, full)
-    for shortlist in SHORTLISTS:
+    for shortlist in shortlists:
         nprobe = 1
         # cost grows with nprobe: stop once it reaches the best setting found so far
         while nprobe < n_base and cost(nprobe, shortlist, n_base, rows) < best[0]:

@@ -429,7 +429,8 @@ class Writer:
                 found[found == qpos[:, None]] = -1  # the query's own row
                 return calibration.recall(found, truth)
 
-            cal = calibration.choose(recall_of, snap.codec.n_base, snap.count, len(queries))
+            cal = calibration.choose(recall_of, snap.codec.n_base, snap.count, len(queries),
+                                     calibration.shortlists_for(self.config.refine is not None))
             with self.catalog.write() as txn:
                 records.put_calibration(txn, cal)
             snap.codec.calibration = cal
