@@ -15,7 +15,10 @@ handlers, finalizers, an uncaught KeyboardInterrupt re-raising SIGINT), with the
 exit statuses -- SIGINT / SIGTERM run Python code up to the end, so a ``multiprocessing``
 child (which ends with ``os._exit``) could not stand in for one. The server waits for
 the child and writes its exit status (``waitpid`` convention: negative for a signal) to
-the request's status file. It never runs a kernel, so GNU OpenMP is not started before
+the request's status file, and only then reads the next request: **one child at a time**
+(a second request waits until the first child has exited). Every use runs one child at
+once; a test that needs two concurrent children (say a writer and a reader) must start
+the second some other way. It never runs a kernel, so GNU OpenMP is not started before
 a fork and the children run the parallel kernel builds (``serial_only()`` is False).
 
 Not covered this way: a signal that lands while a child is still importing (nothing of
