@@ -282,7 +282,10 @@ def main(argv=None) -> dict:
     paths = gendata.prepare(spec, args.n, 0, data_dir=args.data_dir)
     docs = paths["docs"]["npy"]
     queries = np.load(gendata.ensure_queries(spec, args.queries, args.data_dir))
-    nprobes = [None if v == 0 else v for v in args.nprobe]
+    # 0 is a full scan: "all" (nprobe=None would be the store's calibrated default, and a
+    # Store and a ShardedStore need not have the same one: Ray Data ingests route batches of
+    # ~batch_size / S rows to each shard, too few for a shard to calibrate on)
+    nprobes = ["all" if v == 0 else v for v in args.nprobe]
     work = args.work_dir or tempfile.mkdtemp(prefix="zcluster-")
     os.makedirs(work, exist_ok=True)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
