@@ -26,7 +26,7 @@ from . import refine as R
 from .codec import Codec
 from .kernels.refine import int8_dots, int8_dots_range, magnitude_dots, magnitude_dots_range
 from .segment import Segment
-from .snapshot import split_tags
+from .snapshot import by_segment, split_tags
 
 REFINE_SLACK = 1.5  # bound multiplier (docs/refine.md, "The error-bounded shortlist")
 PARALLEL_PAIRS = 64  # fewer pairs: one thread
@@ -46,30 +46,17 @@ def can_refine(segments: list[Segment]) -> bool:
     return bool(segments) and all(s.refine is not None for s in segments)
 
 
-def _by_segment(ords: np.ndarray):
-    """(ordinal, positions) of each segment's pairs; positions None when every pair is in
-    the one segment present."""
-    present = np.unique(ords).tolist()
-    if len(present) == 1:
-        yield present[0], None
-        return
-    for ordinal in present:
-        yield ordinal, np.flatnonzero(ords == ordinal)
-
-
 def _hot_fields(segments: list[Segment], tags: np.ndarray):
     """Per tag: hot scales (n, blocks) and base row -- what the error bound needs."""
     n = len(tags)
     ords, rows = split_tags(tags)
     scales = np.empty((n, segments[int(ords[0])].scales.shape[1]), dtype=np.float32)
     groups = np.empty(n, dtype=np.int64)
-    for ordinal, sel in _by_segment(ords):
+    for ordinal, sel in by_segment(ords):
         seg = segments[ordinal]
-        r = rows if sel is None else rows[sel]
-        if sel is None:
-            scales[:], groups[:] = seg.scales[r], seg.groups[r]
-        else:
-            scales[sel], groups[sel] = seg.scales[r], seg.groups[r]
+        where = slice(None) if sel is None else sel
+        r = rows[where]
+        scales[where], groups[where] = seg.scales[r], seg.groups[r]
     return scales, groups
 
 
@@ -86,7 +73,7 @@ def _refine_dots(segments: list[Segment], tier, queries: np.ndarray, qidx: np.nd
     groups = np.empty(n, dtype=np.int64)
     rowterm = np.empty(n, dtype=np.float32)
     chunks = 4 * numba.get_num_threads()
-    for ordinal, sel in _by_segment(ords):
+    for ordinal, sel in by_segment(ords):
         seg = segments[ordinal]
         r = np.ascontiguousarray(rows if sel is None else rows[sel], dtype=np.int64)
         qs = np.ascontiguousarray(qidx if sel is None else qidx[sel], dtype=np.int64)

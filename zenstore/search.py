@@ -34,7 +34,7 @@ from .planner import EXACT, LISTED, FilterPlan, choose, filtered_probe
 from .rotation import hadamard_block
 from .refinement import RefineRequest, can_refine, refine_top, refined_values
 from .segment import Segment
-from .snapshot import Snapshot, make_tags, split_tags, tag_base
+from .snapshot import Snapshot, by_segment, make_tags, split_tags, tag_base
 from .types import SearchOptions
 from .validation import for_metric, normalize_ids
 
@@ -228,9 +228,7 @@ def _score_slice(segments: list[Segment], prep: PreparedQueries, qidx: np.ndarra
     ords, rows = split_tags(tags)
     res = np.empty(n, dtype=np.float32)
     threads = numba.get_num_threads()
-    present = np.unique(ords).tolist()
-    for ordinal in present:
-        sel = None if len(present) == 1 else np.flatnonzero(ords == ordinal)
+    for ordinal, sel in by_segment(ords):
         seg = segments[ordinal]
         r = np.ascontiguousarray(rows if sel is None else rows[sel], dtype=np.int64)
         q = np.ascontiguousarray(qidx if sel is None else qidx[sel], dtype=np.int64)

@@ -40,6 +40,18 @@ def split_tags(tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return tags >> ROW_BITS, tags & ROW_MASK
 
 
+def by_segment(ords: np.ndarray):
+    """(ordinal, positions) of each segment present in ``ords`` (``split_tags``' first
+    result), in ordinal order; positions are None when every tag is in the one segment
+    present, so the caller can use its whole arrays without a gather."""
+    present = np.unique(ords).tolist()
+    if len(present) == 1:
+        yield present[0], None
+        return
+    for ordinal in present:
+        yield ordinal, np.flatnonzero(ords == ordinal)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The store at one generation: manifest, codec (None before training), segments."""
