@@ -1,4 +1,5 @@
-"""LLVM operations numba does not expose: hardware popcount, fp16 -> fp32, prefetch.
+"""LLVM operations numba does not expose: hardware popcount, fp16 -> fp32, prefetch, and a
+sign-selected sum written with vector types.
 
 ``popcount64``: numba has no popcount of its own; LLVM lowers ``llvm.ctpop.i64`` to the
 ``popcnt`` instruction when the host CPU has it (numba compiles for the host), and to a
@@ -67,5 +68,83 @@ def prefetch(typingctx, arr, i, j):
         # read, keep in all cache levels, data cache
         builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+SIGN_UNROLL = 2  # code words per loop step: two independent pairs of accumulator chains
+
+
+@intrinsic
+def signed_sum32(typingctx, codes, r, w0, w1, queries, qi):
+    """``sum_k q[k] * (+1 if bit k is set else -1)`` over the coordinates of code words
+    ``w0 .. w1-1`` of row ``r`` (``codes``: (N, W) uint32, bit ``j`` of word ``w`` is
+    coordinate ``32 w + j``; ``q`` = ``queries[qi]``, (Q, 32 W) float32; indices unchecked).
+
+    Why IR: each 16 bits of a word become a ``<16 x i1>`` lane mask (a bitcast), so on
+    AVX-512 a 16-coordinate step is one ``kmovw`` and one masked ``vaddps`` (plus the plain
+    add of the same lanes into the total: the result is ``2 * selected - total``). numba's
+    scalar formulation (a select per lane of a 32-wide local array) compiled to shifts,
+    compares and blends, ~2.8x slower per 7680-d row on that CPU (docs/benchmarks.md,
+    "Rescoring with lane masks"). Two words per step keep four accumulator chains in
+    flight (float adds have a 4-cycle latency), and the total is reduced as a tree. Without
+    AVX-512, LLVM lowers the same mask select with vector compares: correct, not measured.
+    """
+    if not (isinstance(codes, types.Array) and codes.ndim == 2 and codes.dtype == types.uint32
+            and isinstance(queries, types.Array) and queries.ndim == 2 and queries.dtype == types.float32):
+        return None
+    sig = types.float32(codes, r, w0, w1, queries, qi)
+
+    def codegen(context, builder, signature, args):
+        cty, _, _, _, qty, _ = signature.args
+        carr = context.make_array(cty)(context, builder, args[0])
+        qarr = context.make_array(qty)(context, builder, args[4])
+        row, first, last, qrow = (context.cast(builder, a, t, types.int64)
+                                  for a, t in zip((args[1], args[2], args[3], args[5]),
+                                                  (signature.args[1], signature.args[2], signature.args[3], signature.args[5])))
+        i64, i32, i16, f32 = ir.IntType(64), ir.IntType(32), ir.IntType(16), ir.FloatType()
+        v16, m16 = ir.VectorType(f32, 16), ir.VectorType(ir.IntType(1), 16)
+        zero = ir.Constant(v16, [0.0] * 16)
+        words = cgutils.get_item_pointer(context, builder, cty, carr, [row, first], wraparound=False)
+        qstart = builder.mul(first, ir.Constant(i64, 32))
+        qvec = builder.bitcast(cgutils.get_item_pointer(context, builder, qty, qarr, [qrow, qstart], wraparound=False),
+                               v16.as_pointer())
+        n = builder.sub(last, first)
+        # per unrolled word k: selected low / high half, total low / high half
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(4 * SIGN_UNROLL)]
+
+        def add_word(i, k):
+            word = builder.load(builder.gep(words, [i]))
+            lo = builder.bitcast(builder.trunc(word, i16), m16)
+            hi = builder.bitcast(builder.trunc(builder.lshr(word, ir.Constant(i32, 16)), i16), m16)
+            i2 = builder.mul(i, ir.Constant(i64, 2))
+            qlo = builder.load(builder.gep(qvec, [i2]), align=4)
+            qhi = builder.load(builder.gep(qvec, [builder.add(i2, ir.Constant(i64, 1))]), align=4)
+            sel_lo, sel_hi, tot_lo, tot_hi = accs[4 * k: 4 * k + 4]
+            for acc, value in ((sel_lo, builder.select(lo, qlo, zero)), (sel_hi, builder.select(hi, qhi, zero)),
+                               (tot_lo, qlo), (tot_hi, qhi)):
+                builder.store(builder.fadd(builder.load(acc), value), acc)
+
+        unroll = ir.Constant(i64, SIGN_UNROLL)
+        steps = builder.udiv(n, unroll)
+        with cgutils.for_range(builder, steps) as loop:
+            start = builder.mul(loop.index, unroll)
+            for k in range(SIGN_UNROLL):
+                add_word(builder.add(start, ir.Constant(i64, k)), k)
+        done = builder.mul(steps, unroll)
+        with cgutils.for_range(builder, builder.sub(n, done)) as loop:
+            add_word(builder.add(done, loop.index), 0)
+        sel, tot = zero, zero
+        for k in range(SIGN_UNROLL):
+            sel = builder.fadd(sel, builder.fadd(builder.load(accs[4 * k]), builder.load(accs[4 * k + 1])))
+            tot = builder.fadd(tot, builder.fadd(builder.load(accs[4 * k + 2]), builder.load(accs[4 * k + 3])))
+        v = builder.fsub(builder.fmul(sel, ir.Constant(v16, [2.0] * 16)), tot)
+        width = 16
+        while width > 1:  # tree reduction: 4 dependent adds, not 15
+            half = width // 2
+            take = [ir.Constant(ir.VectorType(i32, half), list(range(lo_, lo_ + half))) for lo_ in (0, half)]
+            v = builder.fadd(builder.shuffle_vector(v, v, take[0]), builder.shuffle_vector(v, v, take[1]))
+            width = half
+        return builder.extract_element(v, ir.Constant(i32, 0))
 
     return sig, codegen

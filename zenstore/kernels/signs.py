@@ -7,12 +7,11 @@ The ranking value of row ``r`` (group ``g``) for a full-precision query ``q`` is
 where ``sign_b(r)`` is the row's +-1 residual signs in block ``b``. ``rescore.py`` reads
 ``q . sign`` from per-query nibble tables (1,920 dependent table reads per 7680-d row,
 plus a 123 KB table built per query) over codes first copied out of their segments.
-Here ``q . sign`` is a select per coordinate: lane ``j`` of a 32-wide accumulator adds
-``q[32 w + j]`` or ``-q[32 w + j]`` by bit ``j`` of 32-bit code word ``w``; LLVM turns
-the fixed 32-lane loop into vector shifts, compares and blends, and the rows are read
-where they are mapped (``rows`` index the segment), the rows two pairs ahead prefetched
-(without that, the random row reads cost what the copy did). Measured in benchmarks/stages.py
-("rescore"; docs/benchmarks.md, "Stage timings").
+Here ``q . sign`` is a masked sum (``_intrinsics.signed_sum32``): each 16 bits of a code
+word are the lane mask of one 16-float add, and the rows are read where they are mapped
+(``rows`` index the segment), the rows two pairs ahead prefetched (without that, the
+random row reads cost what the copy did). Measured in benchmarks/stages.py ("rescore")
+and, kernel alone, in docs/benchmarks.md ("Rescoring with lane masks").
 
 Codes are the segment's uint64 words viewed as uint32 (little-endian: bit ``j`` of word
 ``w`` is coordinate ``32 w + j``, as ``pack_signs`` writes them). Summation order differs
@@ -27,10 +26,9 @@ import numpy as np
 from numba import types
 
 from ._cache import CACHE
-from ._intrinsics import prefetch
+from ._intrinsics import prefetch, signed_sum32
 from ._kernel import kernel
 
-LANES = 32  # coordinates per code word here (uint32)
 AHEAD = 2  # the row of pair t + AHEAD is prefetched while pair t is scored
 LINE_WORDS = 16  # uint32 words per 64-byte cache line
 
@@ -47,18 +45,6 @@ _ARGS = (_array(types.uint32, 2), _array(types.float32, 2), _array(types.float32
 
 
 @nb.njit(nogil=True, cache=CACHE, fastmath=True)
-def _signed_dot(code, q, w0, w1):
-    """sum of q[k] * (+1 if bit k is set else -1) over the coordinates of words w0..w1-1."""
-    acc = np.zeros(LANES, dtype=np.float32)
-    for w in range(w0, w1):
-        x = code[w]
-        qq = q[LANES * w : LANES * (w + 1)]
-        for j in range(LANES):
-            acc[j] += qq[j] if (x >> np.uint32(j)) & np.uint32(1) else -qq[j]
-    return acc.sum()
-
-
-@nb.njit(nogil=True, cache=CACHE, fastmath=True)
 def _span(codes, scales, rowlam, rowterm, rows, qoff, qslot, queries, ip_w, out, t0, t1):
     nblocks = scales.shape[1]
     per_block = codes.shape[1] // nblocks
@@ -68,11 +54,10 @@ def _span(codes, scales, rowlam, rowterm, rows, qoff, qslot, queries, ip_w, out,
             for w in range(0, codes.shape[1], LINE_WORDS):
                 prefetch(codes, ahead, w)
         r = rows[t]
-        code = codes[r]
-        q = queries[qslot[t]]
+        qi = qslot[t]
         ip = qoff[t] * rowlam[r]
         for b in range(nblocks):
-            ip += scales[r, b] * _signed_dot(code, q, b * per_block, (b + 1) * per_block)
+            ip += scales[r, b] * signed_sum32(codes, r, b * per_block, (b + 1) * per_block, queries, qi)
         out[t] = ip_w * ip + rowterm[r]
 
 
