@@ -381,3 +381,18 @@ def test_rescore_benchmark_compares_both_paths_on_the_same_pairs(tmp_path, capsy
         assert row["pairs"] > 0 and row["max_rel_diff"] < 1e-4
         assert row["tables_us"]["best"] >= 0 and row["in place_us"]["best"] >= 0
     assert "rerun: OMP_WAIT_POLICY=passive python benchmarks/rescore.py" in capsys.readouterr().out
+
+
+def test_kernel_rows_benchmark_times_both_per_row_kernels(tmp_path, capsys):
+    bench = _load("benchmarks/kernel_rows.py", "bench_kernel_rows")
+    import numba
+
+    threads = numba.get_num_threads()
+    out = tmp_path / "k.jsonl"
+    r = bench.main(["--rows", "50", "300", "--dim", "256", "--queries", "3", "--per-query", "20",
+                    "--repeats", "1", "--out", str(out)])
+    assert numba.get_num_threads() == threads  # restored
+    assert [t["rows_in_table"] for t in r["by_table"]] == [50, 300]
+    assert [t["pairs"] for t in r["by_table"]] == [60, 60]
+    assert all(t["rescore_ns_per_row"] > 0 and t["int8_ns_per_row"] > 0 for t in r["by_table"])
+    assert json.loads(out.read_text()) == r
