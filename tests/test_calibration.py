@@ -127,6 +127,60 @@ def test_small_and_old_stores_keep_the_full_scan_default(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_small_adds_pool_their_rows_until_they_can_calibrate(tmp_path, monkeypatch):
+    """A store fed in batches below MIN_ROWS (a sharded Ray Data ingest gives each shard
+    ~1/S of a batch) calibrates once its pooled adds reach MIN_ROWS, on exactly those rows
+    as stored: deleted rows leave the pool, upserted rows bring their new vectors."""
+    from zenstore import writer as writer_mod
+
+    seen = []
+
+    orig = writer_mod.Writer._calibrate
+
+    def spy(self, ids_arr, x):
+        seen.append((np.array(ids_arr), np.array(x)))
+        return orig(self, ids_arr, x)
+
+    monkeypatch.setattr(writer_mod.Writer, "_calibrate", spy)
+    docs = _clustered(3200, 64)
+    batch = 400
+    with Store.create(tmp_path / "s.zen", dim=64, n_base=16, min_rows_per_base=8) as store:
+        store.add(np.arange(batch), docs[:batch])  # trains; 400 rows: pooled
+        store.delete([3, 4])  # leaves the pool
+        moved = docs[7] + 5.0
+        store.upsert([7], moved[None])  # replaces row 7's pooled vector
+        for a in range(batch, 2400, batch):  # pooled: 398, then 798 ... 1998, 2398
+            assert store.snapshot().codec.calibration is None and not seen
+            store.add(np.arange(a, a + batch), docs[a : a + batch])
+        assert len(seen) == 1
+        ids, x = seen[0]
+        cal = store.snapshot().codec.calibration
+        assert cal is not None and cal.rows == 2398  # rows stored when it calibrated
+        q = docs[:20] + 0.1
+        want, _ = store.search_batch(q, k=10, nprobe=cal.nprobe or "all", shortlist=max(cal.shortlist, 100))
+        np.testing.assert_array_equal(store.search_batch(q, k=10)[0], want)  # the default uses it
+    # the pool that calibrated: every stored row once, with its stored vector
+    assert len(ids) == 2398 and len(set(ids.tolist())) == len(ids)
+    assert not {3, 4} & set(ids.tolist())
+    np.testing.assert_array_equal(x[ids.tolist().index(7)], moved)
+    for i in (0, 1500, 2399):
+        np.testing.assert_array_equal(x[ids.tolist().index(i)], docs[i])
+
+
+def test_pending_sample_is_kept_only_while_a_calibration_is_due():
+    pool = calibration.PendingSample()
+    x = np.ones((10, 4), np.float32)
+    assert pool.offer(None, 10, np.arange(10), x) is None and pool.rows == 10
+    fresh = Calibration(8, 100, 0.9, 0.91, 10_000, 100)
+    assert pool.offer(fresh, 10_020, np.arange(10, 20), x) is None and pool.rows == 0  # not due: dropped
+    big = np.arange(calibration.MIN_ROWS)
+    ids, got = pool.offer(None, 5000, big, np.zeros((len(big), 4), np.float32))
+    assert ids is big and pool.rows == 0  # a batch large enough calibrates alone
+    pool.offer(None, 10, np.array(["a", "b"], dtype=object), x[:2])
+    pool.forget(np.array(["b"], dtype=object))
+    assert pool.rows == 1
+
+
 def test_damaged_or_newer_record_is_ignored(tmp_path):
     path = tmp_path / "s.zen"
     with Store.create(path, dim=64, n_base=32, min_rows_per_base=8) as store:

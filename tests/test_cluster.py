@@ -196,6 +196,21 @@ def test_default_search_is_one_setting_for_every_shard(tmp_path, monkeypatch):
         assert sharded._default_at is None
 
 
+def test_shards_fed_small_parts_of_each_batch_still_calibrate(tmp_path):
+    """Each shard gets ~1/S of every batch (a 4-shard Ray Data ingest of 4,096-row batches
+    gave each shard ~1,024 rows, below calibration.MIN_ROWS): the shards pool those parts
+    until they can calibrate, so the default search is not left a full scan."""
+    from zenstore import calibration
+
+    x = data(12_000, seed=11)
+    with ShardedStore.create(tmp_path / "c", dim=DIM, shards=4, n_base=16, backend="local") as store:
+        for a in range(0, len(x), 2000):  # ~500 rows per shard per batch
+            store.add(range(a, a + 2000), x[a : a + 2000])
+        found, failures = store._read("search", {s: ("calibration", ()) for s in range(4)})
+        assert not failures and all(c is not None and c.rows >= calibration.MIN_ROWS for c in found.values()), found
+        assert calibration.most_demanding([found[s] for s in range(4)]) is not None  # not a full scan
+
+
 def test_str_ids_padding_filters_and_deletes(tmp_path):
     ids = [f"doc-{i}" for i in range(300)]
     single, sharded, x = pair(tmp_path, n=300, shards=3, ids=ids)

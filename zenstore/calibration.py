@@ -5,8 +5,11 @@ cheapest (nprobe, shortlist) whose recall@10 reaches ``TARGET`` (99%) of the ful
 (nprobe all, shortlist 200: the old default), measured on held-out queries.
 
 When: at the add that trains the store and at any later add after which the store holds
-``GROWTH`` (4) times the rows it was calibrated on, if that add brings at least
-``MIN_ROWS`` rows (smaller stores keep the full scan, which is cheap there).
+``GROWTH`` (4) times the rows it was calibrated on, on at least ``MIN_ROWS`` rows with
+their original vectors (smaller stores keep the full scan, which is cheap there). Adds
+smaller than that are pooled (:class:`PendingSample`) until they reach it: a store fed in
+batches of 1,000 (a 4-shard Ray Data ingest gives each shard ~1,024 rows per 4,096-row
+batch) would otherwise never calibrate, and its default search would stay a full scan.
 
 How: ``QUERIES`` rows of the add's batch are the queries; the truth is the exact float
 top 10 of each among at most ``MAX_CORPUS`` rows of the batch (itself excluded), and the
@@ -82,11 +85,67 @@ class Calibration:
         return cal
 
 
-def due(calibration: Calibration | None, stored_rows: int, batch_rows: int) -> bool:
-    """Whether an add of ``batch_rows`` that left ``stored_rows`` stored should calibrate."""
-    if batch_rows < MIN_ROWS:
-        return False
+def growth_due(calibration: Calibration | None, stored_rows: int) -> bool:
+    """Whether a store holding ``stored_rows`` has outgrown its calibration (or has none)."""
     return calibration is None or stored_rows >= GROWTH * calibration.rows
+
+
+def due(calibration: Calibration | None, stored_rows: int, batch_rows: int) -> bool:
+    """Whether an add of ``batch_rows`` that left ``stored_rows`` stored should calibrate
+    on that batch alone."""
+    return batch_rows >= MIN_ROWS and growth_due(calibration, stored_rows)
+
+
+class PendingSample:
+    """The rows of recent adds too small to calibrate on, pooled until they reach
+    ``MIN_ROWS`` (one writer's memory, not durable: a reopened store starts a new pool).
+
+    Kept only while a calibration is due, so it holds fewer than ``MIN_ROWS`` rows between
+    adds (~61 MB at 7680 dims). A row deleted or upserted after it was pooled leaves the
+    pool (:meth:`forget`): the truth must be computed from the vectors that are stored.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[np.ndarray] = []
+        self._x: list[np.ndarray] = []
+
+    @property
+    def rows(self) -> int:
+        return sum(len(i) for i in self._ids)
+
+    def clear(self) -> None:
+        self._ids, self._x = [], []
+
+    def forget(self, ids: np.ndarray) -> None:
+        """Drop pooled rows whose id is in ``ids``."""
+        if not self._ids or len(ids) == 0:
+            return
+        pooled_ids, pooled_x = [], []
+        for i, x in zip(self._ids, self._x):
+            keep = ~np.isin(i, ids)
+            if keep.any():
+                pooled_ids.append(i[keep])
+                pooled_x.append(x[keep])
+        self._ids, self._x = pooled_ids, pooled_x
+
+    def offer(self, calibration: Calibration | None, stored_rows: int, ids: np.ndarray,
+              x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """After an add of stored ``ids`` with vectors ``x``: the rows to calibrate on now,
+        or None. A batch of ``MIN_ROWS`` rows is used alone (as before pooling existed)."""
+        if not growth_due(calibration, stored_rows):
+            self.clear()
+            return None
+        if len(ids) >= MIN_ROWS:
+            self.clear()
+            return ids, x
+        self.forget(ids)  # upserted: the new vectors replace the pooled ones
+        self._ids.append(np.array(ids, copy=True))
+        self._x.append(np.array(x, dtype=np.float32, copy=True))
+        if self.rows < MIN_ROWS:
+            return None
+        pooled = np.concatenate(self._ids), np.concatenate(self._x)
+        self.clear()
+        return pooled
 
 
 def cost(nprobe: int | None, shortlist: int, n_base: int, rows: int) -> float:

@@ -219,6 +219,7 @@ class Writer:
         self.config = view.config
         self.catalog = view.catalog
         self.lock_fd = lock_fd
+        self.pending = calibration.PendingSample()  # small adds' rows, until they can calibrate
 
     def close(self) -> None:
         if self.lock_fd is not None:
@@ -384,9 +385,10 @@ class Writer:
                 self._maybe_merge()
             except Exception:  # the batch is committed; a failed merge only costs speed
                 log.warning("background merge failed; the store stays valid unmerged", exc_info=True)
-            if calibration.due(codec.calibration, self.view.current().count, len(ids_arr)):
+            sample = self.pending.offer(codec.calibration, self.view.current().count, ids_arr, x)
+            if sample is not None:
                 try:
-                    self._calibrate(ids_arr, x)
+                    self._calibrate(*sample)
                 except Exception:  # the batch is committed; the old default stays
                     log.warning("calibrating the default search failed", exc_info=True)
 
@@ -487,6 +489,7 @@ class Writer:
                         unlink_quietly(os.path.join(self.root, rel))
             kept = tuple(s for s in _with_tombstones(snap.segments, tombs) if s.record.id not in emptied)
             self.view.install(Snapshot(manifest, snap.codec, kept))
+            self.pending.forget(ids_arr[found])
             return int(found.sum())
 
     # --- payload indexes ----------------------------------------------------------------------------
