@@ -1,5 +1,5 @@
-"""LLVM operations numba does not expose: hardware popcount, fp16 -> fp32, prefetch, and a
-sign-selected sum written with vector types.
+"""LLVM operations numba does not expose: hardware popcount, fp16 -> fp32, prefetch, and two
+kernels' inner steps written with vector types (a sign-selected sum, a 16-point Hadamard).
 
 ``popcount64``: numba has no popcount of its own; LLVM lowers ``llvm.ctpop.i64`` to the
 ``popcnt`` instruction when the host CPU has it (numba compiles for the host), and to a
@@ -146,5 +146,39 @@ def signed_sum32(typingctx, codes, r, w0, w1, queries, qi):
             v = builder.fadd(builder.shuffle_vector(v, v, take[0]), builder.shuffle_vector(v, v, take[1]))
             width = half
         return builder.extract_element(v, ir.Constant(i32, 0))
+
+    return sig, codegen
+
+
+@intrinsic
+def hadamard16(typingctx, v, start):
+    """In place: the unnormalised 16-point Walsh-Hadamard transform of ``v[start : start + 16]``
+    (a C-contiguous float32 1-d array; unchecked), i.e. butterfly stages 1, 2, 4 and 8.
+
+    Why IR: the four stages pair elements inside one 16-float vector, which numba's loops
+    cannot express without scalar code (the three-stage 8-point block this replaces ran
+    scalar). Stage ``h`` is one lane shuffle, a multiply by +-1 and an add per vector:
+    ``new[i] = v[i ^ h] + sign_h[i] * v[i]`` with ``sign_h[i] = -1`` where bit ``h`` of ``i`` is
+    set -- the butterflies' sums and differences, bit for bit (the product by +-1 is exact).
+    """
+    if not (isinstance(v, types.Array) and v.ndim == 1 and v.dtype == types.float32):
+        return None
+    sig = types.void(v, start)
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        arr = context.make_array(aty)(context, builder, args[0])
+        first = context.cast(builder, args[1], signature.args[1], types.int64)
+        f32, i32 = ir.FloatType(), ir.IntType(32)
+        v16 = ir.VectorType(f32, 16)
+        ptr = builder.bitcast(cgutils.get_item_pointer(context, builder, aty, arr, [first], wraparound=False),
+                              v16.as_pointer())
+        x = builder.load(ptr, align=4)
+        for h in (1, 2, 4, 8):
+            partner = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, 16), [i ^ h for i in range(16)]))
+            sign = ir.Constant(v16, [-1.0 if i & h else 1.0 for i in range(16)])
+            x = builder.fadd(partner, builder.fmul(x, sign))
+        builder.store(x, ptr, align=4)
+        return context.get_dummy_value()
 
     return sig, codegen

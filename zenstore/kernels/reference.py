@@ -121,3 +121,26 @@ def rescore_rows_ref(codes, scales, rowlam, rowterm, rows, qoff, qslot, queries,
     per_block = (signs * q).reshape(n, blocks, d // blocks).sum(axis=2)
     ip = np.asarray(qoff, np.float64) * rowlam[rows] + (scales[rows].astype(np.float64) * per_block).sum(axis=1)
     return ip_w * ip + rowterm[rows]
+
+
+def hadamard_ref(n: int) -> np.ndarray:
+    """The n x n Sylvester Hadamard matrix (entries +-1; n a power of two)."""
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def rotate_ref(x, signs, perms, block, normalize):
+    """``kernels.hadamard.rotate_rows`` in float64: per round ``y[j] = s[p[j]] x[p[j]]``,
+    then the block Walsh-Hadamard transform, scaled to stay orthonormal."""
+    y = np.asarray(x, dtype=np.float64)
+    if normalize:
+        norms = np.linalg.norm(y, axis=1, keepdims=True)
+        y = np.where(norms > 0, y / np.where(norms > 0, norms, 1), y)
+    h = hadamard_ref(block) / np.sqrt(block)
+    n, d = y.shape
+    for s, p in zip(signs, perms):
+        y = (y * s)[:, p]
+        y = (y.reshape(n, d // block, block) @ h.T).reshape(n, d)
+    return y
