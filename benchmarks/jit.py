@@ -13,7 +13,13 @@ of this run: empty for the cold run, the one the cold run filled for the warm ru
 Cold minus warm is the compile time a user pays once per machine (per numba cache). Each
 time is given as wall and CPU seconds of the child.
 
+``--store PATH`` (repeatable) also times an existing store in fresh processes with the
+machine's own (warm) numba cache: ``Store.open`` then the first ``search`` and
+``search_batch`` of the default options, once as opened and once opened with ``warm=True``
+(the start-up target: the first query <= 100 ms after ``Store.open``).
+
     python benchmarks/jit.py --repeats 3
+    python benchmarks/jit.py --repeats 3 --store data/search-...-n1000000-b1024.zen
 """
 
 from __future__ import annotations
@@ -75,7 +81,28 @@ def _searches(store, queries, out: dict, prefix: str) -> None:
     _timed(out, f"{prefix}search_batch_nprobe2", lambda: store.search_batch(queries, k=10, nprobe=2))
 
 
+def store_child(phase: str, path: str) -> dict:
+    """An existing store in this fresh process: open (``warm=True`` for phase 'store-warm'),
+    then the first default ``search`` and ``search_batch`` (16 queries), then again."""
+    import numpy as np
+
+    out: dict = {}
+    t = time.perf_counter()
+    from zenstore import Store
+
+    out["import"] = time.perf_counter() - t
+    store = _timed(out, "open", lambda: Store.open(path, readonly=True, warm=phase == "store-warm"))
+    q = np.random.default_rng(1).standard_normal((16, store.dim)).astype(np.float32)
+    for prefix in ("first ", "again "):
+        _timed(out, f"{prefix}search", lambda: store.search(q[0], k=10))
+        _timed(out, f"{prefix}search_batch", lambda: store.search_batch(q, k=10))
+    store.close()
+    return out
+
+
 def child(phase: str, path: str) -> dict:
+    if phase.startswith("store"):
+        return store_child(phase, path)
     out: dict = {}
     t = time.perf_counter()
     from zenstore import Store
@@ -104,8 +131,8 @@ def child(phase: str, path: str) -> dict:
     return out
 
 
-def run_child(phase: str, path: str, cache: str) -> dict:
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+def run_child(phase: str, path: str, cache: str | None) -> dict:
+    env = dict(os.environ) if cache is None else dict(os.environ, NUMBA_CACHE_DIR=cache)
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", phase, path],
                           capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
@@ -117,11 +144,19 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=1, help="cold/warm pairs per phase (medians reported)")
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--store", action="append", default=[], help="also time this existing store (warm cache)")
     ap.add_argument("--child", nargs=2, metavar=("PHASE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(*args.child)))
         return {}
+    stores = {}
+    for path in args.store:
+        runs_of = {"as opened": [], "warm=True": []}
+        for _ in range(args.repeats):
+            runs_of["as opened"].append(run_child("store", path, None))
+            runs_of["warm=True"].append(run_child("store-warm", path, None))
+        stores[path] = {kind: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for kind, rs in runs_of.items()}
     runs: dict = {"reader": {"cold": [], "warm": []}, "writer": {"cold": [], "warm": []}}
     with tempfile.TemporaryDirectory(prefix="zenstore-jit-") as tmp:
         built = os.path.join(tmp, "built.zen")
@@ -135,7 +170,7 @@ def main(argv=None) -> dict:
                 shutil.rmtree(cache, ignore_errors=True)
     result = {"benchmark": "jit", "n": N, "dim": DIM, "repeats": args.repeats,
               "command": "python benchmarks/jit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "phases": {}}
+              "phases": {}, "stores": stores}
     for phase, kinds in runs.items():
         keys = [k for k in kinds["cold"][0] if isinstance(kinds["cold"][0][k], float)]
         table = {k: {kind: statistics.median(run[k] for run in kinds[kind]) for kind in ("cold", "warm")}
@@ -151,6 +186,10 @@ def main(argv=None) -> dict:
         for k, v in res["seconds"].items():
             print(f"  {k:<34} {v['cold']:8.3f} {v['warm']:8.3f}")
         print(f"  specialisations compiled: {res['specialisations']}; more than one: {res['duplicated'] or 'none'}")
+    for path, kinds in stores.items():
+        print(f"\n{path}: seconds, median of {args.repeats} fresh processes, warm numba cache")
+        for kind, row in kinds.items():
+            print(f"  {kind:<10} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if "(cpu)" not in k))
     print(f"\nrerun: {result['command']}")
     if args.out:
         with open(args.out, "w") as f:

@@ -255,6 +255,19 @@ def test_jit_benchmark_times_cold_and_warm_first_searches(tmp_path):
         assert r["phases"][phase]["duplicated"] == {}
 
 
+def test_jit_benchmark_times_an_existing_store_as_opened_and_warm(tmp_path):
+    jit = _load("benchmarks/jit.py", "bench_jit_store")
+    from zenstore import Store
+
+    x = np.random.default_rng(2).standard_normal((300, 64)).astype(np.float32)
+    with Store.create(tmp_path / "s.zen", dim=64, n_base=4) as s:
+        s.add(range(300), x)
+    for phase in ("store", "store-warm"):
+        r = jit.child(phase, str(tmp_path / "s.zen"))
+        assert {"open", "first search", "first search_batch", "again search"} <= set(r)
+        assert all(v >= 0 for v in r.values())
+
+
 def test_refine_search_benchmark_compares_with_and_without(tmp_path, capsys):
     mod = _load("benchmarks/refine_search.py", "bench_refine_search")
     res = mod.main(["--smoke", "--tiers", "int8", "--data-dir", str(tmp_path / "data"),

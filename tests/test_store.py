@@ -394,3 +394,34 @@ def test_group_major_and_query_block_scans_agree(store_path, rng, monkeypatch):
         np.testing.assert_array_equal(group_major[0], query_block[0])
         np.testing.assert_array_equal(group_major[1], query_block[1])
         assert not np.isin(group_major[0], np.arange(0, 600, 7)).any()
+
+
+def test_warm_open_derives_the_projection_and_changes_no_result(tmp_path):
+    """Store.open(warm=True) does the first search's one-time work (the coarse step's
+    projection, the kernels' loading) before returning; searches return what they return
+    without it; warm() is idempotent and a no-op on an empty store."""
+    from zenstore import coarse
+
+    rng = np.random.default_rng(3)
+    dim, n_base = 2048, 1024
+    x = rng.standard_normal((1100, dim)).astype(np.float32)
+    path = tmp_path / "w.zen"
+    with Store.create(path, dim=dim, n_base=n_base, min_rows_per_base=1) as s:
+        s.add(np.arange(len(x)), x)
+        s.calibrate(np.arange(len(x)), x)  # a probed default, so the projection is used
+        cal = s.snapshot().codec.calibration
+    assert cal.nprobe is not None and coarse.worthwhile(n_base, dim, cal.nprobe)
+    q = x[:5] + 0.01
+    with Store.open(path, readonly=True) as cold:
+        assert cold.snapshot().codec._projection is None
+        want = cold.search_batch(q, k=5)
+    with Store.open(path, readonly=True, warm=True) as warm:
+        assert warm.snapshot().codec._projection is not None
+        warm.warm()
+        got = warm.search_batch(q, k=5)
+        assert [h.id for h in warm.search(q[0], k=5)] == want[0][0].tolist()
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    with Store.create(tmp_path / "empty.zen", dim=64) as empty:
+        empty.warm()
+    Store.open(tmp_path / "empty.zen", warm=True).close()

@@ -77,7 +77,7 @@ def run_worker(args) -> int:
     import uvicorn
 
     cfg = ServerConfig.from_json(os.environ[CONFIG_ENV])
-    store = Store.open(cfg.store, readonly=True)
+    store = Store.open(cfg.store, readonly=True, warm=True)  # the first request pays no one-time cost
     embedder = load_embedder(cfg.embedder) if cfg.embedder else None
     lookup = open_lookup(store, cfg.text_field, writer=False)
     if lookup is not None and cfg.readonly:
