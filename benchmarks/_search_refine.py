@@ -62,6 +62,9 @@ def add_arguments(p) -> None:
                    help="zenstore nprobe values with refinement ('none' = all base rows)")
     g.add_argument("--refine-ks", nargs="+", type=int, default=[100],
                    help="zenstore refine_k values (the pool the error bound picks from; default 100)")
+    g.add_argument("--refine-shortlists", nargs="+", type=_opt_int, default=[None],
+                   help="zenstore shortlists with refinement ('none' = the search default, 200 with "
+                        "nprobe given; the calibrated default row uses its own)")
     g.add_argument("--refine-hot-rows", action="store_true",
                    help="also time refine=False on each refine store at every nprobe")
     g.add_argument("--cold-queries", type=int, default=100,
@@ -200,43 +203,45 @@ def bench_zenstore_refine(args, spec, src, Q, gt, measure, store_of) -> list[dic
                       "n_base": st["n_base"], "build": build}
             # nprobe None in --refine-nprobes is a full scan ("all"): since the calibrated
             # default (issue 15) a search without nprobe is not one, so it is its own row
-            configs = [("default", None, True)]
+            configs = [("default", None, True, None)]
             for nprobe in args.refine_nprobes:
                 nprobe = "all" if nprobe is None else nprobe
                 if args.refine_hot_rows:
-                    configs.append((nprobe, None, False))
-                configs += [(nprobe, rk, True) for rk in args.refine_ks]
+                    configs.append((nprobe, None, False, None))
+                configs += [(nprobe, rk, True, sl) for rk in args.refine_ks for sl in args.refine_shortlists]
             warm = warm_page_cache(store)
             log(f"zenstore {tier}: read {warm['bytes'] / 1e9:.2f} GB of store files in {warm['seconds']:.1f} s "
                 f"into the page cache; resident before {warm['resident_before']}, after {warm['resident_after']}")
             common["page_cache_warm_up"] = warm
             store.search_batch(Q[:64], k=K, refine_k=max(args.refine_ks))  # JIT warm-up (batch path)
             tier_rows = []
-            for nprobe, rk, refine in configs:
+            for nprobe, rk, refine, sl in configs:
                 if nprobe == "default":
                     cal = store.snapshot().codec.calibration
                     label = ("default (calibrated: " + (f"nprobe={cal.nprobe or 'all'} shortlist={cal.shortlist}"
                                                         if cal is not None else "none") + ")")
                 else:
-                    label = (f"refine_k={rk} " if refine else "refine=False ") + f"nprobe={nprobe}"
+                    label = ((f"refine_k={rk} " if refine else "refine=False ") + f"nprobe={nprobe}"
+                             + ("" if sl is None else f" shortlist={sl}"))
                 nprobe = None if nprobe == "default" else nprobe
                 counts: dict = {}
 
-                def batch_fn(q, nprobe=nprobe, rk=rk, refine=refine, counts=counts):
+                def batch_fn(q, nprobe=nprobe, rk=rk, refine=refine, sl=sl, counts=counts):
                     rr = np.zeros(len(q), np.int64)
-                    ids = store.search_batch(q, k=K, nprobe=nprobe, refine=refine, refine_k=rk, refined_rows=rr)[0]
+                    ids = store.search_batch(q, k=K, nprobe=nprobe, shortlist=sl, refine=refine, refine_k=rk,
+                                             refined_rows=rr)[0]
                     if len(q) == len(Q):
                         counts["rows"] = rr
                     return ids
 
-                def single_fn(q, nprobe=nprobe, rk=rk, refine=refine):
-                    return [h.id for h in store.search(q, k=K, nprobe=nprobe, refine=refine, refine_k=rk,
-                                                       with_payload=False)]
+                def single_fn(q, nprobe=nprobe, rk=rk, refine=refine, sl=sl):
+                    return [h.id for h in store.search(q, k=K, nprobe=nprobe, shortlist=sl, refine=refine,
+                                                       refine_k=rk, with_payload=False)]
 
                 m = measure(f"zenstore {tier} {label}", batch_fn, single_fn, Q, gt, args)
                 rr = counts.get("rows", np.zeros(1, np.int64))
                 row = {"method": f"zenstore refine={tier}" if refine else f"zenstore refine={tier} (refine=False)",
-                       "config": label, "nprobe": nprobe, "refine_k": rk, "refine": refine,
+                       "config": label, "nprobe": nprobe, "refine_k": rk, "refine": refine, "shortlist": sl,
                        "bytes_per_vector": hot + (ref if refine else 0), **common,
                        "rows_refined_mean": float(rr.mean()), "rows_refined_p99": float(np.percentile(rr, 99)),
                        "rows_refined_max": int(rr.max()), **m}
@@ -247,7 +252,8 @@ def bench_zenstore_refine(args, spec, src, Q, gt, measure, store_of) -> list[dic
                 r["resident_after_timing"] = resident  # before the cold runs below evict the refine files
             log(f"zenstore {tier}: resident after the warm timings {resident}")
             refined = [r for r in tier_rows if r["refine"]]
-            picks = [r for r in refined if r["nprobe"] == "all" and r["refine_k"] == max(args.refine_ks)][:1]
+            picks = [r for r in refined if r["nprobe"] == "all" and r["refine_k"] == max(args.refine_ks)
+                     and r["shortlist"] == args.refine_shortlists[0]][:1]
             good = [r for r in refined if r["recall@10"] >= RECALL_TARGET and r not in picks]
             t1 = str(args.threads[0])
             if good:  # also the fastest configuration that meets the recall target
@@ -255,7 +261,7 @@ def bench_zenstore_refine(args, spec, src, Q, gt, measure, store_of) -> list[dic
             _common.set_threads(1)
             for r in picks:
                 r["cold_refine_files"] = cold_latency(store, Q, args.cold_queries, nprobe=r["nprobe"],
-                                                      refine_k=r["refine_k"])
+                                                      refine_k=r["refine_k"], shortlist=r["shortlist"])
                 c = r["cold_refine_files"]
                 log(f"  zenstore {tier} {r['config']}: refine files evicted before every query: p50 "
                     f"{c['p50_ms']:.2f} ms p99 {c['p99_ms']:.2f} ms (warm 1t: p50 {r['threads'][t1]['p50_ms']:.2f} "

@@ -37,7 +37,8 @@ def from_search(res: dict) -> dict:
                     "refine": 0, "recall@10": best["recall@10"], "where": "RAM"})
     for r in rows:  # the full scan: nprobe "all" (None in JSONs from before the calibrated default)
         if r["method"].startswith("zenstore refine=") and r.get("refine") and r["nprobe"] in (None, "all") and \
-                r["refine_k"] == max(p.get("refine_ks", [100])):
+                r["refine_k"] == max(p.get("refine_ks", [100])) and \
+                r.get("shortlist") == (p.get("refine_shortlists") or [None])[0]:
             pts.append({"what": f"zenstore + {r['tier']}", "config": r["config"], "hot": r["hot_bytes_per_vector"],
                         "refine": r["refine_bytes_per_vector"], "recall@10": r["recall@10"],
                         "rows_refined": r.get("rows_refined_mean"), "where": "hot RAM, refine disk (mmap)"})

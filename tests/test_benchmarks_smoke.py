@@ -339,13 +339,18 @@ def test_search_benchmark_refine_tiers_beside_faiss_refine_and_hnsw(tmp_path, ca
     r = search.main(["--n", "2000", "--dim", "256", "--nq", "20", "--data-dir", str(tmp_path), "--out", str(out),
                      "--methods", "zenstore-refine", "ivfrabitq-refine", "hnsw", "--threads", "1", "2",
                      "--refine-tiers", "int8", "--refine-nprobes", "none", "--refine-ks", "100",
+                     "--refine-shortlists", "none", "60",
                      "--refine-faiss-nprobes", "16", "--refine-k-factors", "2", "8", "--hnsw-flat-ef-search", "64",
                      "--latency-queries", "3", "--cold-queries", "3", "--min-time", "0", "--max-runs", "1",
                      "--faiss-train-sample", "2000", "--no-plot"])
     rows = {row["method"]: row for row in r["rows"]}
     assert set(rows) == {"zenstore refine=int8", "faiss IVF-RaBitQ + IndexRefineFlat",
                          "faiss IVF-RaBitQ + Refine(SQ8)", "faiss IndexHNSWFlat"}
-    z = rows["zenstore refine=int8"]
+    zs = {row["config"]: row for row in r["rows"] if row["method"] == "zenstore refine=int8"}
+    assert {"refine_k=100 nprobe=all", "refine_k=100 nprobe=all shortlist=60"} <= set(zs)
+    assert zs["refine_k=100 nprobe=all shortlist=60"]["shortlist"] == 60
+    z = zs["refine_k=100 nprobe=all"]
+    assert z["shortlist"] is None
     assert z["hot_bytes_per_vector"] == 256 // 8 + 4 and z["refine_bytes_per_vector"] == 256 + 4
     assert 10 <= z["rows_refined_mean"] <= 100 and z["recall@10"] > 0.9
     cold = z["cold_refine_files"]
