@@ -269,9 +269,9 @@ def _train(store: Store, readers: list, n: int) -> None:
     parts, got = [], 0
     for reader in readers:
         part = reader.sample(n - got, store.metric)
-        part = part[trainable(part, store.metric)]
-        parts.append(part)
-        got += len(part)
+        ok = trainable(part, store.metric)
+        parts.append(part if ok.all() else part[ok])  # no 0.75 GB copy when every row is usable
+        got += len(parts[-1])
         if got >= n:
             break
     if got == 0:
@@ -279,7 +279,12 @@ def _train(store: Store, readers: list, n: int) -> None:
         first = next((f"{r.path}: {r.first_bad}" for r in readers if r.first_bad), None)
         raise IngestError(f"{names}: no valid rows to train the base matrix on"
                           + (f" (the first bad row: {first})" if first else ""))
-    store.train(np.concatenate(parts))
+    # one input: its sample as is; several: one array, the parts dropped before training
+    # (training rotates a copy of the sample, so a live second copy raised the peak RSS of a
+    # 1M x 7680 load to 2.45 GB; docs/benchmarks.md, "Ingest peak memory")
+    sample = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    parts.clear()
+    store.train(sample)
 
 
 class _FileLoad:

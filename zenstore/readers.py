@@ -220,7 +220,8 @@ class MatrixReader(Reader):
         with open(self.data_path, "rb") as f:
             for i, r in enumerate(rows):
                 out[i] = self._read(f, int(r), int(r) + 1)[0]
-        return np.delete(out, [i for i, _ in row_problems(out, self.d, metric)], axis=0)
+        bad = [i for i, _ in row_problems(out, self.d, metric)]
+        return np.delete(out, bad, axis=0) if bad else out  # np.delete copies even when nothing goes
 
 
 def _npy_layout(path: str):
