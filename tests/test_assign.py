@@ -43,6 +43,23 @@ def test_nearest_of_candidates_matches_reference(seed, n, n_base, c, dim, dup):
     np.testing.assert_allclose(dist(out), dist(want), rtol=0, atol=1e-3 * (1 + np.abs(dist(want)).max()))
 
 
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 30), n_base=st.integers(1, 40),
+       c=st.integers(1, 8), dim=st.sampled_from([64, 128, 960]))
+def test_nearest_of_candidates_reads_an_fp16_base_as_its_float32_copy(seed, n, n_base, c, dim):
+    """The base as uint16 fp16 bits gives the answer of its exact float32 copy, bit for bit
+    (the codec passes its stored fp16 base: half the bytes read per candidate)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    base16 = rng.standard_normal((n_base, dim)).astype(np.float16)
+    base = base16.astype(np.float32)
+    sq = np.einsum("ij,ij->i", base, base, dtype=np.float64)
+    cand = rng.integers(0, n_base, (n, c)).astype(np.int64)
+    a, b = np.empty(n, np.int64), np.empty(n, np.int64)
+    nearest_of_candidates(x, base, sq, cand, a)
+    nearest_of_candidates(x, base16.view(np.uint16), sq, cand, b)
+    np.testing.assert_array_equal(a, b)
+
+
 @given(seed=st.integers(0, 2**31), n=st.integers(0, 50), k=st.integers(1, 10),
        dim=st.sampled_from([1, 7, 64, 100]), chunks=st.integers(1, 9))
 def test_sum_rows_by_label_matches_reference(seed, n, k, dim, chunks):

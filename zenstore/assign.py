@@ -46,8 +46,12 @@ class NearestRow:
     """Nearest-base-row search for one base matrix (float32, rotated space)."""
 
     def __init__(self, base: np.ndarray, base_sqnorm: np.ndarray | None = None, *,
-                 coarse: bool = True) -> None:
+                 coarse: bool = True, base16: np.ndarray | None = None) -> None:
+        """``base16``: the same base as fp16 (a codec's stored base, of which ``base`` is the
+        exact float32 copy): the candidates' exact distances then read half the bytes, with
+        the same result. k-means centroids are not fp16 values and pass none."""
         self.base = np.ascontiguousarray(base, dtype=np.float32)
+        self.rows = self.base if base16 is None else np.ascontiguousarray(base16, dtype=np.float16).view(np.uint16)
         if base_sqnorm is None:
             base_sqnorm = np.einsum("ij,ij->i", self.base, self.base, dtype=np.float64)
         self.base_sqnorm = np.ascontiguousarray(base_sqnorm, dtype=np.float64)
@@ -76,5 +80,5 @@ class NearestRow:
             return self.exact(xr)
         xr = np.ascontiguousarray(xr, dtype=np.float32)
         out = np.empty(n, dtype=np.int64)
-        nearest_of_candidates(xr, self.base, self.base_sqnorm, self.candidates(xr), out)
+        nearest_of_candidates(xr, self.rows, self.base_sqnorm, self.candidates(xr), out)
         return out

@@ -86,7 +86,7 @@ class Codec:
         self.block_dims = width // config.scale_blocks
         self._projection: coarse.BaseProjection | None = None
         self.calibration = None  # calibration.Calibration: the search default learnt for this base
-        self.nearest = NearestRow(self.base, self.base_sqnorm, coarse=not rotation.is_identity)
+        self.nearest = NearestRow(self.base, self.base_sqnorm, coarse=not rotation.is_identity, base16=base)
         # numba's registries load here, with Ctrl-C deferred, not inside the first search's
         # compilation, where an interrupt breaks numba for the process (kernels/_kernel.py)
         numba_ready()

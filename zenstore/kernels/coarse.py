@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-
+from ._intrinsics import row_dot
 from ._kernel import kernel
 
-LANES = 16  # independent partial sums per dot product (dims are multiples of 64)
 
 
 @kernel(parallel=True)
@@ -22,26 +21,23 @@ def nearest_of_candidates(x, base, base_sqnorm, cand, out):
     """``out[i]`` = the candidate ``g`` in ``cand[i]`` with the smallest
     ``base_sqnorm[g] - 2 x[i] . base[g]`` (L2 order; ties: the earlier candidate).
 
-    Dot products run in float32 over ``LANES`` independent sums (so they vectorise),
-    then are compared in float64, as the exact path's BLAS product is.
+    ``base``: float32, or an fp16 matrix given as its uint16 bits, widened exactly -- the
+    same values as its float32 copy and the same arithmetic, so the same answer from half
+    the bytes (the codec passes its stored fp16 base). Dot products are
+    ``_intrinsics.row_dot`` (float32, register accumulators, fixed order), compared in
+    float64 as the exact path's BLAS product is. Measured: docs/benchmarks.md, "Ingest on
+    the quiet machine".
     """
-    n, d = x.shape
+    n = x.shape[0]
     c = cand.shape[1]
+    if x.shape[1] % 64 != 0 or base.shape[1] != x.shape[1]:
+        raise ValueError("nearest_of_candidates: x and base need the same width, a multiple of 64")
     for i in nb.prange(n):
-        xi = x[i]
         best = np.inf
         best_g = cand[i, 0]
-        lanes = np.empty(LANES, dtype=np.float32)
         for k in range(c):
             g = cand[i, k]
-            row = base[g]
-            lanes[:] = 0.0
-            for j0 in range(0, d, LANES):
-                xs = xi[j0 : j0 + LANES]
-                bs = row[j0 : j0 + LANES]
-                for t in range(LANES):
-                    lanes[t] += xs[t] * bs[t]
-            dist = base_sqnorm[g] - 2.0 * np.float64(lanes.sum())
+            dist = base_sqnorm[g] - 2.0 * np.float64(row_dot(x, i, base, g))
             if dist < best:
                 best = dist
                 best_g = g
