@@ -629,6 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=100_000, help="documents (default 100000)")
     p.add_argument("--dim", type=int, default=7680)
     p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--profile", choices=sorted(gendata.PROFILES), default="default",
+                   help="generator profile (tools/gendata.py PROFILES; default: the benchmarks' own)")
     p.add_argument("--nq", type=int, default=1000, help="queries (default 1000)")
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS + REFINE_METHODS, default=list(ALL_METHODS),
                    help="default: all but the refine-tier methods (zenstore-refine, ivfrabitq-refine, hnsw)")
@@ -672,7 +674,7 @@ def main(argv=None) -> dict:
         argv = sys.argv[1:]
     args = build_parser().parse_args(argv)
     machine = _common.machine_info()
-    spec = gendata.make_spec(args.dim, args.seed)
+    spec = gendata.make_spec(args.dim, args.seed, args.profile)
     t0 = time.perf_counter()
     paths = gendata.prepare(spec, args.n, args.nq, k=100, data_dir=args.data_dir, formats=("npy",),
                             chunk=args.chunk, log=log)

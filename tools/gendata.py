@@ -44,8 +44,17 @@ DEFAULT_DATA_DIR = "data"
 DEFAULT_CHUNK = 8192
 
 
-def make_spec(dim: int = 7680, seed: int = 0) -> SynthSpec:
-    return SynthSpec(dim=dim, seed=seed)
+# Generator profiles beside the default: a result measured on one generator's data is not a
+# result (the margins shrank on held-out data). "noisy": more topics, a flatter spectrum, more
+# noise -- more near-ties between base rows (also benchmarks/assign_quality.py's, with seed 1).
+PROFILES = {
+    "default": {},
+    "noisy": dict(n_topics=1024, spectrum_decay=0.5, topic_weight=0.45, noise_weight=0.8),
+}
+
+
+def make_spec(dim: int = 7680, seed: int = 0, profile: str = "default") -> SynthSpec:
+    return SynthSpec(dim=dim, seed=seed, **PROFILES[profile])
 
 
 def spec_dir(spec: SynthSpec, data_dir: str = DEFAULT_DATA_DIR) -> str:
