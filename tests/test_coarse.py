@@ -63,6 +63,25 @@ def test_projection_is_orthonormal_and_spans_a_low_rank_base():
     np.testing.assert_allclose(proj.coords @ proj.basis, centred, atol=1e-3 * np.abs(centred).max())
 
 
+def test_a_projection_that_keeps_too_little_of_the_base_is_not_used():
+    """A base of full rank (independent random rows) loses most of its energy at rank
+    dim / 8: the search keeps the exact coarse step there; a low-rank base is projected."""
+    rng = np.random.default_rng(4)
+    dim, n_base = 2048, 1024
+    flat = _codec(rng.standard_normal((n_base, dim)).astype(np.float32), "ip")
+    assert flat.projection().captured < coarse.MIN_CAPTURED and not flat.projection().faithful
+    dirs = rng.standard_normal((40, dim))
+    low = _codec((rng.standard_normal((n_base, 40)) @ dirs / np.sqrt(40)).astype(np.float32), "ip")
+    assert low.projection().captured > 0.999 and low.projection().faithful
+    q = rng.standard_normal((20, dim)).astype(np.float32)
+    nprobe = 4
+    assert coarse.worthwhile(n_base, dim, nprobe)
+    assert pipeline.prepare_queries(flat, q, nprobe).probe is None  # exact q . c on every row
+    assert pipeline.prepare_queries(low, q, nprobe).probe is not None
+    forced = pipeline.prepare_queries(flat, q, nprobe, projected=True)  # asked for: still used
+    assert forced.probe is not None
+
+
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
 @pytest.mark.parametrize("nq", [1, 40])  # the few-query kernels and the BLAS path
 def test_projected_probe_equals_exact_on_a_low_rank_base(metric, nq):

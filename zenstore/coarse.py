@@ -45,6 +45,11 @@ MIN_EXACT_WORK = 1 << 21  # ... and the exact product is at least this many (sma
 #                           costs win; SciFact's 215 x 384 base took 9-20 us exact, 27-48 projected)
 SMALL_BATCH = 16  # fewer queries: numba kernels over fp16 (no BLAS thread wake-up)
 POWER_ITERATIONS = 1
+MIN_CAPTURED = 0.97  # share of the centred base's energy the projection must keep to be used
+#   Measured (docs/benchmarks.md, "The coarse step on a second profile"): the default generated
+#   profile keeps 0.977 at rank 384 and probes exactly what the exact step probes (every query,
+#   nprobe 2-32); the "noisy" profile keeps 0.693 and probed the exact top 16 for 29% of the
+#   queries, which cost 0.2-0.26 of recall@10. Below the threshold the exact product is used.
 
 
 @dataclass(frozen=True)
@@ -55,10 +60,17 @@ class BaseProjection:
     coords: np.ndarray  # (n_base, rank) float32, (base - mean) @ basis.T
     basis16: np.ndarray  # the same in float16, read by the few-query kernels
     coords16: np.ndarray
+    captured: float = 1.0  # ||coords||^2 / ||base - mean||^2: how much of the base it keeps
 
     @property
     def rank(self) -> int:
         return int(self.basis.shape[0])
+
+    @property
+    def faithful(self) -> bool:
+        """Whether the base is near enough its projection for the candidates to hold the
+        exact probe (``MIN_CAPTURED``); an unfaithful projection is not used."""
+        return self.captured >= MIN_CAPTURED
 
 
 def projection_rank(n_base: int, dim: int) -> int:
@@ -99,7 +111,9 @@ def derive_projection(base: np.ndarray, rank: int, seed: int = 0,
         y = _orthonormal(x.T @ (x @ y))
     basis = np.ascontiguousarray(y.T)
     coords = np.ascontiguousarray(x @ y)
-    return BaseProjection(basis, coords, basis.astype(np.float16), coords.astype(np.float16))
+    total = float(np.einsum("ij,ij->", x, x, dtype=np.float64))
+    captured = 1.0 if total == 0 else float(np.einsum("ij,ij->", coords, coords, dtype=np.float64)) / total
+    return BaseProjection(basis, coords, basis.astype(np.float16), coords.astype(np.float16), min(1.0, captured))
 
 
 def _products(a: np.ndarray, m32: np.ndarray, m16: np.ndarray) -> np.ndarray:

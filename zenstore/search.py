@@ -73,7 +73,8 @@ def prepare_queries(codec: Codec, queries: np.ndarray, nprobe: int | None = None
     """Queries must already be validated (2-d, right dim, finite, nonzero for cosine).
 
     With ``nprobe``, the probed base rows are chosen here by the projected coarse step
-    (``coarse.py``) where it is cheaper (``projected`` None) or always (True): ``q . c``
+    (``coarse.py``) where it is cheaper and the projection keeps enough of the base
+    (``projected`` None) or always (True): ``q . c``
     is then exact only on each query's candidates. Otherwise (False, or no ``nprobe``)
     it is exact on every base row and ``probe_mask`` chooses."""
     x = np.ascontiguousarray(queries, dtype=np.float32)
@@ -91,8 +92,9 @@ def prepare_queries(codec: Codec, queries: np.ndarray, nprobe: int | None = None
         prepare_range(*args, 0, nq)
     else:
         prepare_rows(*args, 4 * numba.get_num_threads())
-    if projected is None:
-        projected = nprobe is not None and coarse.worthwhile(codec.n_base, d, nprobe)
+    if projected is None:  # cheaper by multiply-adds, and faithful to this base (coarse.MIN_CAPTURED)
+        projected = (nprobe is not None and coarse.worthwhile(codec.n_base, d, nprobe)
+                     and codec.projection().faithful)
     if projected and nprobe is not None and nprobe < codec.n_base:
         qoff, probe = codec.probe(q, nprobe)
         return PreparedQueries(q, codes, alpha, qoff, qsq, qsums, probe, nprobe)
