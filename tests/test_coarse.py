@@ -46,7 +46,7 @@ def _codec(base: np.ndarray, metric: str) -> Codec:
 
 def _exact_mask(codec: Codec, q: np.ndarray, nprobe: int) -> np.ndarray:
     qoff = codec.base_dots(q)
-    close = 2 * qoff - codec.base_sqnorm[None, :] if codec.config.metric == "l2" else qoff
+    close = 2 * qoff - codec.base_sqnorm[None, :] if codec.config.metric in ("l2", "cosine") else qoff
     mask = np.empty(qoff.shape, np.bool_)
     top_mask(np.ascontiguousarray(close, np.float32), nprobe, mask)
     return mask
@@ -107,9 +107,11 @@ def test_probe_is_the_exact_best_of_its_candidates_on_any_base():
     codec = _codec(rng.standard_normal((500, 128)).astype(np.float32), "cosine")  # full rank: lossy
     q = rng.standard_normal((30, 128)).astype(np.float32)
     qoff, mask = codec.probe(q, 4)
+    close = 2 * qoff - codec.base_sqnorm[None, :]  # cosine probes in L2 (Codec.probe_by_l2)
+    assert codec.probe_by_l2
     for i in range(len(q)):
         cand = np.flatnonzero(~np.isnan(qoff[i]))
-        best = cand[np.lexsort((cand, -qoff[i, cand]))[:4]]
+        best = cand[np.lexsort((cand, -close[i, cand].astype(np.float32)))[:4]]
         assert set(np.flatnonzero(mask[i])) == set(best.tolist())
 
 

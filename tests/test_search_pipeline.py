@@ -192,10 +192,10 @@ def test_nprobe_results_come_only_from_probed_base_rows(shape, k, nprobe):
         probe = pipeline.probe_mask(prep, fx.codec, nprobe)
         g = fx.codec.n_base
         assert probe.shape == (len(fx.queries), g) and (probe.sum(1) == min(nprobe, g)).all()
-        # the probed base rows are the nprobe nearest (l2: smallest ||q - c||^2, else largest q.c)
+        # the probed base rows are the nprobe nearest (l2, cosine: smallest ||q - c||^2; ip: largest q.c)
         c = fx.codec.base.astype(np.float64)
         q = prep.q.astype(np.float64)
-        closeness = 2 * q @ c.T - (c * c).sum(1) if fx.codec.config.metric == "l2" else q @ c.T
+        closeness = 2 * q @ c.T - (c * c).sum(1) if fx.codec.probe_by_l2 else q @ c.T
         tol = tolerance(fx, ex)
         for j in range(len(q)):
             if not probe[j].all():

@@ -103,8 +103,9 @@ def prepare_queries(codec: Codec, queries: np.ndarray, nprobe: int | None = None
 
 
 def closeness(prep: PreparedQueries, codec: Codec) -> np.ndarray:
-    """(nq, n_base): how near each base row is to each query (larger is nearer)."""
-    if codec.config.metric == "l2":
+    """(nq, n_base): how near each base row is to each query (larger is nearer; in L2 for
+    l2 and cosine stores, ``Codec.probe_by_l2``)."""
+    if codec.probe_by_l2:
         return 2 * prep.qoff - codec.base_sqnorm[None, :]  # = ||q||^2 - ||q - c||^2
     return prep.qoff
 
