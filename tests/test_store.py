@@ -404,13 +404,16 @@ def test_warm_open_derives_the_projection_and_changes_no_result(tmp_path):
 
     rng = np.random.default_rng(3)
     dim, n_base = 2048, 1024
-    x = rng.standard_normal((1100, dim)).astype(np.float32)
+    # clustered rows in a 48-dimensional subspace: a base its projection keeps (coarse.MIN_CAPTURED)
+    dirs = rng.standard_normal((48, dim))
+    centres = rng.standard_normal((64, 48)) * 3
+    x = ((centres[rng.integers(0, 64, 1100)] + rng.standard_normal((1100, 48))) @ dirs).astype(np.float32)
     path = tmp_path / "w.zen"
     with Store.create(path, dim=dim, n_base=n_base, min_rows_per_base=1) as s:
         s.add(np.arange(len(x)), x)
         s.calibrate(np.arange(len(x)), x)  # a probed default, so the projection is used
         cal = s.snapshot().codec.calibration
-    assert cal.nprobe is not None and coarse.worthwhile(n_base, dim, cal.nprobe)
+    assert cal.nprobe is not None and coarse.worthwhile(n_base, dim, cal.nprobe), cal
     q = x[:5] + 0.01
     with Store.open(path, readonly=True) as cold:
         assert cold.snapshot().codec._projection is None
