@@ -135,7 +135,7 @@ class PendingSample:
         if not growth_due(calibration, stored_rows):
             self.clear()
             return None
-        if len(ids) >= MIN_ROWS:
+        if due(calibration, stored_rows, len(ids)):
             self.clear()
             return ids, x
         self.forget(ids)  # upserted: the new vectors replace the pooled ones

@@ -76,6 +76,19 @@ def prefetch(typingctx, arr, i, j):
 SIGN_UNROLL = 2  # code words per loop step: two independent pairs of accumulator chains
 
 
+def _lane_sum(builder, v):
+    """The sum of a ``<16 x float>``'s lanes as a tree of halves (4 dependent adds, not 15);
+    the fixed order is part of the intrinsics' results."""
+    i32 = ir.IntType(32)
+    width = v.type.count
+    while width > 1:
+        half = width // 2
+        low, high = (ir.Constant(ir.VectorType(i32, half), list(range(lo, lo + half))) for lo in (0, half))
+        v = builder.fadd(builder.shuffle_vector(v, v, low), builder.shuffle_vector(v, v, high))
+        width = half
+    return builder.extract_element(v, ir.Constant(i32, 0))
+
+
 @intrinsic
 def signed_sum32(typingctx, codes, r, w0, w1, queries, qi):
     """``sum_k q[k] * (+1 if bit k is set else -1)`` over the coordinates of code words
@@ -139,14 +152,7 @@ def signed_sum32(typingctx, codes, r, w0, w1, queries, qi):
         for k in range(SIGN_UNROLL):
             sel = builder.fadd(sel, builder.fadd(builder.load(accs[4 * k]), builder.load(accs[4 * k + 1])))
             tot = builder.fadd(tot, builder.fadd(builder.load(accs[4 * k + 2]), builder.load(accs[4 * k + 3])))
-        v = builder.fsub(builder.fmul(sel, ir.Constant(v16, [2.0] * 16)), tot)
-        width = 16
-        while width > 1:  # tree reduction: 4 dependent adds, not 15
-            half = width // 2
-            take = [ir.Constant(ir.VectorType(i32, half), list(range(lo_, lo_ + half))) for lo_ in (0, half)]
-            v = builder.fadd(builder.shuffle_vector(v, v, take[0]), builder.shuffle_vector(v, v, take[1]))
-            width = half
-        return builder.extract_element(v, ir.Constant(i32, 0))
+        return _lane_sum(builder, builder.fsub(builder.fmul(sel, ir.Constant(v16, [2.0] * 16)), tot))
 
     return sig, codegen
 
@@ -209,7 +215,7 @@ def row_dot(typingctx, a, i, b, g):
         barr = context.make_array(bty)(context, builder, args[2])
         row = context.cast(builder, args[1], ity, types.int64)
         grp = context.cast(builder, args[3], gty, types.int64)
-        i64, i32, f32 = ir.IntType(64), ir.IntType(32), ir.FloatType()
+        i64, f32 = ir.IntType(64), ir.FloatType()
         v16 = ir.VectorType(f32, 16)
         zero64 = ir.Constant(i64, 0)
         half = bty.dtype == types.uint16
@@ -231,14 +237,9 @@ def row_dot(typingctx, a, i, b, g):
                 if half:
                     y = builder.fpext(y, v16)
                 builder.store(builder.fadd(builder.load(acc), builder.fmul(x, y)), acc)
-        v = builder.fadd(builder.fadd(builder.load(accs[0]), builder.load(accs[1])),
-                         builder.fadd(builder.load(accs[2]), builder.load(accs[3])))
-        width = 16
-        while width > 1:
-            half_w = width // 2
-            take = [ir.Constant(ir.VectorType(i32, half_w), list(range(lo, lo + half_w))) for lo in (0, half_w)]
-            v = builder.fadd(builder.shuffle_vector(v, v, take[0]), builder.shuffle_vector(v, v, take[1]))
-            width = half_w
-        return builder.extract_element(v, ir.Constant(i32, 0))
+        chains = [builder.load(acc) for acc in accs]
+        while len(chains) > 1:  # pairwise: ((a0 + a1) + (a2 + a3)) for four chains
+            chains = [builder.fadd(chains[k], chains[k + 1]) for k in range(0, len(chains), 2)]
+        return _lane_sum(builder, chains[0])
 
     return sig, codegen
