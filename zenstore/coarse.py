@@ -49,7 +49,8 @@ MIN_CAPTURED = 0.97  # share of the centred base's energy the projection must ke
 #   Measured (docs/benchmarks.md, "The coarse step on a second profile"): the default generated
 #   profile keeps 0.977 at rank 384 and probes exactly what the exact step probes (every query,
 #   nprobe 2-32); the "noisy" profile keeps 0.693 and probed the exact top 16 for 29% of the
-#   queries, which cost 0.2-0.26 of recall@10. Below the threshold the exact product is used.
+#   queries (hot recall@10 at nprobe 16: 0.5191 projected, 0.5333 exact, both with the old
+#   q.c order). Below the threshold the exact product is used.
 
 
 @dataclass(frozen=True)
