@@ -86,6 +86,13 @@ class Reader:
             payload = records.read_payloads(txn, [arr[0]])[0]
         return Record(arr[0].item() if kind == "int" else arr[0], vec, payload)
 
+    def payloads(self, ids) -> list:
+        arr, kind = normalize_ids(ids, allow_duplicates=True)
+        with self.view.reading() as (snap, txn):
+            if not snap.accepts(kind):
+                return [None] * len(arr)
+            return records.read_payloads(txn, arr.tolist())
+
     def iter_records(self, batch_size: int = 4096, *, with_payload: bool = True):
         batch_size = positive_int(batch_size, "batch_size")
         # the read transaction stays open while the caller iterates: one committed state

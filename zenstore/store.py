@@ -239,6 +239,11 @@ class Store:
         """The dequantized vector (original space) and payload of one id."""
         return self._reader.get(ext_id)
 
+    def payloads(self, ids) -> list:
+        """The payloads of ``ids`` (a list, None where an id has none or is not stored),
+        read from one committed state; for callers that found the ids by other means."""
+        return self._reader.payloads(ids)
+
     def iter_records(self, batch_size: int = 4096, *, with_payload: bool = True):
         """Yield ``(ids, vectors, payloads)`` batches covering every live row once:
         ids as an array, dequantized float32 vectors (n, dim), payloads as a list (or

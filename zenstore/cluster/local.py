@@ -12,6 +12,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from .calls import Failure, ShardCalls
+from .union import UnionSearch, union_jobs
 from .worker import ShardWorker
 
 
@@ -26,9 +27,26 @@ class LocalShards(ShardCalls):
             self.close()
             raise
         n = threads or min(self.shards, 2 * (os.cpu_count() or 1))
+        self.union = UnionSearch([w.store for w in self.workers])
         self.pool = None
         if self.shards > 1:
             self.pool = ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="zenstore-shard")
+
+    def run(self, jobs: dict, **kwargs) -> tuple[dict, dict]:
+        """As ``ShardCalls.run``; a search of several shards runs as one search of their
+        union (``union.py``): its answer is given as the first shard's, the others answer
+        empty, so the caller's merge is unchanged."""
+        united = union_jobs(jobs)
+        if united is not None:
+            method, args, filter_ids = united
+            members = sorted(jobs)
+            try:
+                answer = self.union.run(members, method, args, filter_ids)
+            except BaseException as exc:  # noqa: BLE001 - each shard's failure, as per shard
+                return {}, {s: Failure(exc, True) for s in members}
+            if answer is not None:
+                return {s: answer if s == members[0] else _empty(method, answer) for s in members}, {}
+        return super().run(jobs, **kwargs)
 
     def submit(self, shard: int, method: str, *args):
         fn = getattr(self.workers[shard], method)
@@ -64,3 +82,11 @@ class LocalShards(ShardCalls):
         for w in self.workers:
             w.close()
         self.workers = []
+
+
+def _empty(method: str, answer):
+    """An answer with no hits, shaped like ``answer``."""
+    if method == "search":
+        return []
+    ids, scores = answer
+    return ids[:, :0], scores[:, :0]
