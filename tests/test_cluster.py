@@ -513,6 +513,29 @@ def test_ray_reader_actors_serve_shard_groups_with_per_shard_failures(tmp_path):
     single.close()
 
 
+@needs_ray
+@pytest.mark.usefixtures("ray_cluster")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_compiled_reads_answer_as_ordinary_calls_and_survive_a_killed_reader(tmp_path):
+    single, sharded, x = pair(tmp_path, n=900, shards=3, metric="cosine", backend="local")
+    sharded.close()
+    q = data(8, seed=6)
+    want = single.search_batch(q, k=10, shortlist=len(x))
+    with pytest.raises(InvalidArgument, match="compiled_reads"):
+        ShardedStore.open(tmp_path / "sharded", readonly=True, backend="ray", compiled_reads="yes")
+    with ShardedStore.open(tmp_path / "sharded", readonly=True, backend="ray", compiled_reads=True,
+                           reader_actors=2, timeout=120) as store:
+        readers = store._reads
+        got = store.search_batch(q, k=10, shortlist=len(x))
+        assert readers._graph is not None  # answered through the compiled graph
+        assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and got.answered == (0, 1, 2)
+        assert store.search(q[0], k=5, shortlist=len(x)) == single.search(q[0], k=5, shortlist=len(x))
+        ray.kill(store.actors[1], no_restart=False)  # Ray restarts it; the graph breaks, the ordinary path answers
+        again = store.search_batch(q, k=10, shortlist=len(x))
+        assert np.array_equal(want[0], again[0]) and readers._graph is None
+    single.close()
+
+
 BATCHES = scale(30, 90)  # batches the writer thread adds while two shard actors are killed
 SIZE = 40
 

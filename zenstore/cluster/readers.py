@@ -13,11 +13,23 @@ Shard ``s`` belongs to group ``s % groups``; the actors are spread over the node
 (``SPREAD``). They restart when their process dies and Ray retries their calls (every
 call is a read). Failures stay per shard: a shard's own error comes back as that shard's
 failure; a group actor that died or did not answer in time fails each of its shards.
+
+``compiled=True`` sends reads through a Ray Compiled Graph (``ray.dag``, beta) over the
+reader actors instead of ordinary actor calls: a round trip on shared-memory channels
+instead of RPC (measured on a 2-vCPU VM: 0.58 ms instead of 2.45 ms for a small call,
+docs/scaling.md), at a price: each reader actor's channel loop polls while it waits,
+~0.5 core-seconds per second when idle (measured here). So it is opt-in, for a node that
+serves latency-bound reads and has the core to spare. Any failure of the graph (an actor
+died, no answer in time) tears it down and the call is made again the ordinary way, with
+its retries and per-shard failures; the graph is compiled again ``GRAPH_RETRY`` seconds
+later. One read at a time uses the graph; a concurrent read takes the ordinary path.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 from .actor import DEFAULT_ACTOR_OPTIONS, blas_env, close_actors, collect, import_ray
 from .calls import Failure, ShardCalls
@@ -69,12 +81,19 @@ def default_groups(ray, shards: int) -> int:
     return max(1, min(shards, nodes or 1))
 
 
+GRAPH_RETRY = 5.0  # seconds after a failed compiled graph before it is compiled again
+
+
 class ReaderGroups(ShardCalls):
     """``groups`` reader actors over the shards at ``paths`` (see the module docstring)."""
 
     def __init__(self, paths: list[str], *, groups: int | None = None, threads: int | None = None,
-                 verify: bool = True, actor_options: dict | None = None) -> None:
+                 verify: bool = True, actor_options: dict | None = None, compiled: bool = False) -> None:
         self.ray = import_ray()
+        self.compiled = bool(compiled)
+        self._graph = None
+        self._graph_lock = threading.Lock()
+        self._graph_after = 0.0
         self.shards = len(paths)
         self.groups = groups or default_groups(self.ray, self.shards)
         options = {**DEFAULT_ACTOR_OPTIONS, "max_task_retries": -1, "scheduling_strategy": "SPREAD",
@@ -104,8 +123,11 @@ class ReaderGroups(ShardCalls):
         by_group: dict[int, dict] = {}
         for s, job in pending.items():
             by_group.setdefault(self.group_of(s), {})[s] = (job.method, job.args)
-        refs = {g: self.actors[g].call.remote(jobs) for g, jobs in by_group.items()}
-        answers, down = collect(ray, refs, timeout, "reader actor")
+        answers = self._through_graph(by_group, timeout) if self.compiled else None
+        down = {}
+        if answers is None:
+            refs = {g: self.actors[g].call.remote(jobs) for g, jobs in by_group.items()}
+            answers, down = collect(ray, refs, timeout, "reader actor")
         results, failures = {}, {}
         for g, jobs in by_group.items():
             if g in down:
@@ -116,11 +138,43 @@ class ReaderGroups(ShardCalls):
             failures.update({s: Failure(exc, True) for s, exc in raised.items()})
         return results, failures
 
+    def _through_graph(self, by_group: dict, timeout: float | None) -> dict | None:
+        """``{group: answer}`` of ``by_group`` sent through the compiled graph, or None
+        (no graph now, another read is using it, or it failed: then it is torn down)."""
+        if time.monotonic() < self._graph_after or not self._graph_lock.acquire(blocking=False):
+            return None
+        try:
+            if self._graph is None:
+                from ray.dag import InputNode, MultiOutputNode
+
+                with InputNode() as inp:
+                    dag = MultiOutputNode([a.call.bind(inp[g]) for g, a in enumerate(self.actors)])
+                self._graph = dag.experimental_compile()
+            refs = self._graph.execute(*[by_group.get(g, {}) for g in range(self.groups)])
+            out = self.ray.get(refs, timeout=timeout)
+            return {g: out[g] for g in by_group}
+        except Exception:  # noqa: BLE001 - any failure: the ordinary path answers (and says who failed)
+            self._drop_graph(GRAPH_RETRY)
+            return None
+        finally:
+            self._graph_lock.release()
+
+    def _drop_graph(self, wait: float) -> None:
+        graph, self._graph = self._graph, None
+        self._graph_after = time.monotonic() + wait
+        if graph is not None:
+            try:
+                graph.teardown()
+            except Exception:  # noqa: BLE001 - its actors may be dead already
+                pass
+
     @property
     def handles(self) -> tuple:
         return tuple(self.actors)
 
     def close(self) -> None:
+        with self._graph_lock:
+            self._drop_graph(0.0)
         try:
             close_actors(self.ray, self.actors)
         finally:
