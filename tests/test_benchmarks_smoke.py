@@ -414,3 +414,34 @@ def test_kernel_rows_benchmark_times_both_per_row_kernels(tmp_path, capsys):
     assert [t["pairs"] for t in r["by_table"]] == [60, 60]
     assert all(t["rescore_ns_per_row"] > 0 and t["int8_ns_per_row"] > 0 for t in r["by_table"])
     assert json.loads(out.read_text()) == r
+
+
+def test_cluster_reads_benchmark_pairs_both_ray_paths_with_in_process(tmp_path):
+    """benchmarks/cluster_reads.py on a tiny 2-shard store, in a subprocess (it starts its
+    own local Ray): both blocks are measured and the compiled graph's idle poll is seen."""
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+
+    from zenstore import Store
+    from zenstore.cluster import ShardedStore
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((800, 128)).astype(np.float32)
+    with Store.create(tmp_path / "single", dim=128, n_base=8) as single:
+        single.add(range(800), x)
+        base = single.base()
+    with ShardedStore.create(tmp_path / "s", dim=128, shards=2, n_base=8, backend="local") as sharded:
+        sharded.train(base=base)
+        sharded.add(range(800), x)
+    out = tmp_path / "reads.json"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    res = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "cluster_reads.py"), "--store",
+                          str(tmp_path / "s"), "--queries", "30", "--nprobe", "4", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["shards"] == 2 and r["rows"] == 800 and set(r["blocks"]) == {"ordinary", "compiled"}
+    for block in r["blocks"].values():
+        assert block["pairs"] == 30 and block["ray_p50_ms"] > 0 and block["batch_qps_ray"] > 0
+    assert r["blocks"]["compiled"]["reader_idle_cpu_s_per_s"] >= 0

@@ -8,11 +8,15 @@ per shard repeats that fixed work S times and merges S top-k lists afterwards (a
 nprobe 16 on 1M rows that fixed work dominated: 4 shards ran at 0.45x the single
 store's batch QPS, docs/scaling.md).
 
-The shortlist keeps its per-shard meaning as a budget: a union of m shards shortlists
-``m x shortlist`` candidates, the best of them by the Hamming proxy over all m shards
-instead of the best ``shortlist`` of each, and rescores them exactly. At a full scan
-with every row shortlisted, the result is the per-shard searches' merged result (and a
-single store's): the same exact scores, in the same order.
+The options mean what they mean for one store: the union keeps one shortlist of
+``shortlist`` candidates, the best by the Hamming proxy over all its shards, and rescores
+them exactly, so a sharded store on one machine answers exactly as a single store with
+the same base and options (and costs about what it costs). A first version kept a
+per-shard budget (m shards: m x shortlist); at 1M rows, nprobe 16, 4 shards it rescored
+4x the candidates and ran at 0.65x the single store's batch QPS
+(docs/benchmarks/cluster-n1000000-union.json). Processes (reader actors on several
+nodes) each answer their union with ``shortlist``, and the driver merges them: a
+superset of one store's shortlist.
 
 A union is used only where it is the same question: every job a ``search`` or every job a
 ``search_batch``, with the same options, on shards whose codecs share one base (checked
@@ -105,7 +109,6 @@ class UnionSearch:
         query, k, shortlist, nprobe = args[:4]
         store = self.stores[members[0]]
         opts = search_options(k, shortlist, nprobe)
-        opts = replace(opts, shortlist=len(members) * opts.effective_shortlist)
         queries = as_matrix(np.asarray(query).reshape(-1, store.dim), store.dim, "queries")  # pads as Store does
         tags, scores = search_snapshot(snap, queries, opts, store.metric, filter_ids)
         if method == "search_batch":
