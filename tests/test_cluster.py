@@ -528,7 +528,12 @@ def test_compiled_reads_answer_as_ordinary_calls_and_survive_a_killed_reader(tmp
         assert readers._graph is not None  # answered through the compiled graph
         assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and got.answered == (0, 1, 2)
         assert store.search(q[0], k=5, shortlist=len(x)) == single.search(q[0], k=5, shortlist=len(x))
+        before = pids(store)
         ray.kill(store.actors[1], no_restart=False)  # Ray restarts it; the graph breaks, the ordinary path answers
+        deadline = time.monotonic() + 120
+        while pids_when_back(store)[1] == before[1]:  # the kill is asynchronous: wait for the new process
+            assert time.monotonic() < deadline, "the reader actor was not restarted"
+            time.sleep(0.1)
         again = store.search_batch(q, k=10, shortlist=len(x))
         assert np.array_equal(want[0], again[0]) and readers._graph is None
     single.close()
